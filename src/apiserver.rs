@@ -1,0 +1,1 @@
+//! Wiring of one member's apiserver.

@@ -1,0 +1,1 @@
+//! The command line: one clap `Args` per subcommand.

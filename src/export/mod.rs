@@ -1,0 +1,1 @@
+//! The apiserver's writer: desired state → store.

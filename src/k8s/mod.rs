@@ -1,0 +1,1 @@
+//! Kubernetes objects → model ([`convert`]), and the sources that read them.

@@ -1,0 +1,1 @@
+//! Cilium's kvstore value formats.

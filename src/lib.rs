@@ -1,0 +1,26 @@
+//! fleetmesh: a multi-cluster mesh state synchronizer.
+//!
+//! Each member cluster runs an **apiserver** that exports its identities, endpoints,
+//! services and nodes into a kvstore in Cilium's key layout and serves them over gRPC
+//! with mutual TLS; **agents** in peer clusters watch every cluster they may see and
+//! merge them into one cross-cluster view. Data flows one way:
+//!
+//! ```text
+//! source (k8s watchers | manifest dir) ─► k8s::convert ─► export ─► kvstore (etcd | memory)
+//!   ─► cache ─► grpc (mTLS) ═══► remote ─► mesh view ─► observe (API, metrics, web)
+//! ```
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`model`] | validated domain types |
+//! | [`kvstore`] | the `Store` trait, its etcd and embedded backends, Cilium's key schema and value formats |
+//! | [`k8s`] | Kubernetes objects → model, and the sources that read them |
+//! | [`export`] | the apiserver's writer: desired state → store |
+//! | [`apiserver`] | wiring of one member's apiserver |
+
+pub mod apiserver;
+pub mod cli;
+pub mod export;
+pub mod k8s;
+pub mod kvstore;
+pub mod model;

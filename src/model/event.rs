@@ -1,0 +1,112 @@
+use std::fmt;
+
+use super::{Endpoint, Identity, IdentityId, IpPrefix, Node, Service, ServiceName};
+
+/// A position in a store's history: every write gets the next one (like etcd's revision).
+pub type Revision = u64;
+
+/// The kinds of state a cluster exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Node,
+    Service,
+    Identity,
+    Endpoint,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Service, Kind::Identity, Kind::Endpoint];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "nodes",
+            Self::Service => "services",
+            Self::Identity => "identities",
+            Self::Endpoint => "endpoints",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What names one resource inside one cluster's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKey {
+    Node(String),
+    Service(ServiceName),
+    Identity(IdentityId),
+    Endpoint(IpPrefix),
+}
+
+impl ResourceKey {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Node(_) => Kind::Node,
+            Self::Service(_) => Kind::Service,
+            Self::Identity(_) => Kind::Identity,
+            Self::Endpoint(_) => Kind::Endpoint,
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node(n) => write!(f, "node {n}"),
+            Self::Service(s) => write!(f, "service {s}"),
+            Self::Identity(i) => write!(f, "identity {i}"),
+            Self::Endpoint(p) => write!(f, "endpoint {p}"),
+        }
+    }
+}
+
+/// One resource of a cluster's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Node(Node),
+    Service(Service),
+    Identity(Identity),
+    Endpoint(Endpoint),
+}
+
+impl Resource {
+    pub fn key(&self) -> ResourceKey {
+        match self {
+            Self::Node(n) => ResourceKey::Node(n.name().to_string()),
+            Self::Service(s) => ResourceKey::Service(s.name.clone()),
+            Self::Identity(i) => ResourceKey::Identity(i.id()),
+            Self::Endpoint(e) => ResourceKey::Endpoint(e.prefix),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.key().kind()
+    }
+}
+
+/// A change to a cluster's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Upsert(Resource),
+    Delete(ResourceKey),
+}
+
+impl Change {
+    pub fn key(&self) -> ResourceKey {
+        match self {
+            Self::Upsert(r) => r.key(),
+            Self::Delete(k) => k.clone(),
+        }
+    }
+}
+
+/// A change and the store revision that produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub revision: Revision,
+    pub change: Change,
+}
