@@ -1,1 +1,0 @@
-//! Cilium's kvstore value formats.
