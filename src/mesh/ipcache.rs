@@ -1,0 +1,456 @@
+//! The merged ipcache: which cluster, identity and pod own an IP or prefix.
+//!
+//! This is the largest part of the view (one entry per pod IP of every cluster; 100k
+//! entries must fit in a few MiB), so entries are stored compactly and turned back into
+//! model [`Endpoint`]s only when read:
+//!
+//! - one map for all clusters, keyed by prefix, holding the first claim on each prefix;
+//!   an IP claimed by more than one cluster (a conflict, rare) keeps its further claims
+//!   in a side map, so the common entry needs no list;
+//! - the cluster as a 4-byte slot index, namespaces, service accounts and node IPs as
+//!   4-byte interned handles, the pod name as a `Box<str>`, and the fields that are
+//!   almost always empty (metadata, named ports) behind one optional box.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::mem;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ClusterName, Endpoint, IdentityId, IpPrefix, Labels, NamedPort};
+
+use super::clusters::ClusterIdx;
+use super::intern::{Interner, Sym};
+use super::json;
+
+/// What ipcache entries rarely carry, boxed so that the common entry stays small.
+#[derive(Debug, PartialEq, Eq)]
+struct Rare {
+    metadata: Box<str>,
+    named_ports: Box<[NamedPort]>,
+}
+
+/// One cluster's claim on a prefix (the prefix is the map key).
+#[derive(Debug)]
+struct CompactEndpoint {
+    cluster: ClusterIdx,
+    identity: IdentityId,
+    host_ip: Option<Sym>,
+    namespace: Option<Sym>,
+    service_account: Option<Sym>,
+    encrypt_key: u8,
+    pod: Option<Box<str>>,
+    rare: Option<Box<Rare>>,
+}
+
+/// The interned values entries refer to.
+#[derive(Default)]
+struct Pools {
+    /// Namespaces and service accounts.
+    names: Interner<Arc<str>>,
+    /// Node IPs.
+    hosts: Interner<IpAddr>,
+}
+
+impl Pools {
+    fn compact(&mut self, cluster: ClusterIdx, e: &Endpoint) -> CompactEndpoint {
+        let rare = (!e.metadata.is_empty() || !e.named_ports.is_empty()).then(|| {
+            Box::new(Rare {
+                metadata: e.metadata.as_str().into(),
+                named_ports: e.named_ports.clone().into_boxed_slice(),
+            })
+        });
+        CompactEndpoint {
+            cluster,
+            identity: e.identity,
+            host_ip: e.host_ip.map(|ip| self.hosts.intern(&ip)),
+            namespace: e.namespace.as_deref().map(|s| self.names.intern(s)),
+            service_account: e.service_account.as_deref().map(|s| self.names.intern(s)),
+            encrypt_key: e.encrypt_key,
+            pod: e.pod.as_deref().map(Box::from),
+            rare,
+        }
+    }
+
+    fn expand(&self, prefix: IpPrefix, c: &CompactEndpoint) -> Endpoint {
+        let name = |sym: Option<Sym>| sym.and_then(|s| self.names.get(s)).map(|s| s.to_string());
+        Endpoint {
+            prefix,
+            identity: c.identity,
+            host_ip: c.host_ip.and_then(|s| self.hosts.get(s)).copied(),
+            encrypt_key: c.encrypt_key,
+            metadata: c
+                .rare
+                .as_ref()
+                .map(|r| r.metadata.to_string())
+                .unwrap_or_default(),
+            namespace: name(c.namespace),
+            pod: c.pod.as_deref().map(str::to_string),
+            service_account: name(c.service_account),
+            named_ports: c
+                .rare
+                .as_ref()
+                .map(|r| r.named_ports.to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn release(&mut self, c: CompactEndpoint) {
+        if let Some(s) = c.host_ip {
+            self.hosts.release(s);
+        }
+        for s in [c.namespace, c.service_account].into_iter().flatten() {
+            self.names.release(s);
+        }
+    }
+}
+
+/// What an upsert did to a cluster's claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Upserted {
+    Unchanged,
+    Inserted,
+    Replaced,
+}
+
+/// Every cluster's ipcache entries.
+#[derive(Default)]
+pub(super) struct IpCache {
+    /// The first claim on each prefix.
+    primary: HashMap<IpPrefix, CompactEndpoint>,
+    /// Further claims on a prefix, one per other cluster: the conflicts.
+    others: HashMap<IpPrefix, Vec<CompactEndpoint>>,
+    /// The non-host prefixes held, for longest-prefix look-ups (they are few: CIDR
+    /// entries, not pods).
+    nets: BTreeSet<IpPrefix>,
+    pools: Pools,
+}
+
+impl IpCache {
+    /// Sets `cluster`'s entry for `e.prefix`.
+    pub fn upsert(&mut self, cluster: ClusterIdx, e: &Endpoint) -> Upserted {
+        if let Some(held) = self.claim(cluster, e.prefix)
+            && self.pools.expand(e.prefix, held) == *e
+        {
+            return Upserted::Unchanged;
+        }
+        let new = self.pools.compact(cluster, e);
+        match self.insert(e.prefix, new) {
+            Some(old) => {
+                self.pools.release(old);
+                Upserted::Replaced
+            }
+            None => Upserted::Inserted,
+        }
+    }
+
+    /// Removes `cluster`'s entry for `prefix`; `false` if it had none.
+    pub fn delete(&mut self, cluster: ClusterIdx, prefix: IpPrefix) -> bool {
+        match self.remove(cluster, prefix) {
+            Some(old) => {
+                self.pools.release(old);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `cluster`'s entry for `prefix`.
+    pub fn get(&self, cluster: ClusterIdx, prefix: IpPrefix) -> Option<Endpoint> {
+        self.claim(cluster, prefix)
+            .map(|c| self.pools.expand(prefix, c))
+    }
+
+    /// Every prefix `cluster` holds, sorted (a scan of the whole cache: for resyncs and
+    /// drains, not for the data path).
+    pub fn prefixes_of(&self, cluster: ClusterIdx) -> Vec<IpPrefix> {
+        let mut prefixes: Vec<IpPrefix> = self
+            .primary
+            .iter()
+            .filter(|(_, c)| c.cluster == cluster)
+            .map(|(p, _)| *p)
+            .chain(
+                self.others
+                    .iter()
+                    .filter(|(_, claims)| claims.iter().any(|c| c.cluster == cluster))
+                    .map(|(p, _)| *p),
+            )
+            .collect();
+        prefixes.sort_unstable();
+        prefixes
+    }
+
+    /// The clusters claiming `prefix`, in no particular order.
+    pub fn claimants(&self, prefix: IpPrefix) -> Vec<ClusterIdx> {
+        self.primary
+            .get(&prefix)
+            .into_iter()
+            .chain(self.others.get(&prefix).into_iter().flatten())
+            .map(|c| c.cluster)
+            .collect()
+    }
+
+    /// The held prefix that best matches `ip`: its host entry, else the longest
+    /// non-host prefix containing it.
+    pub fn find(&self, ip: IpAddr) -> Option<IpPrefix> {
+        let host = IpPrefix::host(ip);
+        if self.primary.contains_key(&host) {
+            return Some(host);
+        }
+        self.nets
+            .iter()
+            .filter(|net| contains(**net, ip))
+            .max_by_key(|net| net.len())
+            .copied()
+    }
+
+    /// Every prefix claimed by more than one cluster, sorted.
+    pub fn conflicted(&self) -> Vec<IpPrefix> {
+        let mut prefixes: Vec<IpPrefix> = self.others.keys().copied().collect();
+        prefixes.sort_unstable();
+        prefixes
+    }
+
+    fn claim(&self, cluster: ClusterIdx, prefix: IpPrefix) -> Option<&CompactEndpoint> {
+        let first = self.primary.get(&prefix)?;
+        if first.cluster == cluster {
+            return Some(first);
+        }
+        self.others
+            .get(&prefix)?
+            .iter()
+            .find(|c| c.cluster == cluster)
+    }
+
+    /// Stores a claim, returning the one it replaces.
+    fn insert(&mut self, prefix: IpPrefix, new: CompactEndpoint) -> Option<CompactEndpoint> {
+        match self.primary.entry(prefix) {
+            Entry::Vacant(slot) => {
+                slot.insert(new);
+                if !prefix.is_host() {
+                    self.nets.insert(prefix);
+                }
+                None
+            }
+            Entry::Occupied(mut slot) if slot.get().cluster == new.cluster => {
+                Some(slot.insert(new))
+            }
+            Entry::Occupied(_) => {
+                let claims = self.others.entry(prefix).or_default();
+                match claims.iter_mut().find(|c| c.cluster == new.cluster) {
+                    Some(held) => Some(mem::replace(held, new)),
+                    None => {
+                        claims.push(new);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a cluster's claim out; a removed first claim is replaced by a further one.
+    fn remove(&mut self, cluster: ClusterIdx, prefix: IpPrefix) -> Option<CompactEndpoint> {
+        let first = self.primary.get_mut(&prefix)?;
+        if first.cluster != cluster {
+            let claims = self.others.get_mut(&prefix)?;
+            let at = claims.iter().position(|c| c.cluster == cluster)?;
+            let old = claims.swap_remove(at);
+            if claims.is_empty() {
+                self.others.remove(&prefix);
+            }
+            return Some(old);
+        }
+        let next = match self.others.get_mut(&prefix) {
+            Some(claims) => {
+                let next = claims.pop();
+                if claims.is_empty() {
+                    self.others.remove(&prefix);
+                }
+                next
+            }
+            None => None,
+        };
+        match next {
+            Some(next) => Some(mem::replace(first, next)),
+            None => {
+                self.nets.remove(&prefix);
+                self.primary.remove(&prefix)
+            }
+        }
+    }
+}
+
+/// Whether `prefix` contains `ip` (same family, equal in the first `len` bits).
+fn contains(prefix: IpPrefix, ip: IpAddr) -> bool {
+    let len = u32::from(prefix.len());
+    match (prefix.addr(), ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Who owns an IP, as `fleetmesh lookup` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcacheEntryView {
+    pub cluster: ClusterName,
+    /// The entry that matched: the IP's host entry, or the longest prefix containing it.
+    #[serde(with = "json::as_string")]
+    pub prefix: IpPrefix,
+    pub identity: IdentityId,
+    pub host_ip: Option<IpAddr>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub service_account: Option<String>,
+    /// The identity's labels, when the identity is known.
+    #[serde(with = "json::labels")]
+    pub labels: Option<Labels>,
+}
+
+impl IpcacheEntryView {
+    pub(super) fn new(cluster: ClusterName, e: Endpoint, labels: Option<Labels>) -> Self {
+        Self {
+            cluster,
+            prefix: e.prefix,
+            identity: e.identity,
+            host_ip: e.host_ip,
+            namespace: e.namespace,
+            pod: e.pod,
+            service_account: e.service_account,
+            labels,
+        }
+    }
+}
+
+/// A prefix that more than one cluster claims: usually overlapping pod CIDRs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpConflict {
+    #[serde(with = "json::as_string")]
+    pub prefix: IpPrefix,
+    /// The claiming clusters, the one look-ups answer with first (local, then by name).
+    pub clusters: Vec<ClusterName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::clusters::{ClusterTable, LOCAL};
+    use crate::mesh::fixtures::{mk_endpoint, mk_name};
+
+    fn mk_clusters() -> (ClusterTable, ClusterIdx, ClusterIdx) {
+        let mut t = ClusterTable::new(mk_name("local"));
+        let a = t.enter(&mk_name("a"));
+        let b = t.enter(&mk_name("b"));
+        (t, a, b)
+    }
+
+    #[test]
+    fn entries_round_trip_through_the_compact_form() {
+        let (_, a, _) = mk_clusters();
+        let mut cache = IpCache::default();
+        let mut e = mk_endpoint("10.1.0.5", 70_000);
+        e.metadata = "cilium-global".into();
+        e.named_ports = vec![NamedPort {
+            name: "http".into(),
+            port: crate::model::L4Addr {
+                protocol: crate::model::Protocol::Tcp,
+                port: 80,
+            },
+        }];
+        assert_eq!(cache.upsert(a, &e), Upserted::Inserted);
+        assert_eq!(cache.get(a, e.prefix), Some(e.clone()));
+        assert_eq!(cache.upsert(a, &e), Upserted::Unchanged);
+
+        let mut moved = e.clone();
+        moved.host_ip = Some("172.18.0.9".parse().unwrap());
+        assert_eq!(cache.upsert(a, &moved), Upserted::Replaced);
+        assert_eq!(cache.get(a, e.prefix), Some(moved));
+    }
+
+    #[test]
+    fn interned_values_are_freed_with_their_last_entry() {
+        let (_, a, b) = mk_clusters();
+        let mut cache = IpCache::default();
+        let e1 = mk_endpoint("10.1.0.5", 70_000);
+        let e2 = mk_endpoint("10.1.0.6", 70_000);
+        cache.upsert(a, &e1);
+        cache.upsert(b, &e2);
+        // Both share the namespace, the service account and the node IP.
+        assert_eq!((cache.pools.names.len(), cache.pools.hosts.len()), (2, 1));
+        assert!(cache.delete(a, e1.prefix));
+        assert_eq!((cache.pools.names.len(), cache.pools.hosts.len()), (2, 1));
+        assert!(cache.delete(b, e2.prefix));
+        assert_eq!((cache.pools.names.len(), cache.pools.hosts.len()), (0, 0));
+        assert!(!cache.delete(b, e2.prefix));
+    }
+
+    #[test]
+    fn a_prefix_claimed_twice_keeps_both_claims() {
+        let (_, a, b) = mk_clusters();
+        let mut cache = IpCache::default();
+        let ea = mk_endpoint("10.1.0.5", 70_000);
+        let mut eb = mk_endpoint("10.1.0.5", 140_000);
+        eb.pod = Some("other".into());
+        cache.upsert(a, &ea);
+        cache.upsert(b, &eb);
+        assert_eq!(cache.conflicted(), vec![ea.prefix]);
+        let mut claimants = cache.claimants(ea.prefix);
+        claimants.sort();
+        assert_eq!(claimants, vec![a, b]);
+        assert_eq!(cache.get(b, ea.prefix), Some(eb.clone()));
+
+        // Removing the first claim promotes the other one.
+        assert!(cache.delete(a, ea.prefix));
+        assert_eq!(cache.claimants(ea.prefix), vec![b]);
+        assert!(cache.conflicted().is_empty());
+        assert_eq!(cache.find(ea.prefix.addr()), Some(ea.prefix));
+        assert!(cache.delete(b, ea.prefix));
+        assert_eq!(cache.find(ea.prefix.addr()), None);
+    }
+
+    #[test]
+    fn look_ups_fall_back_to_the_longest_prefix() {
+        let mut cache = IpCache::default();
+        for p in ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "fd00::/64"] {
+            let mut e = mk_endpoint("10.9.9.9", 2);
+            e.prefix = p.parse().unwrap();
+            cache.upsert(LOCAL, &e);
+        }
+        let find =
+            |cache: &IpCache, ip: &str| cache.find(ip.parse().unwrap()).map(|p| p.to_string());
+        assert_eq!(find(&cache, "10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(find(&cache, "10.1.2.4").as_deref(), Some("10.1.0.0/16"));
+        assert_eq!(find(&cache, "10.2.0.1").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(find(&cache, "fd00::5").as_deref(), Some("fd00::/64"));
+        assert_eq!(find(&cache, "11.0.0.1"), None);
+
+        cache.delete(LOCAL, "10.1.0.0/16".parse().unwrap());
+        assert_eq!(find(&cache, "10.1.2.4").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(cache.prefixes_of(LOCAL).len(), 3);
+    }
+
+    #[test]
+    fn prefix_containment_handles_the_edges() {
+        let p = |s: &str| s.parse::<IpPrefix>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(contains(p("0.0.0.0/0"), ip("203.0.113.1")));
+        assert!(contains(p("10.0.0.0/31"), ip("10.0.0.1")));
+        assert!(!contains(p("10.0.0.0/31"), ip("10.0.0.2")));
+        assert!(!contains(p("10.0.0.0/8"), ip("::ffff:10.0.0.1")));
+        assert!(contains(p("::/0"), ip("fd00::1")));
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // 100k entries must fit in a few MiB: the prefix key plus this.
+        assert!(mem::size_of::<CompactEndpoint>() <= 48);
+    }
+}

@@ -1,0 +1,528 @@
+//! The agent's merged cross-cluster view: every cluster's nodes, identities, ipcache
+//! entries and global services, merged into one state with affinity and failover,
+//! a stale-state policy and conflict reports.
+//!
+//! [`MeshView`] is a plain synchronous struct: the agent wraps it in a lock that is never
+//! held across `.await`, feeds it what each peer's remote task received (already
+//! validated: DESIGN.md §6 rule 3), and reads it for its sinks and the query API.
+//!
+//! - **Per-cluster state.** Everything is held per source cluster. A cluster's changes
+//!   touch only what that cluster contributed; [`MeshView::replace`] is the sweep after
+//!   a resync (DESIGN.md §6 rule 1: nothing is deleted because a peer went away, only
+//!   what a complete new listing no longer has), and [`MeshView::drain`] removes a
+//!   cluster whose peer file was removed.
+//! - **Changes are minimal.** Every update returns the [`MeshChange`]s it made; writing
+//!   what is already held changes nothing and returns nothing.
+//! - **Time comes from the caller.** Staleness (module `stale`) is decided at query time from
+//!   the `now` passed in; the view has no timers and never reads the clock. Because
+//!   withdrawal depends on time, a consumer of [`MeshView::services`] re-reads after
+//!   [`MeshView::set_reachable`] and at [`MeshView::next_stale_deadline`].
+//! - **Compact.** Ipcache entries, the bulk of the state, are stored compactly
+//!   (module `ipcache`) and turned back into model values only when read.
+
+mod clusters;
+#[cfg(test)]
+mod fixtures;
+mod intern;
+mod ipcache;
+mod json;
+mod select;
+mod services;
+mod stale;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Change, Cluster, ClusterName, IdentityId, Labels, Node, Resource, ResourceKey, ServiceName,
+};
+
+use self::clusters::{ClusterIdx, ClusterTable, LOCAL};
+use self::ipcache::{IpCache, Upserted};
+use self::stale::Withdrawal;
+
+pub use self::ipcache::{IpConflict, IpcacheEntryView};
+pub use self::select::{SelectedBackend, SelectionReason};
+pub use self::services::{BackendEntry, ClusterBackends, ServiceView};
+pub use self::stale::StalePolicy;
+
+/// One change the view made, attributed to the cluster whose data changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshChange {
+    pub cluster: ClusterName,
+    pub change: Change,
+}
+
+/// How much the view holds from one cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub nodes: usize,
+    pub endpoints: usize,
+    pub identities: usize,
+    /// Every service held from the cluster, shared or not.
+    pub services: usize,
+}
+
+/// The merged view of every cluster this agent sees, its own included.
+pub struct MeshView {
+    local: Cluster,
+    policy: StalePolicy,
+    clusters: ClusterTable,
+    ipcache: IpCache,
+}
+
+impl MeshView {
+    /// An empty view for the agent of `local`.
+    pub fn new(local: Cluster, policy: StalePolicy) -> Self {
+        Self {
+            clusters: ClusterTable::new(local.name.clone()),
+            local,
+            policy,
+            ipcache: IpCache::default(),
+        }
+    }
+
+    /// The cluster this view is the agent's of.
+    pub fn local(&self) -> &Cluster {
+        &self.local
+    }
+
+    /// Applies deltas from `cluster`; returns what changed in the view.
+    pub fn apply(&mut self, cluster: &ClusterName, changes: Vec<Change>) -> Vec<MeshChange> {
+        let idx = self.clusters.enter(cluster);
+        changes
+            .into_iter()
+            .filter_map(|change| self.apply_one(idx, change))
+            .collect()
+    }
+
+    /// Sets `cluster`'s complete state, as listed after a (re)sync's synced marker:
+    /// entries equal to what is held change nothing, changed or new ones are upserted,
+    /// then held ones missing from `full` are deleted. What stayed the same is never
+    /// removed, not even for a moment. Covers every kind: `full` must hold all of them.
+    pub fn replace(&mut self, cluster: &ClusterName, full: Vec<Resource>) -> Vec<MeshChange> {
+        let idx = self.clusters.enter(cluster);
+        let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
+        let mut changes: Vec<MeshChange> = full
+            .into_iter()
+            .filter_map(|r| self.apply_one(idx, Change::Upsert(r)))
+            .collect();
+        let gone: Vec<ResourceKey> = self
+            .held_keys(idx)
+            .into_iter()
+            .filter(|k| !listed.contains(k))
+            .collect();
+        changes.extend(
+            gone.into_iter()
+                .filter_map(|k| self.apply_one(idx, Change::Delete(k))),
+        );
+        changes
+    }
+
+    /// Records that the link to `cluster` went down or came back at `now`. The local
+    /// cluster is never stale, so it is not affected.
+    pub fn set_reachable(&mut self, cluster: &ClusterName, reachable: bool, now: Instant) {
+        if *cluster == self.local.name {
+            return;
+        }
+        let idx = self.clusters.enter(cluster);
+        self.clusters.get_mut(idx).reachability.set(reachable, now);
+    }
+
+    /// Removes everything `cluster` contributed (its peer file was removed); it is no
+    /// longer a peer afterwards.
+    pub fn drain(&mut self, cluster: &ClusterName) -> Vec<MeshChange> {
+        let Some(idx) = self.clusters.find(cluster) else {
+            return Vec::new();
+        };
+        let changes = self
+            .held_keys(idx)
+            .into_iter()
+            .filter_map(|k| self.apply_one(idx, Change::Delete(k)))
+            .collect();
+        let slot = self.clusters.get_mut(idx);
+        slot.present = idx == LOCAL;
+        slot.reachability = Default::default();
+        changes
+    }
+
+    /// The clusters the view holds, local first then by name.
+    pub fn clusters(&self) -> Vec<ClusterName> {
+        self.clusters
+            .ordered()
+            .into_iter()
+            .map(|idx| self.clusters.name(idx).clone())
+            .collect()
+    }
+
+    /// What the view holds from `cluster`; `None` for a cluster never seen or drained.
+    pub fn counts(&self, cluster: &ClusterName) -> Option<Counts> {
+        let slot = self.clusters.get(self.clusters.find(cluster)?);
+        slot.present.then_some(Counts {
+            nodes: slot.nodes.len(),
+            endpoints: slot.endpoints,
+            identities: slot.identities.len(),
+            services: slot.services.len(),
+        })
+    }
+
+    /// The global service `name` as selected at `now`; `None` if no cluster
+    /// contributes to it (a remote non-shared copy does not).
+    pub fn service(&self, name: &ServiceName, now: Instant) -> Option<ServiceView> {
+        let withdrawal = Withdrawal::at(&self.clusters, self.policy, now);
+        services::view(&self.clusters, &withdrawal, name)
+    }
+
+    /// Every global service as selected at `now`, sorted by name.
+    pub fn services(&self, now: Instant) -> Vec<ServiceView> {
+        let withdrawal = Withdrawal::at(&self.clusters, self.policy, now);
+        services::names(&self.clusters)
+            .iter()
+            .filter_map(|name| services::view(&self.clusters, &withdrawal, name))
+            .collect()
+    }
+
+    /// The next instant after `now` at which an unreachable peer becomes stale, so that
+    /// a consumer knows when to re-read the services without polling.
+    pub fn next_stale_deadline(&self, now: Instant) -> Option<Instant> {
+        self.clusters
+            .peers()
+            .filter_map(|(_, slot)| slot.reachability.stale_from(self.policy.grace))
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// Who owns `ip`: its host entry, else the longest prefix containing it. An entry
+    /// claimed by several clusters answers with the local one, else the lowest name
+    /// (see [`conflicts`](Self::conflicts)).
+    pub fn lookup(&self, ip: IpAddr) -> Option<IpcacheEntryView> {
+        let prefix = self.ipcache.find(ip)?;
+        let idx = self
+            .ipcache
+            .claimants(prefix)
+            .into_iter()
+            .min_by(|a, b| self.clusters.rank(*a).cmp(&self.clusters.rank(*b)))?;
+        let entry = self.ipcache.get(idx, prefix)?;
+        // The owning cluster's identity first: reserved ids exist in every cluster.
+        let labels = self
+            .clusters
+            .get(idx)
+            .identities
+            .get(&entry.identity)
+            .cloned()
+            .or_else(|| self.identity(entry.identity).map(|(_, l)| l));
+        Some(IpcacheEntryView::new(
+            self.clusters.name(idx).clone(),
+            entry,
+            labels,
+        ))
+    }
+
+    /// Every prefix claimed by more than one cluster, sorted by prefix.
+    pub fn conflicts(&self) -> Vec<IpConflict> {
+        self.ipcache
+            .conflicted()
+            .into_iter()
+            .map(|prefix| {
+                let mut claimants = self.ipcache.claimants(prefix);
+                claimants.sort_by(|a, b| self.clusters.rank(*a).cmp(&self.clusters.rank(*b)));
+                IpConflict {
+                    prefix,
+                    clusters: claimants
+                        .into_iter()
+                        .map(|idx| self.clusters.name(idx).clone())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The labels of identity `id` and the cluster that holds it (the local cluster
+    /// first, then by name: reserved ids may be held by several).
+    pub fn identity(&self, id: IdentityId) -> Option<(ClusterName, Labels)> {
+        self.clusters.ordered().into_iter().find_map(|idx| {
+            let slot = self.clusters.get(idx);
+            let labels = slot.identities.get(&id)?;
+            Some((slot.name.clone(), labels.clone()))
+        })
+    }
+
+    /// Every node of every cluster, local first then by cluster and node name.
+    pub fn nodes(&self) -> Vec<(ClusterName, Node)> {
+        self.clusters
+            .ordered()
+            .into_iter()
+            .flat_map(|idx| {
+                let slot = self.clusters.get(idx);
+                slot.nodes.values().map(|n| (slot.name.clone(), n.clone()))
+            })
+            .collect()
+    }
+
+    /// Every key `idx` holds, sorted by kind then key.
+    fn held_keys(&self, idx: ClusterIdx) -> Vec<ResourceKey> {
+        let slot = self.clusters.get(idx);
+        let nodes = slot.nodes.keys().cloned().map(ResourceKey::Node);
+        let services = slot.services.keys().cloned().map(ResourceKey::Service);
+        let identities = slot.identities.keys().copied().map(ResourceKey::Identity);
+        let endpoints = self
+            .ipcache
+            .prefixes_of(idx)
+            .into_iter()
+            .map(ResourceKey::Endpoint);
+        nodes
+            .chain(services)
+            .chain(identities)
+            .chain(endpoints)
+            .collect()
+    }
+
+    fn apply_one(&mut self, idx: ClusterIdx, change: Change) -> Option<MeshChange> {
+        let changed = match change {
+            Change::Upsert(resource) => self.upsert(idx, resource).map(Change::Upsert),
+            Change::Delete(key) => self.delete(idx, key).map(Change::Delete),
+        }?;
+        Some(MeshChange {
+            cluster: self.clusters.name(idx).clone(),
+            change: changed,
+        })
+    }
+
+    /// Stores `resource`; returns it if that changed anything.
+    fn upsert(&mut self, idx: ClusterIdx, resource: Resource) -> Option<Resource> {
+        let slot = self.clusters.get_mut(idx);
+        let changed = match &resource {
+            Resource::Node(n) => put(&mut slot.nodes, n.name().to_string(), n),
+            Resource::Service(s) => put(&mut slot.services, s.name.clone(), s),
+            Resource::Identity(i) => put(&mut slot.identities, i.id(), i.labels()),
+            Resource::Endpoint(e) => match self.ipcache.upsert(idx, e) {
+                Upserted::Unchanged => false,
+                Upserted::Replaced => true,
+                Upserted::Inserted => {
+                    slot.endpoints += 1;
+                    true
+                }
+            },
+        };
+        changed.then_some(resource)
+    }
+
+    /// Removes what `key` names; returns the key if something was held.
+    fn delete(&mut self, idx: ClusterIdx, key: ResourceKey) -> Option<ResourceKey> {
+        let slot = self.clusters.get_mut(idx);
+        let removed = match &key {
+            ResourceKey::Node(name) => slot.nodes.remove(name).is_some(),
+            ResourceKey::Service(name) => slot.services.remove(name).is_some(),
+            ResourceKey::Identity(id) => slot.identities.remove(id).is_some(),
+            ResourceKey::Endpoint(prefix) => {
+                let removed = self.ipcache.delete(idx, *prefix);
+                if removed {
+                    slot.endpoints -= 1;
+                }
+                removed
+            }
+        };
+        removed.then_some(key)
+    }
+}
+
+/// Inserts `value` unless an equal one is held; `true` if the map changed.
+fn put<K: Ord, V: Clone + PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: &V) -> bool {
+    if map.get(&key) == Some(value) {
+        return false;
+    }
+    map.insert(key, value.clone());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::fixtures::*;
+
+    fn keys(changes: &[MeshChange]) -> Vec<(String, String)> {
+        changes
+            .iter()
+            .map(|c| {
+                let verb = match &c.change {
+                    Change::Upsert(_) => "upsert",
+                    Change::Delete(_) => "delete",
+                };
+                (c.cluster.to_string(), format!("{verb} {}", c.change.key()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apply_reports_only_real_changes() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let node = mk_node(&c1, "n1");
+        let changes = view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node.clone()))]);
+        assert_eq!(
+            changes,
+            vec![MeshChange {
+                cluster: c1.name.clone(),
+                change: Change::Upsert(Resource::Node(node.clone())),
+            }]
+        );
+        assert!(
+            view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node))])
+                .is_empty()
+        );
+        let gone = ResourceKey::Node("n9".into());
+        assert!(view.apply(&c1.name, vec![Change::Delete(gone)]).is_empty());
+        assert_eq!(view.nodes().len(), 1);
+    }
+
+    #[test]
+    fn replace_of_an_identical_state_changes_nothing() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let full = mk_full_state(&c1, 3);
+        assert_eq!(view.replace(&c1.name, full.clone()).len(), full.len());
+        assert!(view.replace(&c1.name, full).is_empty());
+        assert_eq!(
+            view.counts(&c1.name),
+            Some(Counts {
+                nodes: 1,
+                endpoints: 3,
+                identities: 1,
+                services: 1
+            })
+        );
+    }
+
+    #[test]
+    fn replace_after_a_peer_lost_one_entry_deletes_exactly_it() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let mut full = mk_full_state(&c1, 3);
+        view.replace(&c1.name, full.clone());
+        let lost = full.pop().unwrap();
+        let changes = view.replace(&c1.name, full);
+        assert_eq!(
+            changes,
+            vec![MeshChange {
+                cluster: c1.name.clone(),
+                change: Change::Delete(lost.key()),
+            }]
+        );
+        assert_eq!(view.counts(&c1.name).unwrap().endpoints, 2);
+    }
+
+    #[test]
+    fn replace_upserts_changed_entries_and_keeps_the_rest() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let mut full = mk_full_state(&c1, 2);
+        view.replace(&c1.name, full.clone());
+        let Some(Resource::Endpoint(e)) = full.last_mut() else {
+            panic!("the full state ends with endpoints");
+        };
+        e.pod = Some("moved".into());
+        let changes = view.replace(&c1.name, full);
+        assert_eq!(
+            keys(&changes),
+            vec![("c1".into(), "upsert endpoint 10.2.0.1".into())]
+        );
+    }
+
+    #[test]
+    fn drain_removes_everything_of_that_cluster_only() {
+        let (mut view, local) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let c2 = mk_cluster("c2", 3);
+        view.replace(&local.name, mk_full_state(&local, 2));
+        view.replace(&c1.name, mk_full_state(&c1, 2));
+        view.replace(&c2.name, mk_full_state(&c2, 2));
+
+        let changes = view.drain(&c1.name);
+        assert_eq!(changes.len(), 5);
+        assert!(changes.iter().all(|c| c.cluster == c1.name));
+        assert!(
+            changes
+                .iter()
+                .all(|c| matches!(c.change, Change::Delete(_)))
+        );
+        assert_eq!(view.counts(&c1.name), None);
+        assert_eq!(view.clusters(), vec![local.name.clone(), c2.name.clone()]);
+        assert_eq!(view.counts(&c2.name).unwrap().endpoints, 2);
+        assert!(view.lookup("10.2.0.0".parse().unwrap()).is_none());
+        assert!(view.lookup("10.3.0.0".parse().unwrap()).is_some());
+        let svc = view.service(&mk_service_name(), Instant::now()).unwrap();
+        let contributors: Vec<_> = svc.clusters.iter().map(|c| c.cluster.as_str()).collect();
+        assert_eq!(contributors, vec!["local", "c2"]);
+        assert!(view.drain(&c1.name).is_empty());
+    }
+
+    #[test]
+    fn lookup_names_cluster_pod_and_identity_labels() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        view.replace(&c1.name, mk_full_state(&c1, 2));
+        let found = view.lookup("10.2.0.1".parse().unwrap()).unwrap();
+        assert_eq!(found.cluster, c1.name);
+        assert_eq!(found.namespace.as_deref(), Some("test"));
+        assert_eq!(found.pod.as_deref(), Some("pod-10.2.0.1"));
+        let labels = found.labels.unwrap();
+        assert_eq!(labels.cluster(), Some("c1"));
+        assert_eq!(view.identity(found.identity).unwrap().0, c1.name);
+        assert!(view.lookup("10.9.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn an_ip_claimed_twice_prefers_local_then_lowest_name_and_is_reported() {
+        let (mut view, local) = mk_view();
+        let b = mk_cluster("b", 2);
+        let a = mk_cluster("a", 3);
+        let ip = "10.7.0.1";
+        for c in [&b, &a] {
+            let e = mk_endpoint(ip, c.identity_range().first() + 1);
+            view.apply(&c.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+        }
+        let addr: IpAddr = ip.parse().unwrap();
+        assert_eq!(view.lookup(addr).unwrap().cluster, a.name);
+        let e = mk_endpoint(ip, local.identity_range().first() + 1);
+        view.apply(&local.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+        assert_eq!(view.lookup(addr).unwrap().cluster, local.name);
+        assert_eq!(
+            view.conflicts(),
+            vec![IpConflict {
+                prefix: crate::model::IpPrefix::host(addr),
+                clusters: vec![local.name.clone(), a.name.clone(), b.name.clone()],
+            }]
+        );
+
+        view.drain(&a.name);
+        view.drain(&local.name);
+        assert_eq!(view.lookup(addr).unwrap().cluster, b.name);
+        assert!(view.conflicts().is_empty());
+    }
+
+    #[test]
+    fn views_serialize_for_the_query_api() {
+        let (mut view, local) = mk_view();
+        view.replace(&local.name, mk_full_state(&local, 1));
+        let svc = view.service(&mk_service_name(), Instant::now()).unwrap();
+        let json = serde_json::to_value(&svc).unwrap();
+        assert_eq!(json["name"], "test/echo");
+        assert_eq!(json["reason"], "all-ready");
+        assert_eq!(
+            json["selected"][0]["ports"]["http"],
+            serde_json::json!({"protocol": "TCP", "port": 8080})
+        );
+        let back: ServiceView = serde_json::from_value(json).unwrap();
+        assert_eq!(back, svc);
+
+        let found = view.lookup("10.1.0.0".parse().unwrap()).unwrap();
+        let json = serde_json::to_value(&found).unwrap();
+        assert_eq!(json["prefix"], "10.1.0.0");
+        assert!(json["labels"][0].as_str().unwrap().starts_with("k8s:"));
+        let back: IpcacheEntryView = serde_json::from_value(json).unwrap();
+        assert_eq!(back, found);
+    }
+}
