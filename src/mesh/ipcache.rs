@@ -202,7 +202,7 @@ impl IpCache {
         self.nets
             .iter()
             .filter(|net| contains(**net, ip))
-            .max_by_key(|net| net.len())
+            .max_by_key(|net| net.prefix_len())
             .copied()
     }
 
@@ -284,7 +284,7 @@ impl IpCache {
 
 /// Whether `prefix` contains `ip` (same family, equal in the first `len` bits).
 fn contains(prefix: IpPrefix, ip: IpAddr) -> bool {
-    let len = u32::from(prefix.len());
+    let len = u32::from(prefix.prefix_len());
     match (prefix.addr(), ip) {
         (IpAddr::V4(net), IpAddr::V4(ip)) => {
             let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);

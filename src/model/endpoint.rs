@@ -31,7 +31,7 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(self) -> u8 {
+    pub fn prefix_len(self) -> u8 {
         self.len
     }
 
@@ -148,7 +148,7 @@ mod tests {
         let net: IpPrefix = "10.0.0.0/8".parse().unwrap();
         assert_eq!(net.to_string(), "10.0.0.0/8");
         let v6: IpPrefix = "fd00::1".parse().unwrap();
-        assert_eq!(v6.len(), 128);
+        assert_eq!(v6.prefix_len(), 128);
         assert!("10.0.0.0/33".parse::<IpPrefix>().is_err());
         assert!("not-an-ip".parse::<IpPrefix>().is_err());
     }

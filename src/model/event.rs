@@ -89,6 +89,9 @@ impl Resource {
 }
 
 /// A change to a cluster's state.
+// Nearly every change is an upsert, so boxing the large variant would cost an allocation
+// per event to save space on the rare delete.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Upsert(Resource),

@@ -1,0 +1,212 @@
+//! The minimal-write state writer: it remembers what it wrote and makes the store match
+//! the desired keys with as few writes as possible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+
+use super::leases::LeasePool;
+use crate::kvstore::{LeaseId, Store, StoreError};
+
+/// Writes in flight at once: etcd serves ~10x more puts per second with many in flight
+/// than one at a time (see reference/performance.md).
+const MAX_IN_FLIGHT: usize = 64;
+
+#[derive(Clone, Debug)]
+struct Written {
+    value: Bytes,
+    /// `None` for a key found in the store on a lease that is gone or not ours: it is
+    /// rewritten if still wanted.
+    lease: Option<LeaseId>,
+}
+
+/// How many writes one reconcile made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub puts: usize,
+    pub deletes: usize,
+}
+
+/// Makes the store hold exactly the desired keys under the prefixes it manages.
+pub struct StateWriter {
+    store: Arc<dyn Store>,
+    leases: LeasePool,
+    managed: Vec<String>,
+    written: HashMap<String, Written>,
+}
+
+impl StateWriter {
+    /// Starts from what the store already holds under the `managed` and `pinned` prefixes
+    /// (a previous run's keys): those on a lease that is still alive are adopted as they
+    /// are, so a restart rewrites nothing that did not change. Reconcile deletes what it
+    /// does not want under `managed`; it never deletes under `pinned`.
+    pub async fn adopt(
+        store: Arc<dyn Store>,
+        mut leases: LeasePool,
+        managed: Vec<String>,
+        pinned: &[String],
+    ) -> Result<Self, StoreError> {
+        let mut written = HashMap::new();
+        for prefix in managed.iter().chain(pinned) {
+            for kv in store.list(prefix).await?.kvs {
+                let lease = match kv.lease {
+                    Some(lease) if leases.adopt(lease).await => {
+                        leases.count(lease);
+                        Some(lease)
+                    }
+                    _ => None,
+                };
+                written.insert(
+                    kv.key,
+                    Written {
+                        value: kv.value,
+                        lease,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            store,
+            leases,
+            managed,
+            written,
+        })
+    }
+
+    pub fn leases(&mut self) -> &mut LeasePool {
+        &mut self.leases
+    }
+
+    /// Whether `key` is held with `value` on a live lease.
+    pub fn holds(&self, key: &str, value: &Bytes) -> bool {
+        self.written
+            .get(key)
+            .is_some_and(|w| w.lease.is_some() && w.value == *value)
+    }
+
+    /// Whether `key` is held on a live lease, whatever its value.
+    pub fn holds_key(&self, key: &str) -> bool {
+        self.written.get(key).is_some_and(|w| w.lease.is_some())
+    }
+
+    fn is_managed(&self, key: &str) -> bool {
+        self.managed.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// Puts what differs and deletes managed keys that are no longer desired. On error,
+    /// what succeeded is remembered and the next call retries only the rest.
+    pub async fn reconcile(
+        &mut self,
+        desired: &BTreeMap<&str, &Bytes>,
+    ) -> Result<WriteStats, StoreError> {
+        let puts: Vec<(String, Bytes)> = desired
+            .iter()
+            .filter(|(k, v)| !self.holds(k, v))
+            .map(|(k, v)| (k.to_string(), (*v).clone()))
+            .collect();
+        let deletes: Vec<String> = self
+            .written
+            .keys()
+            .filter(|k| self.is_managed(k) && !desired.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        let stats = WriteStats {
+            puts: puts.len(),
+            deletes: deletes.len(),
+        };
+        self.put_all(puts).await?;
+        self.delete_all(deletes).await?;
+        Ok(stats)
+    }
+
+    /// Writes one key outside the managed prefixes (a sync canary), leased like the rest.
+    pub async fn put_pinned(&mut self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        self.put_all(vec![(key.to_string(), value)]).await
+    }
+
+    async fn put_all(&mut self, puts: Vec<(String, Bytes)>) -> Result<(), StoreError> {
+        let mut planned = Vec::with_capacity(puts.len());
+        for (key, value) in puts {
+            if let Some(Written {
+                lease: Some(old), ..
+            }) = self.written.get(&key)
+            {
+                self.leases.release(*old);
+            }
+            let lease = self.leases.acquire().await?;
+            planned.push((key, value, lease));
+        }
+        let store = &self.store;
+        let results: Vec<_> = stream::iter(planned)
+            .map(|(key, value, lease)| async move {
+                let result = store.put(&key, value.clone(), Some(lease)).await;
+                (key, value, lease, result)
+            })
+            .buffer_unordered(MAX_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (key, value, lease, result) in results {
+            match result {
+                Ok(_) => {
+                    self.written.insert(
+                        key,
+                        Written {
+                            value,
+                            lease: Some(lease),
+                        },
+                    );
+                }
+                Err(err) => {
+                    self.leases.release(lease);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn delete_all(&mut self, deletes: Vec<String>) -> Result<(), StoreError> {
+        let store = &self.store;
+        let results: Vec<_> = stream::iter(deletes)
+            .map(|key| async move {
+                let result = store.delete(&key).await;
+                (key, result)
+            })
+            .buffer_unordered(MAX_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (key, result) in results {
+            match result {
+                Ok(_) => {
+                    if let Some(Written {
+                        lease: Some(lease), ..
+                    }) = self.written.remove(&key)
+                    {
+                        self.leases.release(lease);
+                    }
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Renews the leases; forgets the keys of any lease that expired, so the next
+    /// reconcile rewrites them. Returns whether anything was lost.
+    pub async fn keep_alive(&mut self) -> Result<bool, StoreError> {
+        let lost = self.leases.keep_alive().await?;
+        if lost.is_empty() {
+            return Ok(false);
+        }
+        tracing::warn!(leases = ?lost, "leases expired; their keys will be rewritten");
+        self.written
+            .retain(|_, w| !w.lease.is_some_and(|l| lost.contains(&l)));
+        Ok(true)
+    }
+}
