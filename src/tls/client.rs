@@ -1,0 +1,170 @@
+//! The dialing side: a tonic [`Channel`] whose connections go through mutual TLS with
+//! the client config current at each (re)connect, so a reloaded certificate is used from
+//! the next connection on.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tonic::codegen::http::Uri;
+use tonic::codegen::http::uri::Authority;
+use tonic::transport::{Channel, Endpoint};
+
+use super::TlsError;
+
+/// HTTP/2 PING period: notices a vanished peer (node gone, NAT entry dropped) within
+/// seconds rather than at the next write, and keeps idle connections under the idle
+/// timeouts of cloud load balancers.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a PING may go unanswered before the connection is dropped: longer than the
+/// interval, so one slow answer across regions is not fatal.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(25);
+/// Dial plus TLS handshake; beyond this the peer counts as unreachable and the caller's
+/// backoff takes over.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A lazy channel to `endpoint` (`host:port` or `https://host:port`). The server's
+/// certificate must be valid for `server_name`, or for the endpoint's host when `None`
+/// (a DNS name or an IP address). Nothing is dialed until the first call.
+pub fn channel(
+    endpoint: &str,
+    server_name: Option<&str>,
+    configs: watch::Receiver<Arc<ClientConfig>>,
+) -> Result<Channel, TlsError> {
+    let authority = parse_endpoint(endpoint)?;
+    // tonic sees `http://`: built with its own TLS (another dependency turns it on) it would
+    // insist on doing TLS itself for `https://`. The connector below always does TLS.
+    let uri = format!("http://{authority}");
+    let tonic_endpoint = Endpoint::from_shared(uri)
+        .map_err(|source| TlsError::EndpointUri {
+            endpoint: endpoint.to_string(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let name = server_name.unwrap_or_else(|| unbracket(authority.host()));
+    let server_name =
+        ServerName::try_from(name.to_string()).map_err(|source| TlsError::ServerName {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(tonic_endpoint.connect_with_connector_lazy(Dialer {
+        configs,
+        server_name,
+    }))
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<Authority, TlsError> {
+    let refuse = |reason| TlsError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let rest = match endpoint.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some(_) => {
+            return Err(refuse(
+                "only https:// is allowed: peers speak mutual TLS only",
+            ));
+        }
+        None => endpoint,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let authority: Authority = rest
+        .parse()
+        .map_err(|_| refuse("expected host:port or https://host:port"))?;
+    if authority.port_u16().is_none() {
+        return Err(refuse("missing port"));
+    }
+    Ok(authority)
+}
+
+/// `[::1]` → `::1`: URIs bracket IPv6 addresses, socket addresses and TLS names do not.
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Dials TCP and does the TLS handshake; tonic calls it for every (re)connect.
+struct Dialer {
+    configs: watch::Receiver<Arc<ClientConfig>>,
+    server_name: ServerName<'static>,
+}
+
+type Dialed = TokioIo<TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for Dialer {
+    type Response = Dialed;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Dialed>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = TlsConnector::from(self.configs.borrow().clone());
+        let server_name = self.server_name.clone();
+        Box::pin(async move {
+            let (host, port) = match (uri.host(), uri.port_u16()) {
+                (Some(host), Some(port)) => (unbracket(host).to_string(), port),
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("no host:port in {uri}"),
+                    ));
+                }
+            };
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            // gRPC frames are small and latency-bound: send them as soon as they are written.
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_host_port_with_an_optional_https_scheme() {
+        for good in [
+            "mesh.example:443",
+            "https://mesh.example:443",
+            "https://10.0.0.1:2379/",
+            "[::1]:50051",
+        ] {
+            assert!(parse_endpoint(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("http://mesh.example:443", "only https"),
+            ("grpc://mesh.example:443", "only https"),
+            ("mesh.example", "missing port"),
+            ("https://mesh.example:443/path", "expected host:port"),
+            ("", "expected host:port"),
+        ] {
+            let err = parse_endpoint(bad).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_lose_their_brackets() {
+        assert_eq!(unbracket("[::1]"), "::1");
+        assert_eq!(unbracket("mesh.example"), "mesh.example");
+    }
+}
