@@ -95,6 +95,11 @@ pub fn synced_canary(cluster: &ClusterName, kind: Kind) -> String {
     format!("{SYNCED_PREFIX}{cluster}/{base}")
 }
 
+/// The prefix of one cluster's sync canaries.
+pub fn synced_of(cluster: &ClusterName) -> String {
+    format!("{SYNCED_PREFIX}{cluster}/")
+}
+
 pub fn alloc_id(id: IdentityId) -> String {
     format!("{ALLOC_ID_PREFIX}{id}")
 }

@@ -1,0 +1,14 @@
+//! Test support shared by every integration test. Declare `mod support;` in a test file
+//! to use it.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+pub mod etcd;
+
+pub use etcd::{EtcdHandle, LocalEtcd, ServerTls, etcd, mk_etcd_store};
+
+/// A key prefix no other test uses, e.g. `t-3f9a0c1d2e4b5a6f/`.
+pub fn unique_prefix() -> String {
+    format!("t-{:016x}/", rand::random::<u64>())
+}
