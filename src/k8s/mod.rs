@@ -1,1 +1,4 @@
 //! Kubernetes objects → model ([`convert`]), and the sources that read them.
+
+pub mod convert;
+pub mod manifests;

@@ -1,0 +1,451 @@
+//! Kubernetes objects → model, as pure functions.
+//!
+//! [`desired_state`] turns one cluster's Services, EndpointSlices, Pods, Nodes and
+//! Namespaces into the [`DesiredState`] the exporter writes. The kube watchers and the
+//! manifest directory feed it the same way, so both sources export the same state for the
+//! same objects. An object that fails validation becomes a [`ConvertProblem`] naming it
+//! and the field; every other object is still converted.
+
+mod endpoint_slice;
+#[cfg(test)]
+mod fixtures;
+mod namespace;
+mod node;
+mod pod;
+mod service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::{Cluster, DesiredState, L4Addr, Protocol};
+
+pub use endpoint_slice::{SERVICE_NAME_LABEL, backend_conditions, slice_backends};
+pub use namespace::{GLOBAL_NAMESPACE_ANNOTATION, NamespaceInfo, Namespaces, namespace_info};
+pub use node::node_to_model;
+pub use pod::{is_identity_label, pod_to_workload};
+pub use service::{is_global, service_to_model};
+
+/// The namespace of a namespaced object that names none, as `kubectl apply` would place it.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// The Kubernetes objects of one cluster that fleetmesh reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub pods: Vec<Pod>,
+    pub nodes: Vec<Node>,
+    pub namespaces: Vec<Namespace>,
+}
+
+/// Why one object (or part of it) was not converted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvertProblem {
+    /// The object, as `Kind namespace/name` (`Kind name` for cluster-scoped kinds).
+    pub object: String,
+    /// What is wrong, starting with the field when one is at fault.
+    pub message: String,
+}
+
+impl ConvertProblem {
+    pub fn new(object: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            object: object.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConvertProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+impl std::error::Error for ConvertProblem {}
+
+/// Converts everything one cluster holds into what it exports.
+///
+/// Services, pods and their identities in namespaces annotated
+/// `clustermesh.cilium.io/global: "false"` are left out. Each output vector is sorted by
+/// its key (node name, service namespace/name, pod namespace/name); an object defined
+/// twice keeps its first definition and the second is reported.
+pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec<ConvertProblem>) {
+    let (namespaces, mut problems) = Namespaces::from_objects(&objects.namespaces);
+
+    let mut nodes = Vec::new();
+    for node in &objects.nodes {
+        match node_to_model(cluster, node) {
+            Ok(n) => nodes.push(n),
+            Err(p) => problems.push(p),
+        }
+    }
+
+    let slices = endpoint_slice::by_service(&objects.endpoint_slices);
+    let mut services = Vec::new();
+    for svc in &objects.services {
+        let obj = Obj::namespaced("Service", &svc.metadata);
+        if !namespaces.is_global(obj.namespace) {
+            continue;
+        }
+        let own = slices
+            .get(&(obj.namespace, obj.name))
+            .map_or(&[][..], Vec::as_slice);
+        let (converted, found) = service_to_model(cluster, svc, own);
+        services.extend(converted);
+        problems.extend(found);
+    }
+
+    let mut workloads = Vec::new();
+    for pod in &objects.pods {
+        let namespace = Obj::namespaced("Pod", &pod.metadata).namespace;
+        if !namespaces.is_global(namespace) {
+            continue;
+        }
+        match pod_to_workload(cluster, pod, namespaces.labels(namespace)) {
+            Ok(w) => workloads.extend(w),
+            Err(p) => problems.push(p),
+        }
+    }
+
+    let state = DesiredState {
+        nodes: sort_unique(
+            nodes,
+            &mut problems,
+            |n| n.name().to_string(),
+            |k| format!("Node {k}"),
+        ),
+        services: sort_unique(
+            services,
+            &mut problems,
+            |s| s.name.clone(),
+            |k| format!("Service {k}"),
+        ),
+        workloads: sort_unique(
+            workloads,
+            &mut problems,
+            |w| (w.namespace.clone(), w.pod.clone()),
+            |(ns, pod)| format!("Pod {ns}/{pod}"),
+        ),
+        identities: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    (state, problems)
+}
+
+/// Sorts by key, keeping the first of equal keys (the sort is stable) and reporting the
+/// others: two definitions of one object can't both be exported.
+fn sort_unique<T, K: Ord>(
+    mut items: Vec<T>,
+    problems: &mut Vec<ConvertProblem>,
+    key: impl Fn(&T) -> K,
+    describe: impl Fn(&K) -> String,
+) -> Vec<T> {
+    items.sort_by_key(|item| key(item));
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        let k = key(&item);
+        if out.last().is_some_and(|last| key(last) == k) {
+            problems.push(ConvertProblem::new(
+                describe(&k),
+                "defined more than once; the first definition is used",
+            ));
+        } else {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// One object as problems name it.
+struct Obj<'a> {
+    name: &'a str,
+    /// Empty for cluster-scoped kinds.
+    namespace: &'a str,
+    /// `Kind namespace/name` or `Kind name`.
+    what: String,
+}
+
+impl<'a> Obj<'a> {
+    fn namespaced(kind: &str, meta: &'a ObjectMeta) -> Self {
+        let name = meta.name.as_deref().unwrap_or_default();
+        let namespace = meta
+            .namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE);
+        Self {
+            name,
+            namespace,
+            what: format!("{kind} {namespace}/{}", display_name(name)),
+        }
+    }
+
+    fn cluster_scoped(kind: &str, meta: &'a ObjectMeta) -> Self {
+        let name = meta.name.as_deref().unwrap_or_default();
+        Self {
+            name,
+            namespace: "",
+            what: format!("{kind} {}", display_name(name)),
+        }
+    }
+
+    /// A problem with one field of this object.
+    fn problem(&self, field: &str, message: impl fmt::Display) -> ConvertProblem {
+        ConvertProblem::new(self.what.clone(), format!("{field}: {message}"))
+    }
+
+    /// Refuses an object without a name: nothing could refer to it.
+    fn require_name(&self) -> Result<(), ConvertProblem> {
+        if self.name.is_empty() {
+            return Err(self.problem("metadata.name", "missing"));
+        }
+        Ok(())
+    }
+}
+
+fn display_name(name: &str) -> &str {
+    if name.is_empty() { "<unnamed>" } else { name }
+}
+
+/// A Kubernetes port and protocol as a model `L4Addr`; Kubernetes' default protocol is TCP.
+fn l4_addr(protocol: Option<&str>, port: i32) -> Result<L4Addr, String> {
+    let protocol = match protocol {
+        None | Some("") => Protocol::Tcp,
+        Some(p) => p.parse().map_err(|e| format!("{e}"))?,
+    };
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("port {port} is outside 1..=65535"))?;
+    Ok(L4Addr { protocol, port })
+}
+
+/// The values of a list field that Kubernetes also keeps in an older single-value field
+/// (`clusterIPs`/`clusterIP`, `podIPs`/`podIP`, `podCIDRs`/`podCIDR`), each with its field
+/// path for problems: the list when it has values, else the single value. Empty values
+/// are left out.
+fn list_or_single<'a>(
+    list: (&str, Vec<&'a str>),
+    single: (&str, Option<&'a str>),
+) -> Vec<(String, &'a str)> {
+    let (list_field, values) = list;
+    let values: Vec<(String, &str)> = if values.is_empty() {
+        single
+            .1
+            .map(|v| (single.0.to_string(), v))
+            .into_iter()
+            .collect()
+    } else {
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{list_field}[{i}]"), v))
+            .collect()
+    };
+    values.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+/// Labels or annotations of an object (absent maps are empty).
+fn string_map(map: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    map.cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixtures::{
+        mk_cluster, mk_endpoint, mk_map, mk_meta, mk_node, mk_pod, mk_service, mk_slice,
+    };
+
+    const GLOBAL_TRUE: (&str, &str) = ("service.cilium.io/global", "true");
+
+    fn mk_namespace(name: &str, annotations: &[(&str, &str)]) -> Namespace {
+        let mut metadata = mk_meta("", name);
+        metadata.annotations = Some(mk_map(annotations));
+        metadata.labels = Some(mk_map(&[("team", name)]));
+        Namespace {
+            metadata,
+            ..Namespace::default()
+        }
+    }
+
+    fn mk_objects() -> Objects {
+        Objects {
+            services: vec![
+                mk_service("shop", "web", &[GLOBAL_TRUE], &[("http", 80)]),
+                mk_service("shop", "checkout", &[GLOBAL_TRUE], &[("http", 80)]),
+                mk_service("shop", "internal", &[], &[("http", 80)]),
+                mk_service("legacy", "old", &[GLOBAL_TRUE], &[("http", 80)]),
+            ],
+            endpoint_slices: vec![
+                mk_slice(
+                    "shop",
+                    "checkout",
+                    "checkout-b",
+                    &[("http", 8080)],
+                    vec![mk_endpoint("10.244.1.11", Some(false))],
+                ),
+                mk_slice(
+                    "shop",
+                    "checkout",
+                    "checkout-a",
+                    &[("http", 8080)],
+                    vec![mk_endpoint("10.244.1.10", None)],
+                ),
+                mk_slice(
+                    "shop",
+                    "internal",
+                    "internal-a",
+                    &[("http", 8080)],
+                    vec![mk_endpoint("bogus", None)],
+                ),
+                mk_slice(
+                    "legacy",
+                    "old",
+                    "old-a",
+                    &[("http", 8080)],
+                    vec![mk_endpoint("10.244.2.10", None)],
+                ),
+            ],
+            pods: vec![
+                mk_pod("shop", "web-1", &[("app", "web")], &["10.244.1.12"]),
+                mk_pod(
+                    "shop",
+                    "checkout-1",
+                    &[("app", "checkout")],
+                    &["10.244.1.10"],
+                ),
+                mk_pod("legacy", "old-1", &[("app", "old")], &["10.244.2.10"]),
+            ],
+            nodes: vec![
+                mk_node(
+                    "worker-2",
+                    &[("InternalIP", "172.18.0.3")],
+                    &["10.244.2.0/24"],
+                ),
+                mk_node(
+                    "worker-1",
+                    &[("InternalIP", "172.18.0.2")],
+                    &["10.244.1.0/24"],
+                ),
+            ],
+            namespaces: vec![
+                mk_namespace("shop", &[]),
+                mk_namespace("legacy", &[(GLOBAL_NAMESPACE_ANNOTATION, "false")]),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_cluster_converts_sorted_without_non_global_namespaces() {
+        let (state, problems) = desired_state(&mk_cluster(), &mk_objects());
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let nodes: Vec<_> = state.nodes.iter().map(|n| n.name()).collect();
+        assert_eq!(nodes, ["worker-1", "worker-2"]);
+
+        let services: Vec<_> = state.services.iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(services, ["shop/checkout", "shop/web"]);
+        let checkout = &state.services[0];
+        let ready: Vec<_> = checkout
+            .backends
+            .iter()
+            .map(|(ip, b)| (ip.to_string(), b.conditions.ready))
+            .collect();
+        assert_eq!(
+            ready,
+            [
+                ("10.244.1.10".to_string(), true),
+                ("10.244.1.11".to_string(), false)
+            ]
+        );
+        assert!(state.services[1].backends.is_empty());
+
+        let pods: Vec<_> = state.workloads.iter().map(|w| w.pod.as_str()).collect();
+        assert_eq!(pods, ["checkout-1", "web-1"]);
+        let ns_label = state.workloads[0]
+            .labels
+            .get("io.cilium.k8s.namespace.labels.team")
+            .map(|l| l.value.as_str());
+        assert_eq!(ns_label, Some("shop"));
+        assert!(state.identities.is_empty() && state.endpoints.is_empty());
+    }
+
+    #[test]
+    fn bad_objects_are_reported_and_the_rest_converted() {
+        let mut objects = mk_objects();
+        objects
+            .nodes
+            .push(mk_node("worker-3", &[("InternalIP", "x")], &[]));
+        objects.nodes.push(mk_node("worker-1", &[], &[]));
+        objects
+            .pods
+            .push(mk_pod("shop", "bad", &[("app", "a;b")], &["10.244.1.13"]));
+        objects.services.push(mk_service(
+            "shop",
+            "checkout",
+            &[GLOBAL_TRUE],
+            &[("http", 80)],
+        ));
+        let (state, problems) = desired_state(&mk_cluster(), &objects);
+        let objects: Vec<_> = problems.iter().map(|p| p.object.as_str()).collect();
+        assert_eq!(
+            objects,
+            [
+                "Node worker-3",
+                "Pod shop/bad",
+                "Node worker-1",
+                "Service shop/checkout"
+            ]
+        );
+        assert_eq!(state.nodes.len(), 2);
+        // The first definition of a duplicated node is kept.
+        assert!(state.nodes[0].ipv4_alloc_cidr.is_some());
+        assert_eq!(state.services.len(), 2);
+        assert_eq!(state.services[0].backends.len(), 2);
+        assert_eq!(state.workloads.len(), 2);
+    }
+
+    #[test]
+    fn list_fields_fall_back_to_their_single_form() {
+        let listed = list_or_single(
+            ("spec.clusterIPs", vec!["a", "", "b"]),
+            ("spec.clusterIP", Some("c")),
+        );
+        assert_eq!(
+            listed,
+            [
+                ("spec.clusterIPs[0]".to_string(), "a"),
+                ("spec.clusterIPs[2]".to_string(), "b")
+            ]
+        );
+        let single = list_or_single(("spec.clusterIPs", vec![]), ("spec.clusterIP", Some("c")));
+        assert_eq!(single, [("spec.clusterIP".to_string(), "c")]);
+        assert!(list_or_single(("l", vec![]), ("s", Some(""))).is_empty());
+        assert!(list_or_single(("l", vec![]), ("s", None)).is_empty());
+    }
+
+    #[test]
+    fn conversion_problems_name_the_object() {
+        let p = ConvertProblem::new(
+            "Service test/echo",
+            "spec.ports[0]: port 0 is outside 1..=65535",
+        );
+        assert_eq!(
+            p.to_string(),
+            "Service test/echo: spec.ports[0]: port 0 is outside 1..=65535"
+        );
+        let meta = ObjectMeta::default();
+        let unnamed = Obj::namespaced("Pod", &meta);
+        assert_eq!(unnamed.what, "Pod default/<unnamed>");
+        assert_eq!(
+            unnamed.require_name().unwrap_err().to_string(),
+            "Pod default/<unnamed>: metadata.name: missing"
+        );
+    }
+}
