@@ -17,13 +17,18 @@
 //! | [`k8s`] | Kubernetes objects → model, and the sources that read them |
 //! | [`export`] | the apiserver's writer: desired state → store |
 //! | [`apiserver`] | wiring of one member's apiserver |
+//! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
 
-// LEAD-PENDING pub mod apiserver;
-// LEAD-PENDING pub mod cli;
+pub mod apiserver;
+pub mod cli;
+pub mod cache;
 pub mod certs;
 pub mod export;
 pub mod k8s;
 pub mod kvstore;
 pub mod mesh;
 pub mod model;
+pub mod observe;
+pub mod proto;
+pub mod remote;
 pub mod tls;

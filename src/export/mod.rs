@@ -1,1 +1,227 @@
 //! The apiserver's writer: desired state → store.
+//!
+//! [`Exporter::run`] takes snapshots of the cluster's desired state from a source and
+//! makes the store match them with minimal writes ([`writer`]), allocating identities
+//! ([`allocator`]). Once the source's first snapshot and every write before it have
+//! succeeded it writes one sync canary per kind — never earlier, so a consumer that sees
+//! a canary knows that prefix is complete (Cilium's rule). Beside it run the cluster
+//! config enforcement and the heartbeat. Every key is leased and kept alive; keys of a
+//! lease that expired anyway are rewritten.
+
+mod allocator;
+mod cluster_config;
+mod heartbeat;
+mod leases;
+mod render;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+pub use allocator::{AllocError, IdentityAllocator};
+pub use heartbeat::HEARTBEAT_INTERVAL;
+pub use render::{RenderedState, render};
+pub use writer::{StateWriter, WriteStats};
+
+use crate::kvstore::{Store, StoreError, codec, keys};
+use crate::model::{Cluster, DesiredState, Kind};
+use leases::LeasePool;
+
+/// Cilium's default `--kvstore-lease-ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
+/// First wait after a failed write; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Tunables of the exporter.
+#[derive(Clone, Debug)]
+pub struct ExportSettings {
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+        }
+    }
+}
+
+/// What the exporter reports, for readiness and status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportStatus {
+    /// Every sync canary is written: the store holds the source's full state.
+    pub synced: bool,
+    /// Keys written by the last successful reconcile.
+    pub keys: usize,
+    pub last_write: WriteStats,
+    /// The last failure, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("store error while exporting")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    #[error("the source stopped")]
+    SourceClosed,
+}
+
+/// Exports one cluster's state into a store.
+pub struct Exporter {
+    store: Arc<dyn Store>,
+    cluster: Cluster,
+    settings: ExportSettings,
+}
+
+impl Exporter {
+    pub fn new(store: Arc<dyn Store>, cluster: Cluster, settings: ExportSettings) -> Self {
+        Self {
+            store,
+            cluster,
+            settings,
+        }
+    }
+
+    /// The prefixes whose content the exporter owns entirely.
+    fn managed_prefixes(&self) -> Vec<String> {
+        let c = &self.cluster.name;
+        vec![
+            keys::nodes_of(c),
+            keys::services_of(c),
+            keys::fleetmesh_services_of(c),
+            keys::IDENTITIES_ID_PREFIX.to_string(),
+            keys::IP_PREFIX.to_string(),
+        ]
+    }
+
+    /// Runs until the source closes or the store fails in a way a retry cannot fix.
+    /// `source` publishes `None` until the source's initial list is complete.
+    pub async fn run(
+        self,
+        source: watch::Receiver<Option<DesiredState>>,
+        status: watch::Sender<ExportStatus>,
+    ) -> Result<(), ExportError> {
+        let ttl = self.settings.lease_ttl;
+        tokio::select! {
+            result = self.export_loop(source, &status) => result,
+            result = cluster_config::enforce(self.store.clone(), self.cluster.clone(), ttl) => {
+                Err(result.err().unwrap_or(StoreError::Closed).into())
+            }
+            result = heartbeat::beat(self.store.clone(), self.settings.heartbeat_interval, ttl) => {
+                Err(result.err().unwrap_or(StoreError::Closed).into())
+            }
+        }
+    }
+
+    async fn export_loop(
+        &self,
+        mut source: watch::Receiver<Option<DesiredState>>,
+        status: &watch::Sender<ExportStatus>,
+    ) -> Result<(), ExportError> {
+        let leases = LeasePool::new(self.store.clone(), self.settings.lease_ttl);
+        let canaries = [keys::synced_of(&self.cluster.name)];
+        let mut writer = StateWriter::adopt(
+            self.store.clone(),
+            leases,
+            self.managed_prefixes(),
+            &canaries,
+        )
+        .await?;
+        let mut allocator =
+            IdentityAllocator::load(self.store.clone(), self.cluster.clone()).await?;
+        let mut renew = tokio::time::interval(writer.leases().renew_interval());
+        let mut retry = FIRST_RETRY;
+        let mut failing = false;
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                changed = source.changed() => {
+                    changed.map_err(|_| ExportError::SourceClosed)?;
+                    dirty = true;
+                }
+                _ = renew.tick() => {
+                    dirty |= writer.keep_alive().await?;
+                }
+                _ = tokio::time::sleep(retry), if failing => dirty = true,
+            }
+            if !dirty {
+                continue;
+            }
+            let Some(state) = source.borrow_and_update().clone() else {
+                continue;
+            };
+            match self.export_once(&state, &mut writer, &mut allocator).await {
+                Ok(report) => {
+                    dirty = false;
+                    failing = false;
+                    retry = FIRST_RETRY;
+                    status.send_replace(report);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err_chain(&err), retry_in = ?retry, "export failed");
+                    failing = true;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    status.send_modify(|s| s.last_error = Some(err_chain(&err)));
+                }
+            }
+        }
+    }
+
+    async fn export_once(
+        &self,
+        state: &DesiredState,
+        writer: &mut StateWriter,
+        allocator: &mut IdentityAllocator,
+    ) -> Result<ExportStatus, ExportError> {
+        let rendered = render(&self.cluster, state, allocator).await?;
+        let desired: BTreeMap<&str, &bytes::Bytes> = rendered
+            .by_kind
+            .values()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+            .collect();
+        let last_write = writer.reconcile(&desired).await?;
+        if last_write != WriteStats::default() {
+            tracing::info!(
+                puts = last_write.puts,
+                deletes = last_write.deletes,
+                "exported"
+            );
+        }
+        // Only now is every key queued before this point written: the canaries may go.
+        for kind in Kind::ALL {
+            let key = keys::synced_canary(&self.cluster.name, kind);
+            if !writer.holds_key(&key) {
+                let now = codec::encode_timestamp(time::OffsetDateTime::now_utc());
+                writer.put_pinned(&key, now).await?;
+                tracing::info!(%key, "sync canary written");
+            }
+        }
+        Ok(ExportStatus {
+            synced: true,
+            keys: rendered.len(),
+            last_write,
+            last_error: None,
+        })
+    }
+}
+
+/// An error and its sources on one line, for logs and status.
+pub fn err_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

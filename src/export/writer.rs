@@ -210,3 +210,127 @@ impl StateWriter {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::kvstore::memory::MemoryStore;
+
+    async fn mk_writer(store: Arc<dyn Store>, ttl: Duration) -> StateWriter {
+        let leases = LeasePool::new(store.clone(), ttl);
+        StateWriter::adopt(store, leases, vec!["s/".to_string()], &["pin/".to_string()])
+            .await
+            .unwrap()
+    }
+
+    fn desired<'a>(pairs: &'a [(&'a str, Bytes)]) -> BTreeMap<&'a str, &'a Bytes> {
+        pairs.iter().map(|(k, v)| (*k, v)).collect()
+    }
+
+    #[tokio::test]
+    async fn only_differences_are_written() {
+        let store: Arc<dyn Store> = MemoryStore::new();
+        let mut writer = mk_writer(store.clone(), Duration::from_secs(60)).await;
+        let a = Bytes::from_static(b"a");
+        let b = Bytes::from_static(b"b");
+
+        let first = [("s/1", a.clone()), ("s/2", a.clone())];
+        let stats = writer.reconcile(&desired(&first)).await.unwrap();
+        assert_eq!(
+            stats,
+            WriteStats {
+                puts: 2,
+                deletes: 0
+            }
+        );
+        assert_eq!(
+            writer.reconcile(&desired(&first)).await.unwrap(),
+            WriteStats::default()
+        );
+
+        let second = [("s/1", b.clone())];
+        let stats = writer.reconcile(&desired(&second)).await.unwrap();
+        assert_eq!(
+            stats,
+            WriteStats {
+                puts: 1,
+                deletes: 1
+            }
+        );
+        assert_eq!(store.get("s/1").await.unwrap().unwrap().value, b);
+        assert!(store.get("s/2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn pinned_keys_are_never_deleted_and_foreign_prefixes_untouched() {
+        let store: Arc<dyn Store> = MemoryStore::new();
+        store
+            .put("other/x", Bytes::from_static(b"x"), None)
+            .await
+            .unwrap();
+        let mut writer = mk_writer(store.clone(), Duration::from_secs(60)).await;
+        writer
+            .put_pinned("pin/canary", Bytes::from_static(b"t"))
+            .await
+            .unwrap();
+        let stats = writer.reconcile(&BTreeMap::new()).await.unwrap();
+        assert_eq!(stats, WriteStats::default());
+        assert!(store.get("pin/canary").await.unwrap().is_some());
+        assert!(store.get("other/x").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_writer_adopts_live_keys_and_rewrites_orphans() {
+        let store: Arc<dyn Store> = MemoryStore::new();
+        let v = Bytes::from_static(b"v");
+        let pairs = [("s/kept", v.clone())];
+        let mut first = mk_writer(store.clone(), Duration::from_secs(60)).await;
+        first.reconcile(&desired(&pairs)).await.unwrap();
+        // A key without a lease (not written by an exporter) is not adopted as it is.
+        store.put("s/orphan", v.clone(), None).await.unwrap();
+
+        let mut second = mk_writer(store.clone(), Duration::from_secs(60)).await;
+        let both = [("s/kept", v.clone()), ("s/orphan", v.clone())];
+        let stats = second.reconcile(&desired(&both)).await.unwrap();
+        assert_eq!(
+            stats,
+            WriteStats {
+                puts: 1,
+                deletes: 0
+            }
+        );
+        assert!(
+            store
+                .get("s/orphan")
+                .await
+                .unwrap()
+                .unwrap()
+                .lease
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_of_an_expired_lease_are_rewritten() {
+        let store: Arc<dyn Store> = MemoryStore::new();
+        let mut writer = mk_writer(store.clone(), Duration::from_secs(60)).await;
+        let pairs = [("s/1", Bytes::from_static(b"v"))];
+        writer.reconcile(&desired(&pairs)).await.unwrap();
+        let lease = store.get("s/1").await.unwrap().unwrap().lease.unwrap();
+        store.revoke_lease(lease).await.unwrap();
+        assert!(store.get("s/1").await.unwrap().is_none());
+
+        assert!(writer.keep_alive().await.unwrap());
+        let stats = writer.reconcile(&desired(&pairs)).await.unwrap();
+        assert_eq!(
+            stats,
+            WriteStats {
+                puts: 1,
+                deletes: 0
+            }
+        );
+        assert!(store.get("s/1").await.unwrap().is_some());
+    }
+}

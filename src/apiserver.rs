@@ -1,1 +1,0 @@
-//! Wiring of one member's apiserver.

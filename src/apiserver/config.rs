@@ -1,0 +1,315 @@
+//! The apiserver's configuration file (YAML). Every field is documented in the README;
+//! unknown fields are refused so that a typo is an error, not a silent default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::kvstore::etcd::{EtcdConfig, EtcdTls};
+use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    #[serde(default)]
+    store: StoreConfig,
+    source: RawSource,
+    #[serde(default)]
+    health: HealthConfig,
+    #[serde(default)]
+    export: RawExport,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    id: u32,
+    #[serde(default = "default_max_connected_clusters")]
+    max_connected_clusters: u32,
+}
+
+fn default_max_connected_clusters() -> u32 {
+    255
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSource {
+    manifests: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawExport {
+    lease_ttl_seconds: Option<u64>,
+    heartbeat_seconds: Option<u64>,
+}
+
+/// Which store the apiserver writes to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub kind: StoreKind,
+    pub etcd: Option<RawEtcd>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded store: state lives in this process.
+    #[default]
+    Memory,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub namespace: String,
+    pub tls: Option<RawEtcdTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The health and readiness endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            // Cilium's clustermesh-apiserver health port.
+            listen: SocketAddr::from(([0, 0, 0, 0], 9880)),
+        }
+    }
+}
+
+/// Where the cluster's state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A directory of Kubernetes YAML, watched for changes.
+    Manifests(PathBuf),
+}
+
+/// A validated apiserver configuration.
+#[derive(Debug, Clone)]
+pub struct ApiserverConfig {
+    pub cluster: Cluster,
+    pub store: StoreSettings,
+    pub source: SourceConfig,
+    pub health: HealthConfig,
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+/// The store to open.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Memory,
+    Etcd(EtcdConfig),
+}
+
+impl ApiserverConfig {
+    /// Reads and validates a config file. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates a config held in memory; `path` names it in errors and anchors relative
+    /// paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mode = IdMode::from_max_connected_clusters(raw.cluster.max_connected_clusters)
+            .map_err(|e| invalid("cluster.maxConnectedClusters", e.to_string()))?;
+        let name = ClusterName::new(&raw.cluster.name)
+            .map_err(|e| invalid("cluster.name", e.to_string()))?;
+        let id = ClusterId::new(raw.cluster.id, mode)
+            .map_err(|e| invalid("cluster.id", e.to_string()))?;
+
+        let store = match raw.store.kind {
+            StoreKind::Memory => StoreSettings::Memory,
+            StoreKind::Etcd => {
+                let etcd = raw.store.etcd.ok_or_else(|| {
+                    invalid("store.etcd", "required when store.kind is etcd".to_string())
+                })?;
+                if etcd.endpoints.is_empty() {
+                    return Err(invalid(
+                        "store.etcd.endpoints",
+                        "must not be empty".to_string(),
+                    ));
+                }
+                StoreSettings::Etcd(EtcdConfig {
+                    endpoints: etcd.endpoints,
+                    namespace: etcd.namespace,
+                    tls: etcd.tls.map(|t| EtcdTls {
+                        ca_file: base.join(t.ca),
+                        cert_file: base.join(t.cert),
+                        key_file: base.join(t.key),
+                    }),
+                    ..EtcdConfig::default()
+                })
+            }
+        };
+
+        let source = match raw.source.manifests {
+            Some(dir) => SourceConfig::Manifests(base.join(dir)),
+            None => {
+                return Err(invalid(
+                    "source",
+                    "set source.manifests to a directory of Kubernetes YAML".to_string(),
+                ));
+            }
+        };
+
+        let seconds = |field, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(0) => Err(invalid(field, "must be at least 1".to_string())),
+            Some(s) => Ok(Duration::from_secs(s)),
+        };
+        let lease_ttl = seconds(
+            "export.leaseTtlSeconds",
+            raw.export.lease_ttl_seconds,
+            crate::export::DEFAULT_LEASE_TTL,
+        )?;
+        let heartbeat_interval = seconds(
+            "export.heartbeatSeconds",
+            raw.export.heartbeat_seconds,
+            crate::export::HEARTBEAT_INTERVAL,
+        )?;
+        if heartbeat_interval >= lease_ttl {
+            return Err(invalid(
+                "export.heartbeatSeconds",
+                "must be shorter than export.leaseTtlSeconds".to_string(),
+            ));
+        }
+
+        Ok(Self {
+            cluster: Cluster::new(name, id, mode),
+            store,
+            source,
+            health: raw.health,
+            lease_ttl,
+            heartbeat_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ApiserverConfig, ConfigError> {
+        ApiserverConfig::parse(text, Path::new("/etc/fleetmesh/apiserver.yaml"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let cfg = parse("cluster: {name: c1, id: 1}\nsource: {manifests: manifests}\n").unwrap();
+        assert_eq!(cfg.cluster.name.as_str(), "c1");
+        assert_eq!(cfg.cluster.mode, IdMode::Normal);
+        assert!(matches!(cfg.store, StoreSettings::Memory));
+        assert_eq!(
+            cfg.source,
+            SourceConfig::Manifests(PathBuf::from("/etc/fleetmesh/manifests"))
+        );
+        assert_eq!(cfg.lease_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let cases = [
+            (
+                "cluster: {name: Bad_Name, id: 1}\nsource: {manifests: m}\n",
+                "cluster.name",
+            ),
+            (
+                "cluster: {name: c1, id: 0}\nsource: {manifests: m}\n",
+                "cluster.id",
+            ),
+            (
+                "cluster: {name: c1, id: 300}\nsource: {manifests: m}\n",
+                "cluster.id",
+            ),
+            (
+                "cluster: {name: c1, id: 1, maxConnectedClusters: 300}\nsource: {manifests: m}\n",
+                "cluster.maxConnectedClusters",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nstore: {kind: etcd}\nsource: {manifests: m}\n",
+                "store.etcd",
+            ),
+            ("cluster: {name: c1, id: 1}\nsource: {}\n", "source"),
+            (
+                "cluster: {name: c1, id: 1, colour: blue}\nsource: {manifests: m}\n",
+                "colour",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("/etc/fleetmesh/apiserver.yaml"), "{err}");
+            assert!(err.contains(field), "{field} not in: {err}");
+        }
+    }
+
+    #[test]
+    fn extended_mode_allows_ids_up_to_511() {
+        let cfg = parse(
+            "cluster: {name: c1, id: 400, maxConnectedClusters: 511}\nsource: {manifests: m}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.id.get(), 400);
+    }
+}

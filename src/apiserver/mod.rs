@@ -1,0 +1,138 @@
+//! Wiring of one member's apiserver: open the store, start the source, run the exporter
+//! and the health endpoints. No business logic lives here.
+
+pub mod config;
+mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::{ApiserverConfig, SourceConfig, StoreSettings};
+
+use crate::export::{ExportSettings, ExportStatus, Exporter, err_chain};
+use crate::k8s::manifests;
+use crate::kvstore::Store;
+use crate::kvstore::etcd::EtcdStore;
+use crate::kvstore::memory::MemoryStore;
+use crate::model::DesiredState;
+
+/// How often the manifest directory is checked for changes.
+const MANIFEST_POLL: Duration = Duration::from_secs(1);
+
+/// Opens the configured store.
+pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match settings {
+        StoreSettings::Memory => MemoryStore::new(),
+        StoreSettings::Etcd(cfg) => Arc::new(
+            EtcdStore::connect(cfg.clone())
+                .await
+                .with_context(|| format!("cannot connect to etcd at {:?}", cfg.endpoints))?,
+        ),
+    })
+}
+
+/// A running apiserver. Dropping it stops every task.
+pub struct Apiserver {
+    pub health_addr: SocketAddr,
+    pub status: watch::Receiver<ExportStatus>,
+    pub store: Arc<dyn Store>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Apiserver {
+    /// Opens the configured store and starts.
+    pub async fn start(config: ApiserverConfig) -> anyhow::Result<Self> {
+        let store = open_store(&config.store).await?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Starts on a store opened by the caller (tests share one embedded store across a
+    /// restart this way).
+    pub async fn start_with_store(
+        config: ApiserverConfig,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
+        let mut tasks = JoinSet::new();
+        let listener = health::bind(config.health.listen).await?;
+        let health_addr = listener.local_addr()?;
+
+        let (desired_tx, desired_rx) = watch::channel(None);
+        match &config.source {
+            SourceConfig::Manifests(dir) => {
+                let snapshots =
+                    manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL);
+                tasks.spawn(forward_snapshots(snapshots, desired_tx));
+            }
+        }
+
+        let (status_tx, status) = watch::channel(ExportStatus::default());
+        let exporter = Exporter::new(
+            store.clone(),
+            config.cluster.clone(),
+            ExportSettings {
+                lease_ttl: config.lease_ttl,
+                heartbeat_interval: config.heartbeat_interval,
+            },
+        );
+        tasks.spawn(async move {
+            exporter
+                .run(desired_rx, status_tx)
+                .await
+                .map_err(|e| anyhow::anyhow!(err_chain(&e)))
+                .context("exporter stopped")
+        });
+        let health_status = status.clone();
+        tasks.spawn(async move {
+            health::serve(listener, health_status)
+                .await
+                .context("health server stopped")
+        });
+        tracing::info!(cluster = %config.cluster, %health_addr, "apiserver started");
+        Ok(Self {
+            health_addr,
+            status,
+            store,
+            tasks,
+        })
+    }
+
+    /// Waits until the export is synced (every canary written).
+    pub async fn synced(&mut self) -> anyhow::Result<()> {
+        self.status
+            .wait_for(|s| s.synced)
+            .await
+            .context("apiserver stopped before it synced")?;
+        Ok(())
+    }
+
+    /// Runs until a task fails (they run forever otherwise).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(join)) => Err(join).context("apiserver task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Hands the source's snapshots to the exporter, logging what the source could not read.
+async fn forward_snapshots(
+    mut snapshots: watch::Receiver<Option<manifests::Snapshot>>,
+    desired: watch::Sender<Option<DesiredState>>,
+) -> anyhow::Result<()> {
+    loop {
+        snapshots
+            .changed()
+            .await
+            .context("manifest source stopped")?;
+        let snapshot = snapshots.borrow_and_update().clone();
+        if let Some(snapshot) = snapshot {
+            desired.send_replace(Some(snapshot.state));
+        }
+    }
+}
