@@ -1,12 +1,16 @@
 //! The command line: one clap `Args` per subcommand; every flag documented (the doc
 //! comment is the help text) and readable from the environment.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
+use crate::agent::{Agent, AgentConfig};
 use crate::apiserver::{Apiserver, ApiserverConfig};
+use crate::observe::{self, AgentClient, DEFAULT_AGENT_URL};
 
 /// fleetmesh: multi-cluster mesh state synchronizer.
 #[derive(Debug, Parser)]
@@ -23,6 +27,16 @@ pub struct Cli {
 pub enum Command {
     /// Run a member cluster's apiserver: export its state into the store.
     Apiserver(ApiserverArgs),
+    /// Run an agent: connect to every peer in its remotes directory (one file per peer,
+    /// named after the peer's cluster; watched for changes) and serve the query API.
+    Agent(AgentArgs),
+    /// Show every link of an agent: ready, connected, synced kinds, counts, reconnects
+    /// and the last failure.
+    Status(QueryArgs),
+    /// Show the global services, their backends per cluster and those selected now.
+    Services(QueryArgs),
+    /// Show which cluster, namespace, pod and identity (with labels) own an IP.
+    Lookup(LookupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -32,10 +46,58 @@ pub struct ApiserverArgs {
     pub config: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's YAML configuration file.
+    #[arg(long, env = "FLEETMESH_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Where and how to ask an agent.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The agent's query API.
+    #[arg(long, env = "FLEETMESH_AGENT", default_value = DEFAULT_AGENT_URL)]
+    pub agent: String,
+    /// `table` for people, `json` for programs.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// The IP address to look up.
+    pub ip: IpAddr,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// How a query command prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(args) => run_apiserver(args).await,
+        Command::Agent(args) => run_agent(args).await,
+        Command::Status(q) => {
+            let report = AgentClient::new(&q.agent)?.status().await?;
+            let now = observe::unix_ms_now();
+            print_answer(q.output, &report, || observe::status_table(&report, now))
+        }
+        Command::Services(q) => {
+            let services = AgentClient::new(&q.agent)?.services().await?;
+            print_answer(q.output, &services, || observe::services_table(&services))
+        }
+        Command::Lookup(args) => {
+            let q = args.query;
+            let entry = AgentClient::new(&q.agent)?.lookup(args.ip).await?;
+            print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
+        }
     }
 }
 
@@ -50,4 +112,40 @@ async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&args.config)?;
+    let mut agent = Agent::start(config).await?;
+    let failed = tokio::select! {
+        result = agent.wait() => Some(result),
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("cannot listen for Ctrl-C")?;
+            None
+        }
+    };
+    match failed {
+        Some(result) => result,
+        None => {
+            tracing::info!("stopping");
+            agent.stop().await;
+            Ok(())
+        }
+    }
+}
+
+/// Prints a query's answer as a table or as JSON.
+fn print_answer<T: Serialize>(
+    output: Output,
+    answer: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Table => print!("{}", table()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(answer).context("cannot write the answer as JSON")?
+        ),
+    }
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod json;
 mod select;
 mod services;
 mod stale;
+mod status;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -48,6 +49,7 @@ pub use self::ipcache::{IpConflict, IpcacheEntryView};
 pub use self::select::{SelectedBackend, SelectionReason};
 pub use self::services::{BackendEntry, ClusterBackends, ServiceView};
 pub use self::stale::StalePolicy;
+pub use self::status::{Failure, PeerStatus, SyncedKinds};
 
 /// One change the view made, attributed to the cluster whose data changed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! to use it.
 
 // Each test binary compiles this module and uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod etcd;
 

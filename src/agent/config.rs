@@ -1,0 +1,244 @@
+//! The agent's configuration file (YAML). Unknown fields are refused so that a typo is
+//! an error, not a silent default; every error names the file and the field.
+//!
+//! ```yaml
+//! cluster: {name: c1, id: 1, maxConnectedClusters: 255}
+//! remotesDir: remotes          # one <peer>.yaml per peer; relative to this file
+//! api: {listen: "127.0.0.1:9890"}
+//! staleGraceSeconds: 300
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::mesh::StalePolicy;
+use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+use crate::remote::LinkSettings;
+
+/// The query API's default listener: loopback, the address `fleetmesh status` tries.
+const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9890);
+
+/// Cilium's default mesh size (255 clusters).
+const DEFAULT_MAX_CONNECTED_CLUSTERS: u32 = 255;
+
+#[derive(Debug, Error)]
+pub enum AgentConfigError {
+    #[error("cannot read config {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("config {}: {field}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    remotes_dir: PathBuf,
+    #[serde(default)]
+    api: ApiConfig,
+    stale_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    id: u32,
+    #[serde(default = "default_max_connected_clusters")]
+    max_connected_clusters: u32,
+}
+
+fn default_max_connected_clusters() -> u32 {
+    DEFAULT_MAX_CONNECTED_CLUSTERS
+}
+
+/// The query API's listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(DEFAULT_API_LISTEN),
+        }
+    }
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster: Cluster,
+    /// Where the peer files are; watched for changes.
+    pub remotes_dir: PathBuf,
+    pub api: ApiConfig,
+    pub stale: StalePolicy,
+    /// How links retry; not in the file (the defaults suit production), set by tests
+    /// and the demo.
+    pub link: LinkSettings,
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates a config held in memory; `path` names it in errors and anchors relative
+    /// paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, AgentConfigError> {
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|source| AgentConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let invalid = |field, message: String| AgentConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        let mode = IdMode::from_max_connected_clusters(raw.cluster.max_connected_clusters)
+            .map_err(|e| invalid("cluster.maxConnectedClusters", e.to_string()))?;
+        let name = ClusterName::new(&raw.cluster.name)
+            .map_err(|e| invalid("cluster.name", e.to_string()))?;
+        let id = ClusterId::new(raw.cluster.id, mode)
+            .map_err(|e| invalid("cluster.id", e.to_string()))?;
+        if raw.remotes_dir.as_os_str().is_empty() {
+            return Err(invalid("remotesDir", "must not be empty".to_string()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let stale = match raw.stale_grace_seconds {
+            None => StalePolicy::default(),
+            Some(s) => StalePolicy {
+                grace: Duration::from_secs(s),
+            },
+        };
+        Ok(Self {
+            cluster: Cluster::new(name, id, mode),
+            remotes_dir: base.join(raw.remotes_dir),
+            api: raw.api,
+            stale,
+            link: LinkSettings::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/fleetmesh/agent.yaml";
+
+    fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
+        AgentConfig::parse(text, Path::new(FILE))
+    }
+
+    /// The error with its causes, as the CLI prints it.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut out = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            out = format!("{out}: {s}");
+            source = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let cfg = parse("cluster: {name: c1, id: 1}\nremotesDir: remotes\n").unwrap();
+        assert_eq!(cfg.cluster.name.as_str(), "c1");
+        assert_eq!(cfg.cluster.id.get(), 1);
+        assert_eq!(cfg.cluster.mode, IdMode::Normal);
+        assert_eq!(cfg.remotes_dir, Path::new("/etc/fleetmesh/remotes"));
+        assert_eq!(cfg.api.listen, "127.0.0.1:9890".parse().unwrap());
+        assert_eq!(cfg.stale, StalePolicy::default());
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let cfg = parse(
+            "cluster: {name: c7, id: 400, maxConnectedClusters: 511}\n\
+             remotesDir: /var/lib/fleetmesh/remotes\n\
+             api: {listen: \"0.0.0.0:9999\"}\n\
+             staleGraceSeconds: 30\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.mode, IdMode::Extended);
+        assert_eq!(cfg.cluster.id.get(), 400);
+        assert_eq!(cfg.remotes_dir, Path::new("/var/lib/fleetmesh/remotes"));
+        assert_eq!(cfg.api.listen, "0.0.0.0:9999".parse().unwrap());
+        assert_eq!(cfg.stale.grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let cases = [
+            (
+                "cluster: {name: Bad_Name, id: 1}\nremotesDir: r\n",
+                "cluster.name",
+            ),
+            ("cluster: {name: c1, id: 0}\nremotesDir: r\n", "cluster.id"),
+            (
+                "cluster: {name: c1, id: 256}\nremotesDir: r\n",
+                "cluster.id",
+            ),
+            (
+                "cluster: {name: c1, id: 1, maxConnectedClusters: 300}\nremotesDir: r\n",
+                "cluster.maxConnectedClusters",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: \"\"\n",
+                "remotesDir",
+            ),
+            ("cluster: {name: c1, id: 1}\n", "remotesDir"),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\napi: {listen: nowhere}\n",
+                "api.listen",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\ncolour: blue\n",
+                "colour",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\nstaleGraceSeconds: -1\n",
+                "staleGraceSeconds",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = chain(&parse(text).unwrap_err());
+            assert!(err.contains(FILE), "{err}");
+            assert!(err.contains(field), "{field} not in: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
+        assert!(chain(&err).starts_with("cannot read config /nonexistent/agent.yaml: "));
+    }
+}

@@ -1,0 +1,100 @@
+//! The agent's running links, shared by the remotes watcher (which adds and removes
+//! them) and the query API (which reads their status through [`Links`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::mesh::PeerStatus;
+use crate::model::ClusterName;
+use crate::observe::{LinkReport, Links};
+use crate::remote::PeerLink;
+
+use super::remotes::ContentHash;
+
+/// Every running link by peer name. The lock is held only to copy in or out.
+#[derive(Default)]
+pub(super) struct LinkTable {
+    links: Mutex<BTreeMap<ClusterName, Running>>,
+}
+
+struct Running {
+    link: PeerLink,
+    /// The content of the peer file the link was started from.
+    hash: ContentHash,
+    since: Instant,
+    /// Latched by a small task as soon as the link is ready (readiness counts links that
+    /// have been ready once, however briefly).
+    been_ready: Arc<AtomicBool>,
+}
+
+impl LinkTable {
+    /// The content hash of every running link's peer file.
+    pub fn hashes(&self) -> BTreeMap<ClusterName, ContentHash> {
+        self.links
+            .lock()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.hash))
+            .collect()
+    }
+
+    /// Holds a link just started. The caller has stopped any link held under `name`
+    /// before; one still held would be dropped, which stops it without waiting.
+    pub fn insert(&self, name: ClusterName, link: PeerLink, hash: ContentHash) {
+        let been_ready = Arc::new(AtomicBool::new(false));
+        let latch = been_ready.clone();
+        let mut status = link.status_rx();
+        // Ends when the link is ready, or when it stops (its status sender is dropped).
+        tokio::spawn(async move {
+            if status.wait_for(|s| s.ready).await.is_ok() {
+                latch.store(true, Ordering::Relaxed);
+            }
+        });
+        let running = Running {
+            link,
+            hash,
+            since: Instant::now(),
+            been_ready,
+        };
+        self.links.lock().insert(name, running);
+    }
+
+    /// Takes the link of `name` out, to be stopped.
+    pub fn remove(&self, name: &ClusterName) -> Option<PeerLink> {
+        self.links.lock().remove(name).map(|r| r.link)
+    }
+
+    /// Takes every link out, to be stopped.
+    pub fn take_all(&self) -> Vec<PeerLink> {
+        std::mem::take(&mut *self.links.lock())
+            .into_values()
+            .map(|r| r.link)
+            .collect()
+    }
+
+    /// Every link's current status, sorted by cluster name.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        self.links
+            .lock()
+            .values()
+            .map(|r| r.link.status_rx().borrow().clone())
+            .collect()
+    }
+}
+
+impl Links for LinkTable {
+    fn reports(&self) -> Vec<LinkReport> {
+        self.links
+            .lock()
+            .values()
+            .map(|r| LinkReport {
+                status: r.link.status_rx().borrow().clone(),
+                since: r.since,
+                been_ready: r.been_ready.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,484 @@
+//! The HTTP routes. Every handler takes the view's read lock only to copy out what it
+//! answers (never across an `.await`), and every error answer is JSON
+//! `{"error": "..."}` naming what was asked for.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use parking_lot::RwLock;
+
+use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
+use crate::model::{IdentityId, ServiceName};
+
+use super::links::{Links, waiting_for};
+use super::metrics::{self, AgentGauges};
+use super::page;
+use super::report::{ErrorBody, IdentityView, NodeView, StatusReport};
+use super::unix_ms_now;
+
+/// What the routes read: the merged view and the agent's links.
+#[derive(Clone)]
+pub struct ApiState {
+    view: Arc<RwLock<MeshView>>,
+    links: Arc<dyn Links>,
+    started: Instant,
+}
+
+impl ApiState {
+    /// State for an agent starting now.
+    pub fn new(view: Arc<RwLock<MeshView>>, links: Arc<dyn Links>) -> Self {
+        Self {
+            view,
+            links,
+            started: Instant::now(),
+        }
+    }
+
+    /// The status document as of `now`.
+    fn status(&self, now: Instant) -> StatusReport {
+        let reports = self.links.reports();
+        let not_ready = waiting_for(&reports, self.started, now);
+        let local = self.view.read().local().clone();
+        StatusReport {
+            cluster: local.name,
+            cluster_id: local.id.get(),
+            peers: reports.into_iter().map(|r| r.status).collect(),
+            ready: not_ready.is_empty(),
+            not_ready,
+        }
+    }
+}
+
+/// Every route of the query API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/status", get(status))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{namespace}/{name}", get(service))
+        .route("/v1/ipcache/{ip}", get(ipcache))
+        .route("/v1/identities/{id}", get(identity))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/conflicts", get(conflicts))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error answer.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+
+    fn not_found(message: String) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {}", uri.path()))
+}
+
+async fn index(State(state): State<ApiState>) -> Html<String> {
+    let now = Instant::now();
+    let status = state.status(now);
+    let services = state.view.read().services(now);
+    Html(page::render(&status, &services, unix_ms_now()))
+}
+
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
+    let status = state.status(Instant::now());
+    if status.ready {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        let why: String = status
+            .not_ready
+            .iter()
+            .map(|w| format!("waiting for {w}\n"))
+            .collect();
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{why}"))
+    }
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
+    let now = Instant::now();
+    let status = state.status(now);
+    let (global_services, ip_conflicts) = {
+        let view = state.view.read();
+        (view.services(now).len(), view.conflicts().len())
+    };
+    let text = metrics::render(
+        &status.peers,
+        AgentGauges {
+            ready: status.ready,
+            global_services,
+            ip_conflicts,
+        },
+    );
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
+}
+
+async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
+    Json(state.status(Instant::now()))
+}
+
+async fn services(State(state): State<ApiState>) -> Json<Vec<ServiceView>> {
+    Json(state.view.read().services(Instant::now()))
+}
+
+async fn service(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let svc = ServiceName::new(&namespace, &name)
+        .map_err(|e| ApiError::bad_request(format!("{namespace}/{name}: {e}")))?;
+    state
+        .view
+        .read()
+        .service(&svc, Instant::now())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no global service {svc}")))
+}
+
+async fn ipcache(
+    State(state): State<ApiState>,
+    Path(ip): Path<String>,
+) -> Result<Json<IpcacheEntryView>, ApiError> {
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IP address")))?;
+    state
+        .view
+        .read()
+        .lookup(addr)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no cluster owns {addr}")))
+}
+
+async fn identity(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<IdentityView>, ApiError> {
+    let id: IdentityId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{id:?}: {e}")))?;
+    state
+        .view
+        .read()
+        .identity(id)
+        .map(|(cluster, labels)| Json(IdentityView::new(id, cluster, &labels)))
+        .ok_or_else(|| ApiError::not_found(format!("no cluster holds identity {id}")))
+}
+
+async fn nodes(State(state): State<ApiState>) -> Json<Vec<NodeView>> {
+    let nodes = state.view.read().nodes();
+    Json(
+        nodes
+            .into_iter()
+            .map(|(cluster, node)| NodeView::new(cluster, &node))
+            .collect(),
+    )
+}
+
+async fn conflicts(State(state): State<ApiState>) -> Json<Vec<IpConflict>> {
+    Json(state.view.read().conflicts())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::mesh::{PeerStatus, StalePolicy, SyncedKinds};
+    use crate::model::{
+        Affinity, Backend, BackendConditions, CLUSTER_LABEL, Change, Cluster, ClusterId,
+        ClusterName, Endpoint, IdMode, Identity, IpPrefix, Label, Labels, Node, Resource, Service,
+    };
+    use crate::observe::links::LinkReport;
+
+    fn mk_cluster(name: &str, id: u32) -> Cluster {
+        Cluster::new(
+            ClusterName::new(name).unwrap(),
+            ClusterId::new(id, IdMode::Normal).unwrap(),
+            IdMode::Normal,
+        )
+    }
+
+    /// Cluster `c`'s state: node `node-1`, identity `first+1` labelled `app=echo`, pod
+    /// `echo-1` at `10.<id>.0.1`, and global service `test/echo` backed by it.
+    fn mk_state(c: &Cluster) -> Vec<Resource> {
+        let labels: Labels = [
+            Label::k8s("app", "echo").unwrap(),
+            Label::k8s(CLUSTER_LABEL, c.name.as_str()).unwrap(),
+        ]
+        .into_iter()
+        .collect();
+        let id = IdentityId::new(c.identity_range().first() + 1).unwrap();
+        let ip: IpAddr = format!("10.{}.0.1", c.id).parse().unwrap();
+        let mut endpoint = Endpoint::new(IpPrefix::host(ip), id);
+        endpoint.namespace = Some("test".into());
+        endpoint.pod = Some("echo-1".into());
+        let service = Service {
+            cluster: c.name.clone(),
+            cluster_id: c.id,
+            name: "test/echo".parse().unwrap(),
+            frontends: Default::default(),
+            backends: [(
+                ip,
+                Backend {
+                    conditions: BackendConditions::READY,
+                    ..Backend::default()
+                },
+            )]
+            .into(),
+            labels: Default::default(),
+            selector: Default::default(),
+            include_external: true,
+            shared: true,
+            affinity: Affinity::None,
+        };
+        vec![
+            Resource::Node(Node::new("node-1", c.name.clone(), c.id).unwrap()),
+            Resource::Identity(Identity::new(c, id, labels).unwrap()),
+            Resource::Endpoint(endpoint),
+            Resource::Service(service),
+        ]
+    }
+
+    struct FakeLinks(Vec<LinkReport>);
+
+    impl Links for FakeLinks {
+        fn reports(&self) -> Vec<LinkReport> {
+            self.0.clone()
+        }
+    }
+
+    fn mk_link(cluster: &str, ready: bool, since: Instant) -> LinkReport {
+        let synced = SyncedKinds {
+            nodes: ready,
+            services: ready,
+            identities: ready,
+            endpoints: ready,
+        };
+        LinkReport {
+            status: PeerStatus {
+                cluster: cluster.into(),
+                connected: ready,
+                ready,
+                synced,
+                ..PeerStatus::default()
+            },
+            since,
+            been_ready: ready,
+        }
+    }
+
+    /// A router over local `c1` and peer `c2`, both holding `mk_state`, with links as given.
+    fn mk_router(links: Vec<LinkReport>) -> Router {
+        let c1 = mk_cluster("c1", 1);
+        let c2 = mk_cluster("c2", 2);
+        let mut view = MeshView::new(c1.clone(), StalePolicy::default());
+        view.replace(&c1.name, mk_state(&c1));
+        view.replace(&c2.name, mk_state(&c2));
+        let view = Arc::new(RwLock::new(view));
+        router(ApiState::new(view, Arc::new(FakeLinks(links))))
+    }
+
+    async fn get_path(app: &Router, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn get_json(app: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let (status, body) = get_path(app, path).await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn status_lists_every_link_and_readiness() {
+        let now = Instant::now();
+        let app = mk_router(vec![mk_link("c1", true, now), mk_link("c2", false, now)]);
+        let (code, json) = get_json(&app, "/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["cluster"], "c1");
+        assert_eq!(json["clusterId"], 1);
+        assert_eq!(json["ready"], false);
+        assert_eq!(json["notReady"][0], "c2: connecting");
+        assert_eq!(json["peers"][0]["cluster"], "c1");
+        assert_eq!(json["peers"][1]["synced"]["nodes"], false);
+        let back: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.peers.len(), 2);
+
+        let (code, body) = get_path(&app, "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready\nwaiting for c2: connecting\n");
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ok_when_every_link_has_been_ready_or_timed_out() {
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        let app = mk_router(vec![
+            mk_link("c1", true, Instant::now()),
+            mk_link("c2", false, long_ago),
+        ]);
+        assert_eq!(
+            get_path(&app, "/readyz").await,
+            (StatusCode::OK, "ready\n".to_string())
+        );
+        assert_eq!(
+            get_path(&app, "/healthz").await,
+            (StatusCode::OK, "ok\n".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn services_and_one_service_by_name() {
+        let app = mk_router(Vec::new());
+        let (code, json) = get_json(&app, "/v1/services").await;
+        assert_eq!(code, StatusCode::OK);
+        let services: Vec<ServiceView> = serde_json::from_value(json).unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].selected.len(), 2);
+
+        let (code, json) = get_json(&app, "/v1/services/test/echo").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["name"], "test/echo");
+        assert_eq!(json["clusters"][1]["cluster"], "c2");
+
+        let (code, json) = get_json(&app, "/v1/services/test/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "no global service test/nope");
+
+        let (code, json) = get_json(&app, "/v1/services/Test/x").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(json["error"].as_str().unwrap().contains("Test"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn ipcache_lookup_answers_owner_bad_ip_and_unknown_ip() {
+        let app = mk_router(Vec::new());
+        let (code, json) = get_json(&app, "/v1/ipcache/10.2.0.1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["cluster"], "c2");
+        assert_eq!(json["pod"], "echo-1");
+        let entry: IpcacheEntryView = serde_json::from_value(json).unwrap();
+        assert_eq!(entry.labels.unwrap().cluster(), Some("c2"));
+
+        let (code, json) = get_json(&app, "/v1/ipcache/10.2.0.999").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(json["error"], "\"10.2.0.999\" is not an IP address");
+
+        let (code, json) = get_json(&app, "/v1/ipcache/10.9.9.9").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "no cluster owns 10.9.9.9");
+    }
+
+    #[tokio::test]
+    async fn identities_nodes_and_conflicts() {
+        let app = mk_router(Vec::new());
+        let id = mk_cluster("c2", 2).identity_range().first() + 1;
+        let (code, json) = get_json(&app, &format!("/v1/identities/{id}")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["cluster"], "c2");
+        assert_eq!(json["labels"][0], "k8s:app=echo");
+
+        let (code, json) = get_json(&app, "/v1/identities/77").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "no cluster holds identity 77");
+        let (code, _) = get_json(&app, "/v1/identities/abc").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+
+        let (code, json) = get_json(&app, "/v1/nodes").await;
+        assert_eq!(code, StatusCode::OK);
+        let nodes: Vec<NodeView> = serde_json::from_value(json).unwrap();
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{}/{}", n.cluster, n.name))
+            .collect();
+        assert_eq!(names, vec!["c1/node-1", "c2/node-1"]);
+
+        let (code, json) = get_json(&app, "/v1/conflicts").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json, serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn conflicts_list_every_claimant() {
+        let c1 = mk_cluster("c1", 1);
+        let c2 = mk_cluster("c2", 2);
+        let mut view = MeshView::new(c1.clone(), StalePolicy::default());
+        for c in [&c1, &c2] {
+            let id = IdentityId::new(c.identity_range().first() + 1).unwrap();
+            let e = Endpoint::new("10.7.0.1".parse().unwrap(), id);
+            view.apply(&c.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+        }
+        let view = Arc::new(RwLock::new(view));
+        let app = router(ApiState::new(view, Arc::new(FakeLinks(Vec::new()))));
+        let (_, json) = get_json(&app, "/v1/conflicts").await;
+        assert_eq!(
+            json,
+            serde_json::json!([{"prefix": "10.7.0.1", "clusters": ["c1", "c2"]}])
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_page_and_unknown_routes() {
+        let now = Instant::now();
+        let app = mk_router(vec![mk_link("c2", true, now)]);
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            metrics::CONTENT_TYPE
+        );
+        let (_, text) = get_path(&app, "/metrics").await;
+        assert!(text.contains("fleetmesh_agent_remote_cluster_ready{target_cluster=\"c2\"} 1\n"));
+        assert!(text.contains("fleetmesh_agent_global_services 1\n"));
+
+        let (code, html) = get_path(&app, "/").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(html.contains("<code>test/echo</code>"));
+        assert!(html.contains("<code>10.2.0.1</code>"));
+
+        let (code, json) = get_json(&app, "/v2/nothing").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "no such route: /v2/nothing");
+    }
+}

@@ -1,0 +1,45 @@
+//! What an agent shows of itself: the HTTP query and status API, Prometheus metrics, a
+//! small web page, the tables the CLI prints, and the client the CLI reads them with.
+//!
+//! | route | answers |
+//! | --- | --- |
+//! | `/v1/status` | [`StatusReport`]: the local cluster, every link's [`PeerStatus`](crate::mesh::PeerStatus), readiness |
+//! | `/v1/services`, `/v1/services/{ns}/{name}` | [`ServiceView`](crate::mesh::ServiceView)s: global services, backends per cluster, what is selected now and why |
+//! | `/v1/ipcache/{ip}` | [`IpcacheEntryView`](crate::mesh::IpcacheEntryView): who owns an IP |
+//! | `/v1/identities/{id}`, `/v1/nodes`, `/v1/conflicts` | [`IdentityView`], [`NodeView`]s, [`IpConflict`](crate::mesh::IpConflict)s |
+//! | `/healthz`, `/readyz` | alive; ready once every link has been ready (module `links`) |
+//! | `/metrics` | Prometheus text (module `metrics`) |
+//! | `/` | the HTML page (module `page`) |
+//!
+//! `observe` reads the [`MeshView`](crate::mesh::MeshView) and the agent's links through
+//! the [`Links`] trait; it knows nothing of how links are made (DESIGN.md §3).
+
+mod api;
+mod client;
+mod links;
+mod metrics;
+mod page;
+mod render;
+mod report;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+
+pub use api::{ApiState, router};
+pub use client::{AgentClient, ClientError, DEFAULT_AGENT_URL};
+pub use links::{GLOBAL_READY_TIMEOUT, LinkReport, Links, PER_LINK_READY_TIMEOUT};
+pub use render::{lookup_table, services_table, status_table};
+pub use report::{ErrorBody, IdentityView, NodeView, StatusReport};
+
+/// Serves the API on `listener` until the future is dropped.
+pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time in [`StatusReport`].
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

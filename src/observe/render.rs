@@ -1,0 +1,469 @@
+//! Tables for people: what `fleetmesh status`, `services` and `lookup` print without
+//! `-o json`. Pure functions of the API's documents and the current time, so what a user
+//! sees is unit tested.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use crate::mesh::{IpcacheEntryView, PeerStatus, ServiceView};
+use crate::model::Kind;
+
+use super::report::StatusReport;
+
+/// Selected backend IPs listed per cluster before the rest are only counted.
+const MAX_LISTED_BACKENDS: usize = 3;
+
+/// `fleetmesh status`: a summary line, then one row per link.
+pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
+    let ready = report.peers.iter().filter(|p| p.ready).count();
+    let mut out = format!(
+        "cluster {} (id {}): {}, {}/{} links ready\n",
+        report.cluster,
+        report.cluster_id,
+        if report.ready { "ready" } else { "NOT READY" },
+        ready,
+        report.peers.len()
+    );
+    for why in &report.not_ready {
+        let _ = writeln!(out, "  waiting for {why}");
+    }
+    if report.peers.is_empty() {
+        out.push_str("no links configured: the remotes directory is empty\n");
+        return out;
+    }
+    out.push('\n');
+    let headers = [
+        "CLUSTER",
+        "READY",
+        "CONNECTED",
+        "SYNCED",
+        "NODES",
+        "ENDPOINTS",
+        "IDENTITIES",
+        "SERVICES",
+        "RECONNECTS",
+        "LAST FAILURE",
+    ];
+    let rows = report
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                link_name(p),
+                yes_no(p.ready),
+                yes_no(p.connected),
+                synced_summary(p),
+                p.counts.nodes.to_string(),
+                p.counts.endpoints.to_string(),
+                p.counts.identities.to_string(),
+                p.counts.services.to_string(),
+                p.reconnects.to_string(),
+                last_failure(p, now_unix_ms),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&headers, rows));
+    out
+}
+
+/// `fleetmesh services`: per service one row per contributing cluster, with what is
+/// selected from it and why.
+pub fn services_table(services: &[ServiceView]) -> String {
+    if services.is_empty() {
+        return "no global services\n".to_string();
+    }
+    let headers = [
+        "SERVICE",
+        "AFFINITY",
+        "CLUSTER",
+        "READY",
+        "STATE",
+        "SELECTED",
+        "SELECTION",
+    ];
+    let mut rows = Vec::new();
+    for svc in services {
+        for (i, c) in svc.clusters.iter().enumerate() {
+            let ready = c
+                .backends
+                .iter()
+                .filter(|b| b.backend.conditions.ready)
+                .count();
+            let selected: Vec<IpAddr> = svc
+                .selected
+                .iter()
+                .filter(|s| s.cluster == c.cluster)
+                .map(|s| s.ip)
+                .collect();
+            let first = i == 0;
+            rows.push(vec![
+                if first {
+                    svc.name.to_string()
+                } else {
+                    String::new()
+                },
+                if first { affinity(svc) } else { String::new() },
+                if c.local {
+                    format!("{} (local)", c.cluster)
+                } else {
+                    c.cluster.to_string()
+                },
+                format!("{ready}/{}", c.backends.len()),
+                cluster_state(c.stale, c.withdrawn, c.shared),
+                list_ips(&selected),
+                if first {
+                    svc.reason.describe().to_string()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    table(&headers, rows)
+}
+
+/// `fleetmesh lookup`: who owns an IP, one field per line.
+pub fn lookup_table(ip: IpAddr, entry: &IpcacheEntryView) -> String {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let mut fields = vec![
+        ("IP", ip.to_string()),
+        ("PREFIX", entry.prefix.to_string()),
+        ("CLUSTER", entry.cluster.to_string()),
+        ("NAMESPACE", dash(&entry.namespace)),
+        ("POD", dash(&entry.pod)),
+        ("SERVICE ACCOUNT", dash(&entry.service_account)),
+        ("NODE IP", dash(&entry.host_ip.map(|i| i.to_string()))),
+        ("IDENTITY", entry.identity.to_string()),
+    ];
+    match &entry.labels {
+        None => fields.push(("LABELS", "(identity not known to this agent)".to_string())),
+        Some(labels) if labels.is_empty() => fields.push(("LABELS", "-".to_string())),
+        Some(labels) => {
+            for (i, l) in labels.iter().enumerate() {
+                fields.push((if i == 0 { "LABELS" } else { "" }, l.to_string()));
+            }
+        }
+    }
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    fields
+        .into_iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+/// A link's cluster name, marked when it is the link to the local apiserver.
+pub(super) fn link_name(p: &PeerStatus) -> String {
+    if p.local {
+        format!("{} (local)", p.cluster)
+    } else {
+        p.cluster.clone()
+    }
+}
+
+/// The affinity selection uses: the local service's, or `none` while this cluster has
+/// no such global service.
+pub(super) fn affinity(svc: &ServiceView) -> String {
+    if svc.local_global {
+        svc.affinity.as_str().to_string()
+    } else {
+        "none (not local)".to_string()
+    }
+}
+
+/// `all`, `none`, or the synced kinds.
+pub(super) fn synced_summary(p: &PeerStatus) -> String {
+    let synced: Vec<&str> = Kind::ALL
+        .into_iter()
+        .filter(|k| p.synced.get(*k))
+        .map(Kind::as_str)
+        .collect();
+    match synced.len() {
+        0 => "none".to_string(),
+        n if n == Kind::ALL.len() => "all".to_string(),
+        _ => synced.join(","),
+    }
+}
+
+/// `never`, or how long ago and why.
+pub(super) fn last_failure(p: &PeerStatus, now_unix_ms: u64) -> String {
+    match &p.last_failure {
+        None => "never".to_string(),
+        Some(f) => format!(
+            "{} ago: {}",
+            age(now_unix_ms.saturating_sub(f.at_unix_ms)),
+            f.reason
+        ),
+    }
+}
+
+/// Why a contributing cluster's backends are or are not in selection.
+pub(super) fn cluster_state(stale: bool, withdrawn: bool, shared: bool) -> String {
+    match (stale, withdrawn, shared) {
+        (_, true, _) => "withdrawn (stale)",
+        (true, false, _) => "stale, kept",
+        (false, false, false) => "not shared",
+        (false, false, true) => "ok",
+    }
+    .to_string()
+}
+
+/// A duration in milliseconds as kubectl shows ages: `45s`, `5m12s`, `3h4m`, `2d3h`.
+pub(super) fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn list_ips(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return "-".to_string();
+    }
+    let listed: Vec<String> = ips
+        .iter()
+        .take(MAX_LISTED_BACKENDS)
+        .map(ToString::to_string)
+        .collect();
+    let more = ips.len().saturating_sub(MAX_LISTED_BACKENDS);
+    if more > 0 {
+        format!("{} (+{more})", listed.join(","))
+    } else {
+        listed.join(",")
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+/// Columns aligned on the widest cell, two spaces apart; the last column is not padded.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(ToString::to_string).collect();
+    std::iter::once(header)
+        .chain(rows)
+        .map(|row| {
+            let last = row.len().saturating_sub(1);
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                if i == last {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:w$}  ");
+                }
+            }
+            line.truncate(line.trim_end().len());
+            line.push('\n');
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{
+        BackendEntry, ClusterBackends, Counts, Failure, SelectedBackend, SelectionReason,
+        SyncedKinds,
+    };
+    use crate::model::{
+        Affinity, Backend, BackendConditions, ClusterName, IdentityId, IpPrefix, Label, Labels,
+    };
+
+    fn mk_name(s: &str) -> ClusterName {
+        ClusterName::new(s).unwrap()
+    }
+
+    fn mk_report() -> StatusReport {
+        let local = PeerStatus {
+            cluster: "c1".into(),
+            local: true,
+            connected: true,
+            ready: true,
+            synced: SyncedKinds {
+                nodes: true,
+                services: true,
+                identities: true,
+                endpoints: true,
+            },
+            counts: Counts {
+                nodes: 3,
+                endpoints: 120,
+                identities: 8,
+                services: 10,
+            },
+            ..PeerStatus::default()
+        };
+        let c2 = PeerStatus {
+            cluster: "c2".into(),
+            synced: SyncedKinds {
+                nodes: true,
+                services: true,
+                ..SyncedKinds::default()
+            },
+            reconnects: 4,
+            last_failure: Some(Failure {
+                reason: "cannot connect to 10.0.0.2:9891: connection refused".into(),
+                at_unix_ms: 1_000,
+            }),
+            ..PeerStatus::default()
+        };
+        StatusReport {
+            cluster: mk_name("c1"),
+            cluster_id: 1,
+            peers: vec![local, c2],
+            ready: false,
+            not_ready: vec!["c2: connecting".into()],
+        }
+    }
+
+    #[test]
+    fn status_table_shows_every_link_with_aligned_columns() {
+        let text = status_table(&mk_report(), 1_000 + 75_000);
+        let expected = "\
+cluster c1 (id 1): NOT READY, 1/2 links ready
+  waiting for c2: connecting
+
+CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  RECONNECTS  LAST FAILURE
+c1 (local)  yes    yes        all             3      120        8           10        0           never
+c2          no     no         nodes,services  0      0          0           0         4           1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn status_table_of_an_agent_without_links_says_so() {
+        let report = StatusReport {
+            peers: Vec::new(),
+            ready: true,
+            not_ready: Vec::new(),
+            ..mk_report()
+        };
+        assert_eq!(
+            status_table(&report, 0),
+            "cluster c1 (id 1): ready, 0/0 links ready\nno links configured: the remotes directory is empty\n"
+        );
+    }
+
+    fn mk_backend(ip: &str, ready: bool) -> BackendEntry {
+        BackendEntry {
+            ip: ip.parse().unwrap(),
+            backend: Backend {
+                conditions: BackendConditions {
+                    ready,
+                    serving: ready,
+                    terminating: false,
+                },
+                ..Backend::default()
+            },
+        }
+    }
+
+    fn mk_selected(cluster: &str, ip: &str) -> SelectedBackend {
+        SelectedBackend {
+            cluster: mk_name(cluster),
+            ip: ip.parse().unwrap(),
+            ports: Default::default(),
+            conditions: BackendConditions::READY,
+        }
+    }
+
+    #[test]
+    fn services_table_shows_each_cluster_and_what_is_selected() {
+        let svc = ServiceView {
+            name: "test/echo".parse().unwrap(),
+            local_global: true,
+            affinity: Affinity::Local,
+            clusters: vec![
+                ClusterBackends {
+                    cluster: mk_name("c1"),
+                    local: true,
+                    shared: true,
+                    stale: false,
+                    withdrawn: false,
+                    backends: vec![mk_backend("10.1.0.1", false)],
+                },
+                ClusterBackends {
+                    cluster: mk_name("c2"),
+                    local: false,
+                    shared: true,
+                    stale: false,
+                    withdrawn: false,
+                    backends: (1..=5)
+                        .map(|i| mk_backend(&format!("10.2.0.{i}"), true))
+                        .collect(),
+                },
+            ],
+            selected: (1..=5)
+                .map(|i| mk_selected("c2", &format!("10.2.0.{i}")))
+                .collect(),
+            reason: SelectionReason::FailoverToRemote,
+        };
+        let expected = "\
+SERVICE    AFFINITY  CLUSTER     READY  STATE  SELECTED                         SELECTION
+test/echo  local     c1 (local)  0/1    ok     -                                failover to remote: no local backend ready
+                     c2          5/5    ok     10.2.0.1,10.2.0.2,10.2.0.3 (+2)
+";
+        assert_eq!(services_table(&[svc]), expected);
+        assert_eq!(services_table(&[]), "no global services\n");
+    }
+
+    #[test]
+    fn lookup_table_lists_owner_and_labels() {
+        let labels: Labels = [
+            Label::k8s("app", "echo").unwrap(),
+            Label::k8s("io.cilium.k8s.policy.cluster", "c2").unwrap(),
+        ]
+        .into_iter()
+        .collect();
+        let ip: IpAddr = "10.2.0.7".parse().unwrap();
+        let entry = IpcacheEntryView {
+            cluster: mk_name("c2"),
+            prefix: IpPrefix::host(ip),
+            identity: IdentityId::new(131_073).unwrap(),
+            host_ip: Some("172.18.0.3".parse().unwrap()),
+            namespace: Some("test".into()),
+            pod: Some("echo-1".into()),
+            service_account: None,
+            labels: Some(labels),
+        };
+        let expected = "\
+IP               10.2.0.7
+PREFIX           10.2.0.7
+CLUSTER          c2
+NAMESPACE        test
+POD              echo-1
+SERVICE ACCOUNT  -
+NODE IP          172.18.0.3
+IDENTITY         131073
+LABELS           k8s:app=echo
+                 k8s:io.cilium.k8s.policy.cluster=c2
+";
+        assert_eq!(lookup_table(ip, &entry), expected);
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(age(999), "0s");
+        assert_eq!(age(45_000), "45s");
+        assert_eq!(age(312_000), "5m12s");
+        assert_eq!(age(3 * 3_600_000 + 240_000), "3h4m");
+        assert_eq!(age(2 * 86_400_000 + 3 * 3_600_000), "2d3h");
+    }
+
+    #[test]
+    fn cluster_states_explain_selection() {
+        assert_eq!(cluster_state(true, true, true), "withdrawn (stale)");
+        assert_eq!(cluster_state(true, false, true), "stale, kept");
+        assert_eq!(cluster_state(false, false, false), "not shared");
+        assert_eq!(cluster_state(false, false, true), "ok");
+    }
+}
