@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::grpc::AllowedPeers;
 use crate::kvstore::etcd::{EtcdConfig, EtcdTls};
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+use crate::tls::TlsFiles;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -40,10 +42,36 @@ struct RawConfig {
     #[serde(default)]
     store: StoreConfig,
     source: RawSource,
+    grpc: Option<RawGrpc>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
     export: RawExport,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGrpc {
+    listen: SocketAddr,
+    tls: RawTls,
+    /// Absent: every cluster whose certificate the CA trusts may watch.
+    allowed_peers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The gRPC server: where it listens, its certificates, and who may watch.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub allowed_peers: AllowedPeers,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +164,8 @@ pub struct ApiserverConfig {
     pub cluster: Cluster,
     pub store: StoreSettings,
     pub source: SourceConfig,
+    /// `None`: the state is exported to the store but not served over gRPC.
+    pub grpc: Option<GrpcConfig>,
     pub health: HealthConfig,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
@@ -214,6 +244,31 @@ impl ApiserverConfig {
             }
         };
 
+        let grpc = match raw.grpc {
+            None => None,
+            Some(g) => {
+                let allowed_peers = match g.allowed_peers {
+                    None => AllowedPeers::Any,
+                    Some(names) => AllowedPeers::Only(
+                        names
+                            .iter()
+                            .map(|n| ClusterName::new(n))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| invalid("grpc.allowedPeers", e.to_string()))?,
+                    ),
+                };
+                Some(GrpcConfig {
+                    listen: g.listen,
+                    tls: TlsFiles {
+                        ca: base.join(g.tls.ca),
+                        cert: base.join(g.tls.cert),
+                        key: base.join(g.tls.key),
+                    },
+                    allowed_peers,
+                })
+            }
+        };
+
         let seconds = |field, value: Option<u64>, default: Duration| match value {
             None => Ok(default),
             Some(0) => Err(invalid(field, "must be at least 1".to_string())),
@@ -240,6 +295,7 @@ impl ApiserverConfig {
             cluster: Cluster::new(name, id, mode),
             store,
             source,
+            grpc,
             health: raw.health,
             lease_ttl,
             heartbeat_interval,
@@ -292,6 +348,11 @@ mod tests {
                 "store.etcd",
             ),
             ("cluster: {name: c1, id: 1}\nsource: {}\n", "source"),
+            (
+                "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+                 grpc: {listen: \"127.0.0.1:0\", tls: {ca: a, cert: b, key: c}, allowedPeers: [Nope]}\n",
+                "grpc.allowedPeers",
+            ),
             (
                 "cluster: {name: c1, id: 1, colour: blue}\nsource: {manifests: m}\n",
                 "colour",

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod health;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use config::{ApiserverConfig, SourceConfig, StoreSettings};
+pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
 
 use crate::export::{ExportSettings, ExportStatus, Exporter, err_chain};
+use crate::grpc::GrpcStats;
 use crate::k8s::manifests;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
@@ -39,6 +41,9 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Stor
 /// A running apiserver. Dropping it stops every task.
 pub struct Apiserver {
     pub health_addr: SocketAddr,
+    /// Where gRPC is served, if it is.
+    pub grpc_addr: Option<SocketAddr>,
+    pub grpc_stats: Option<GrpcStats>,
     pub status: watch::Receiver<ExportStatus>,
     pub store: Arc<dyn Store>,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -92,9 +97,18 @@ impl Apiserver {
                 .await
                 .context("health server stopped")
         });
-        tracing::info!(cluster = %config.cluster, %health_addr, "apiserver started");
+        let serving = match &config.grpc {
+            Some(grpc) => {
+                Some(serve::start(grpc, &config.cluster, store.clone(), &mut tasks).await?)
+            }
+            None => None,
+        };
+        let grpc_addr = serving.as_ref().map(|s| s.addr);
+        tracing::info!(cluster = %config.cluster, %health_addr, ?grpc_addr, "apiserver started");
         Ok(Self {
             health_addr,
+            grpc_addr,
+            grpc_stats: serving.map(|s| s.stats),
             status,
             store,
             tasks,

@@ -1,6 +1,11 @@
 //! The dialing side: a tonic [`Channel`] whose connections go through mutual TLS with
 //! the client config current at each (re)connect, so a reloaded certificate is used from
 //! the next connection on.
+//!
+//! [`channel_to_cluster`] also checks, after each handshake, that the server's
+//! certificate names the cluster the caller meant to reach: a peer file pointing at the
+//! wrong apiserver (or a load balancer in front of the wrong cluster) fails the
+//! connection with an error naming both clusters, before any request is sent.
 
 use std::future::Future;
 use std::io;
@@ -12,6 +17,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use thiserror::Error;
+use time::OffsetDateTime;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
@@ -20,7 +27,9 @@ use tonic::codegen::http::Uri;
 use tonic::codegen::http::uri::Authority;
 use tonic::transport::{Channel, Endpoint};
 
-use super::TlsError;
+use super::identity::peer_identity;
+use super::{PeerIdentityError, TlsError};
+use crate::model::ClusterName;
 
 /// HTTP/2 PING period: notices a vanished peer (node gone, NAT entry dropped) within
 /// seconds rather than at the next write, and keeps idle connections under the idle
@@ -33,6 +42,34 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(25);
 /// backoff takes over.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the last completed handshake of a [`channel_to_cluster`] channel learnt about the
+/// server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCert {
+    /// The cluster the server's certificate names (equal to the one expected).
+    pub cluster: ClusterName,
+    /// When the server's certificate expires.
+    pub not_after: Option<OffsetDateTime>,
+}
+
+/// Why a handshake that rustls accepted was refused anyway: the server is not the
+/// cluster the caller dialed. Travels inside the `io::Error` of the failed connection;
+/// find it in the error's chain (through `io::Error::get_ref`).
+#[derive(Clone, Debug, Error)]
+pub enum ServerIdentityError {
+    #[error("the server's certificate names no cluster (expected {expected:?})")]
+    NoIdentity {
+        expected: ClusterName,
+        #[source]
+        source: PeerIdentityError,
+    },
+    #[error("the server's certificate names cluster {found:?}, not {expected:?}")]
+    WrongCluster {
+        expected: ClusterName,
+        found: ClusterName,
+    },
+}
+
 /// A lazy channel to `endpoint` (`host:port` or `https://host:port`). The server's
 /// certificate must be valid for `server_name`, or for the endpoint's host when `None`
 /// (a DNS name or an IP address). Nothing is dialed until the first call.
@@ -40,6 +77,39 @@ pub fn channel(
     endpoint: &str,
     server_name: Option<&str>,
     configs: watch::Receiver<Arc<ClientConfig>>,
+) -> Result<Channel, TlsError> {
+    build(endpoint, server_name, configs, None)
+}
+
+/// Like [`channel`], and every connection also checks that the server's certificate
+/// names `expected`; a connection to another cluster fails with a
+/// [`ServerIdentityError`]. The receiver holds what the last successful handshake saw
+/// (`None` until one succeeds).
+pub fn channel_to_cluster(
+    endpoint: &str,
+    server_name: Option<&str>,
+    configs: watch::Receiver<Arc<ClientConfig>>,
+    expected: &ClusterName,
+) -> Result<(Channel, watch::Receiver<Option<ServerCert>>), TlsError> {
+    let (tx, rx) = watch::channel(None);
+    let check = ClusterCheck {
+        expected: expected.clone(),
+        seen: Arc::new(tx),
+    };
+    Ok((build(endpoint, server_name, configs, Some(check))?, rx))
+}
+
+/// Checks that `endpoint` is something [`channel`] accepts (`host:port` or
+/// `https://host:port`), for validating configuration before dialing.
+pub fn check_endpoint(endpoint: &str) -> Result<(), TlsError> {
+    parse_endpoint(endpoint).map(|_| ())
+}
+
+fn build(
+    endpoint: &str,
+    server_name: Option<&str>,
+    configs: watch::Receiver<Arc<ClientConfig>>,
+    check: Option<ClusterCheck>,
 ) -> Result<Channel, TlsError> {
     let authority = parse_endpoint(endpoint)?;
     // tonic sees `http://`: built with its own TLS (another dependency turns it on) it would
@@ -63,7 +133,38 @@ pub fn channel(
     Ok(tonic_endpoint.connect_with_connector_lazy(Dialer {
         configs,
         server_name,
+        check,
     }))
+}
+
+/// The cluster a [`channel_to_cluster`] channel must reach, and where it reports what
+/// each handshake saw.
+#[derive(Clone)]
+struct ClusterCheck {
+    expected: ClusterName,
+    seen: Arc<watch::Sender<Option<ServerCert>>>,
+}
+
+impl ClusterCheck {
+    fn verify(&self, tls: &TlsStream<TcpStream>) -> Result<(), ServerIdentityError> {
+        let (cluster, not_after) = match tls.get_ref().1.peer_certificates() {
+            Some([leaf, ..]) => peer_identity(leaf),
+            _ => (Err(PeerIdentityError::NoCertificate), None),
+        };
+        let cluster = cluster.map_err(|source| ServerIdentityError::NoIdentity {
+            expected: self.expected.clone(),
+            source,
+        })?;
+        if cluster != self.expected {
+            return Err(ServerIdentityError::WrongCluster {
+                expected: self.expected.clone(),
+                found: cluster,
+            });
+        }
+        self.seen
+            .send_replace(Some(ServerCert { cluster, not_after }));
+        Ok(())
+    }
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<Authority, TlsError> {
@@ -101,6 +202,7 @@ fn unbracket(host: &str) -> &str {
 struct Dialer {
     configs: watch::Receiver<Arc<ClientConfig>>,
     server_name: ServerName<'static>,
+    check: Option<ClusterCheck>,
 }
 
 type Dialed = TokioIo<TlsStream<TcpStream>>;
@@ -117,6 +219,7 @@ impl tower::Service<Uri> for Dialer {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = TlsConnector::from(self.configs.borrow().clone());
         let server_name = self.server_name.clone();
+        let check = self.check.clone();
         Box::pin(async move {
             let (host, port) = match (uri.host(), uri.port_u16()) {
                 (Some(host), Some(port)) => (unbracket(host).to_string(), port),
@@ -131,6 +234,9 @@ impl tower::Service<Uri> for Dialer {
             // gRPC frames are small and latency-bound: send them as soon as they are written.
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
+            if let Some(check) = check {
+                check.verify(&tls).map_err(io::Error::other)?;
+            }
             Ok(TokioIo::new(tls))
         })
     }

@@ -1,0 +1,82 @@
+//! The serving half of the apiserver: the store's state → watch cache → gRPC over mTLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::config::GrpcConfig;
+use crate::cache::{CacheSettings, WatchCache};
+use crate::grpc::{GrpcServer, GrpcStats};
+use crate::kvstore::state_watch::{StateSink, StateWatchStats, follow};
+use crate::kvstore::{Epoch, Store};
+use crate::model::{Cluster, Event, Revision};
+use crate::proto::encode_event;
+use crate::tls::{RELOAD_INTERVAL, spawn_reload};
+
+/// The watch cache as the state watch's sink.
+struct CacheSink(Arc<WatchCache>);
+
+impl StateSink for CacheSink {
+    fn reset(&mut self, epoch: &Epoch) {
+        self.0.reset(&epoch.0);
+    }
+
+    fn apply(&mut self, events: Vec<Event>) {
+        self.0.apply(&events);
+    }
+
+    fn synced(&mut self, revision: Revision) {
+        self.0.synced(revision);
+    }
+}
+
+/// What the running gRPC server exposes to the rest of the apiserver.
+pub struct Serving {
+    pub addr: SocketAddr,
+    pub stats: GrpcStats,
+}
+
+/// Starts the cache feed and the gRPC server on `tasks`. Certificates must load now:
+/// nothing is served before they do (fail closed).
+pub async fn start(
+    config: &GrpcConfig,
+    cluster: &Cluster,
+    store: Arc<dyn Store>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Serving> {
+    let tls = spawn_reload::<ServerConfig>(config.tls.clone(), RELOAD_INTERVAL)
+        .with_context(|| "cannot load the gRPC server certificates")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let cache = Arc::new(WatchCache::new(encode_event, CacheSettings::default()));
+    let feed = follow(
+        store,
+        cluster.clone(),
+        CacheSink(cache.clone()),
+        StateWatchStats::default(),
+    );
+    tasks.spawn(async move {
+        feed.await;
+        anyhow::bail!("the state watch feeding the cache stopped")
+    });
+
+    let server = GrpcServer::new(cache.clone(), cluster.clone(), config.allowed_peers.clone());
+    let stats = server.stats();
+    tasks.spawn(async move {
+        // The reloader lives as long as the server uses its configs.
+        let tls = tls;
+        let incoming = crate::tls::server::incoming(listener, tls.config_rx());
+        server
+            .serve(incoming, std::future::pending())
+            .await
+            .context("gRPC server stopped")
+    });
+    Ok(Serving { addr, stats })
+}

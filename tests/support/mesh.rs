@@ -1,0 +1,284 @@
+//! A member cluster's apiserver for agent-side tests, built from the real pieces: an
+//! embedded store, the state watch feeding the watch cache, and the gRPC server on
+//! 127.0.0.1 behind mutual TLS with certificates minted per test.
+//!
+//! Each server runs on its own thread with its own tokio runtime, so that stopping it is
+//! a process dying: the runtime is dropped, every connection is closed at once and open
+//! watch streams break (tonic's graceful shutdown would wait for them forever). Its
+//! store outlives it, so a test can restart a peer that keeps its store — or give it a
+//! new, empty one (a new epoch).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetmesh::cache::{CacheSettings, WatchCache};
+use fleetmesh::certs::Ca;
+use fleetmesh::certs::files::{CERT_MODE, write_atomic, write_pem_files};
+use fleetmesh::grpc::{AllowedPeers, GrpcServer};
+use fleetmesh::kvstore::memory::MemoryStore;
+use fleetmesh::kvstore::state_watch::{StateSink, StateWatchStats, follow};
+use fleetmesh::kvstore::{Epoch, Store, codec, keys};
+use fleetmesh::model::{
+    CLUSTER_LABEL, Cluster, ClusterId, ClusterName, Endpoint, Event, IdMode, Identity, IdentityId,
+    IpPrefix, Label, Labels, Node, Resource, ResourceKey, Revision,
+};
+use fleetmesh::proto::encode_event;
+use fleetmesh::remote::PeerConfig;
+use fleetmesh::tls::{TlsFiles, spawn_reload};
+use rustls::ServerConfig;
+use tokio::net::TcpSocket;
+use tokio::sync::oneshot;
+
+/// Certificates live this long: longer than any test.
+const DAY: Duration = Duration::from_secs(86_400);
+/// Reload poll period of the servers' TLS files (tests do not rotate them).
+const TLS_RELOAD: Duration = Duration::from_secs(60);
+
+pub fn mk_name(name: &str) -> ClusterName {
+    ClusterName::new(name).unwrap()
+}
+
+/// A cluster in the normal id mode (255 clusters).
+pub fn mk_cluster(name: &str, id: u32) -> Cluster {
+    mk_cluster_in(name, id, IdMode::Normal)
+}
+
+pub fn mk_cluster_in(name: &str, id: u32, mode: IdMode) -> Cluster {
+    Cluster::new(mk_name(name), ClusterId::new(id, mode).unwrap(), mode)
+}
+
+/// A CA and a directory for the files of one test's mesh.
+pub struct MeshPki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl MeshPki {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            // A name of its own: two test meshes' CAs are told apart by name first.
+            ca: Ca::generate(&format!("test CA {:08x}", rand::random::<u32>()), DAY).unwrap(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An apiserver certificate naming `cluster`, valid for 127.0.0.1 and localhost.
+    pub fn server_files(&self, cluster: &str) -> TlsFiles {
+        let ips = ["127.0.0.1".parse().unwrap()];
+        let leaf = self
+            .ca
+            .issue_server(&mk_name(cluster), &["localhost".to_string()], &ips, DAY)
+            .unwrap();
+        self.files(&format!("server-{cluster}"), &leaf)
+    }
+
+    /// A client certificate naming `cluster` (an agent of that cluster).
+    pub fn client_files(&self, cluster: &str) -> TlsFiles {
+        let leaf = self.ca.issue_client(&mk_name(cluster), DAY).unwrap();
+        self.files(&format!("client-{cluster}"), &leaf)
+    }
+
+    fn files(&self, name: &str, leaf: &fleetmesh::certs::IssuedCert) -> TlsFiles {
+        let dir = self.dir.path().join("certs");
+        let pem = write_pem_files(&dir, name, leaf).unwrap();
+        let ca = dir.join("ca.crt");
+        write_atomic(&ca, self.ca.cert_pem().as_bytes(), CERT_MODE).unwrap();
+        TlsFiles {
+            cert: pem.cert,
+            key: pem.key,
+            ca,
+        }
+    }
+
+    /// Writes `remotes/<peer>.yaml` pointing at `addr` with `client`'s files (paths
+    /// relative to the file, as a fleet plan writes them) and loads it.
+    pub fn peer_config(&self, peer: &str, addr: SocketAddr, client: &TlsFiles) -> PeerConfig {
+        let remotes = self.dir.path().join("remotes");
+        std::fs::create_dir_all(&remotes).unwrap();
+        let rel = |p: &PathBuf| format!("../certs/{}", p.file_name().unwrap().to_str().unwrap());
+        let text = format!(
+            "address: \"{addr}\"\ntls:\n  ca: {}\n  cert: {}\n  key: {}\n",
+            rel(&client.ca),
+            rel(&client.cert),
+            rel(&client.key),
+        );
+        let path = remotes.join(format!("{peer}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        PeerConfig::load(&path).unwrap()
+    }
+}
+
+/// The watch cache as the state watch's sink, as the apiserver wires them.
+struct CacheSink(Arc<WatchCache>);
+
+impl StateSink for CacheSink {
+    fn reset(&mut self, epoch: &Epoch) {
+        self.0.reset(&epoch.0);
+    }
+
+    fn apply(&mut self, events: Vec<Event>) {
+        self.0.apply(&events);
+    }
+
+    fn synced(&mut self, revision: Revision) {
+        self.0.synced(revision);
+    }
+}
+
+/// One member's apiserver serving `cluster`'s state from `store`.
+pub struct PeerServer {
+    pub addr: SocketAddr,
+    pub cluster: Cluster,
+    pub store: Arc<MemoryStore>,
+    stop_tx: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeerServer {
+    /// Starts serving on 127.0.0.1:`port` (0 for any free port) with the server
+    /// certificate `tls`, to the peers `allowed` names.
+    pub async fn start(
+        cluster: Cluster,
+        store: Arc<MemoryStore>,
+        tls: TlsFiles,
+        allowed: AllowedPeers,
+        port: u16,
+    ) -> Self {
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (served, served_store) = (cluster.clone(), store.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let socket = TcpSocket::new_v4().unwrap();
+                // The restarted server takes the port back while the old connections
+                // linger in TIME_WAIT.
+                socket.set_reuseaddr(true).unwrap();
+                socket
+                    .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+                    .unwrap();
+                let listener = socket.listen(128).unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+
+                let configs = spawn_reload::<ServerConfig>(tls, TLS_RELOAD).unwrap();
+                let cache = Arc::new(WatchCache::new(encode_event, CacheSettings::default()));
+                let store: Arc<dyn Store> = served_store;
+                tokio::spawn(follow(
+                    store,
+                    served.clone(),
+                    CacheSink(cache.clone()),
+                    StateWatchStats::default(),
+                ));
+                let server = GrpcServer::new(cache, served, allowed);
+                let incoming = fleetmesh::tls::server::incoming(listener, configs.config_rx());
+                tokio::select! {
+                    served = server.serve(incoming, std::future::pending()) => served.unwrap(),
+                    _ = stop_rx => {}
+                }
+            });
+            // Dropping the runtime ends every task of the server: its connections close.
+            drop(runtime);
+        });
+        Self {
+            addr: addr_rx.await.unwrap(),
+            cluster,
+            store,
+            stop_tx,
+            thread,
+        }
+    }
+
+    /// Stops the server as if its process died; returns its store and its port.
+    pub async fn stop(self) -> (Arc<MemoryStore>, u16) {
+        self.stop_tx.send(()).unwrap();
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        (self.store, self.addr.port())
+    }
+}
+
+/// Writes `resource` of `cluster` into `store` under its Cilium/fleetmesh key.
+pub async fn put(store: &MemoryStore, cluster: &Cluster, resource: &Resource) {
+    let (key, value) = match resource {
+        Resource::Node(n) => (keys::node(&cluster.name, n.name()), codec::encode_node(n)),
+        Resource::Service(s) => (
+            keys::fleetmesh_service(&cluster.name, &s.name),
+            codec::encode_fleetmesh_service(s),
+        ),
+        Resource::Identity(i) => (keys::identity(i.id()), codec::encode_identity(i)),
+        Resource::Endpoint(e) => (keys::ip(e.prefix), codec::encode_endpoint(e)),
+    };
+    store.put(&key, value, None).await.unwrap();
+}
+
+/// Deletes what `key` names of `cluster` from `store`.
+pub async fn delete(store: &MemoryStore, cluster: &Cluster, key: &ResourceKey) {
+    let key = match key {
+        ResourceKey::Node(n) => keys::node(&cluster.name, n),
+        ResourceKey::Service(s) => keys::fleetmesh_service(&cluster.name, s),
+        ResourceKey::Identity(i) => keys::identity(*i),
+        ResourceKey::Endpoint(p) => keys::ip(*p),
+    };
+    assert!(store.delete(&key).await.unwrap(), "{key} was not stored");
+}
+
+pub fn mk_node(cluster: &Cluster, name: &str) -> Resource {
+    Resource::Node(Node::new(name, cluster.name.clone(), cluster.id).unwrap())
+}
+
+/// Identity `local` of `cluster`'s range, labelled for it.
+pub fn mk_identity(cluster: &Cluster, local: u32) -> Resource {
+    let id = IdentityId::new(cluster.identity_range().first() + local).unwrap();
+    let labels: Labels = [
+        Label::k8s("app", &format!("app-{local}")).unwrap(),
+        Label::k8s(CLUSTER_LABEL, cluster.name.as_str()).unwrap(),
+    ]
+    .into_iter()
+    .collect();
+    Resource::Identity(Identity::new(cluster, id, labels).unwrap())
+}
+
+/// A pod at `ip` with identity `local` of `owner`'s range (normally the serving
+/// cluster's; another cluster's makes an entry the agent must refuse).
+pub fn mk_endpoint(owner: &Cluster, ip: &str, local: u32) -> Resource {
+    let identity = IdentityId::new(owner.identity_range().first() + local).unwrap();
+    let mut e = Endpoint::new(IpPrefix::host(ip.parse().unwrap()), identity);
+    e.namespace = Some("test".into());
+    e.pod = Some(format!("pod-{ip}"));
+    Resource::Endpoint(e)
+}
+
+/// A small cluster state: one node, two identities, `endpoints` pods in 10.<id>.0.0/16.
+pub fn mk_state(cluster: &Cluster, endpoints: u32) -> Vec<Resource> {
+    let mut state = vec![
+        mk_node(cluster, "node-1"),
+        mk_identity(cluster, 1),
+        mk_identity(cluster, 2),
+    ];
+    state.extend((0..endpoints).map(|i| {
+        let ip = format!("10.{}.{}.{}", cluster.id.get(), i / 250, i % 250 + 1);
+        mk_endpoint(cluster, &ip, 1 + i % 2)
+    }));
+    state
+}
+
+/// A new store holding `state` of `cluster`.
+pub async fn mk_store(cluster: &Cluster, state: &[Resource]) -> Arc<MemoryStore> {
+    let store = MemoryStore::new();
+    for resource in state {
+        put(&store, cluster, resource).await;
+    }
+    store
+}
