@@ -37,6 +37,17 @@ pub enum Command {
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
     Lookup(LookupArgs),
+    /// Start a three-cluster mesh in this process (loopback, mutual TLS, embedded
+    /// stores), show the merged view, make a cluster's backends fail, show the failover.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's files (certificates, configs, manifests) in this directory
+    /// instead of a temporary one.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let entry = AgentClient::new(&q.agent)?.lookup(args.ip).await?;
             print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
         }
+        Command::Demo(args) => crate::demo::run(args.workdir).await,
     }
 }
 

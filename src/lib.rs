@@ -17,13 +17,17 @@
 //! | [`k8s`] | Kubernetes objects → model, and the sources that read them |
 //! | [`export`] | the apiserver's writer: desired state → store |
 //! | [`apiserver`] | wiring of one member's apiserver |
+//! | [`agent`] | wiring of one agent: links per peer file, the merged view, the query API |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
 
+pub mod agent;
 pub mod apiserver;
-pub mod cli;
 pub mod cache;
+pub mod cli;
+pub mod demo;
 pub mod certs;
 pub mod export;
+pub mod grpc;
 pub mod k8s;
 pub mod kvstore;
 pub mod mesh;
