@@ -17,6 +17,7 @@ pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
 
 use crate::export::{ExportSettings, ExportStatus, Exporter, err_chain};
 use crate::grpc::GrpcStats;
+use crate::tls::server::HandshakeStats;
 use crate::k8s::manifests;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
@@ -44,6 +45,7 @@ pub struct Apiserver {
     /// Where gRPC is served, if it is.
     pub grpc_addr: Option<SocketAddr>,
     pub grpc_stats: Option<GrpcStats>,
+    pub handshake_stats: Option<HandshakeStats>,
     pub status: watch::Receiver<ExportStatus>,
     pub store: Arc<dyn Store>,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -108,7 +110,8 @@ impl Apiserver {
         Ok(Self {
             health_addr,
             grpc_addr,
-            grpc_stats: serving.map(|s| s.stats),
+            grpc_stats: serving.as_ref().map(|s| s.stats.clone()),
+            handshake_stats: serving.map(|s| s.handshakes),
             status,
             store,
             tasks,

@@ -15,6 +15,7 @@ use crate::kvstore::state_watch::{StateSink, StateWatchStats, follow};
 use crate::kvstore::{Epoch, Store};
 use crate::model::{Cluster, Event, Revision};
 use crate::proto::encode_event;
+use crate::tls::server::HandshakeStats;
 use crate::tls::{RELOAD_INTERVAL, spawn_reload};
 
 /// The watch cache as the state watch's sink.
@@ -38,6 +39,8 @@ impl StateSink for CacheSink {
 pub struct Serving {
     pub addr: SocketAddr,
     pub stats: GrpcStats,
+    /// TLS handshakes accepted and refused (no certificate, untrusted, expired, ...).
+    pub handshakes: HandshakeStats,
 }
 
 /// Starts the cache feed and the gRPC server on `tasks`. Certificates must load now:
@@ -69,14 +72,19 @@ pub async fn start(
 
     let server = GrpcServer::new(cache.clone(), cluster.clone(), config.allowed_peers.clone());
     let stats = server.stats();
+    let incoming = crate::tls::server::incoming(listener, tls.config_rx());
+    let handshakes = incoming.stats();
     tasks.spawn(async move {
         // The reloader lives as long as the server uses its configs.
-        let tls = tls;
-        let incoming = crate::tls::server::incoming(listener, tls.config_rx());
+        let _tls = tls;
         server
             .serve(incoming, std::future::pending())
             .await
             .context("gRPC server stopped")
     });
-    Ok(Serving { addr, stats })
+    Ok(Serving {
+        addr,
+        stats,
+        handshakes,
+    })
 }

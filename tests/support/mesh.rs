@@ -68,6 +68,11 @@ impl MeshPki {
         self.dir.path()
     }
 
+    /// The mesh's CA, to mint unusual certificates (expired ones, say).
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
     /// An apiserver certificate naming `cluster`, valid for 127.0.0.1 and localhost.
     pub fn server_files(&self, cluster: &str) -> TlsFiles {
         let ips = ["127.0.0.1".parse().unwrap()];
