@@ -16,16 +16,22 @@
 //! | [`kvstore`] | the `Store` trait, its etcd and embedded backends, Cilium's key schema and value formats |
 //! | [`k8s`] | Kubernetes objects → model, and the sources that read them |
 //! | [`export`] | the apiserver's writer: desired state → store |
-//! | [`apiserver`] | wiring of one member's apiserver |
-//! | [`agent`] | wiring of one agent: links per peer file, the merged view, the query API |
+//! | [`cache`] | the apiserver's watch cache: state, revision log, encode-once fan-out |
+//! | [`proto`] | the wire types and model ⇄ wire conversions |
+//! | [`grpc`] | the `Info`/`Watch` server, authorized by the peer's certificate |
+//! | [`tls`] | rustls configs from PEM files, reload, peer identity from a certificate |
+//! | [`certs`] | CA and leaf issuance with rcgen |
+//! | [`remote`] | the agent's link per peer: reconnect, validate, resume, mark and sweep |
+//! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
+//! | [`apiserver`], [`agent`], [`demo`], [`cli`] | wiring only |
 
 pub mod agent;
 pub mod apiserver;
 pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod demo;
-pub mod certs;
 pub mod export;
 pub mod grpc;
 pub mod k8s;

@@ -20,6 +20,9 @@ fn the_demo_shows_the_failover_and_exits_zero() {
         "fail-back to local backends",
         "demo complete",
     ] {
-        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
     }
 }

@@ -17,12 +17,12 @@ pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
 
 use crate::export::{ExportSettings, ExportStatus, Exporter, err_chain};
 use crate::grpc::GrpcStats;
-use crate::tls::server::HandshakeStats;
 use crate::k8s::manifests;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
 use crate::model::DesiredState;
+use crate::tls::server::HandshakeStats;
 
 /// How often the manifest directory is checked for changes.
 const MANIFEST_POLL: Duration = Duration::from_secs(1);
