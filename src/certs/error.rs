@@ -42,6 +42,12 @@ pub enum CertError {
     },
     #[error("trust bundle input #{index} holds no certificate")]
     BundleEmpty { index: usize },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,

@@ -1,6 +1,8 @@
 //! The command line: one clap `Args` per subcommand; every flag documented (the doc
 //! comment is the help text) and readable from the environment.
 
+mod certs;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -37,6 +39,9 @@ pub enum Command {
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
     Lookup(LookupArgs),
+    /// Create a CA and issue certificates for mesh members.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Start a three-cluster mesh in this process (loopback, mutual TLS, embedded
     /// stores), show the merged view, make a cluster's backends fail, show the failover.
     Demo(DemoArgs),
@@ -110,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
         }
         Command::Demo(args) => crate::demo::run(args.workdir).await,
+        Command::Certs(command) => certs::run(command),
     }
 }
 
