@@ -1,4 +1,8 @@
 //! Generates the gRPC types of `proto/fleetmesh/v1/` with tonic and prost.
+//!
+//! `WatchResponse` is not generated: the server sends each event's pre-encoded bytes to
+//! every watcher, so it uses the hand-written, wire-identical `crate::proto::WatchFrame`
+//! (see `src/proto/frame.rs`), and the generated client and server speak it too.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/fleetmesh/v1/mesh.proto"];
@@ -7,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure()
         .bytes(".")
+        // Ordered maps: the model keeps labels in `BTreeMap`s, so conversions move them.
+        .btree_map(".")
+        .extern_path(".fleetmesh.v1.WatchResponse", "crate::proto::WatchFrame")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -83,6 +83,34 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     file.sync_all()
 }
 
+/// File names of a CA kept in a directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_KEY_FILE: &str = "ca.key";
+
+/// Writes `ca` as `<dir>/ca.crt` and `<dir>/ca.key` (mode 0600).
+pub fn write_ca(dir: &Path, ca: &super::Ca) -> Result<PemFiles, CertError> {
+    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let files = PemFiles {
+        cert: dir.join(CA_CERT_FILE),
+        key: dir.join(CA_KEY_FILE),
+    };
+    write_atomic(&files.key, ca.key_pem().as_bytes(), KEY_MODE)?;
+    write_atomic(&files.cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
+    Ok(files)
+}
+
+/// Reads the CA that [`write_ca`] wrote into `dir`.
+pub fn load_ca(dir: &Path) -> Result<super::Ca, CertError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| CertError::Read { path, source })
+    };
+    super::Ca::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -134,32 +162,4 @@ mod tests {
         let err = write_atomic(&path, b"x", CERT_MODE).unwrap_err();
         assert!(err.to_string().ends_with("missing-dir/ca.crt"), "{err}");
     }
-}
-
-/// File names of a CA kept in a directory.
-pub const CA_CERT_FILE: &str = "ca.crt";
-pub const CA_KEY_FILE: &str = "ca.key";
-
-/// Writes `ca` as `<dir>/ca.crt` and `<dir>/ca.key` (mode 0600).
-pub fn write_ca(dir: &Path, ca: &super::Ca) -> Result<PemFiles, CertError> {
-    fs::create_dir_all(dir).map_err(|source| CertError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let files = PemFiles {
-        cert: dir.join(CA_CERT_FILE),
-        key: dir.join(CA_KEY_FILE),
-    };
-    write_atomic(&files.key, ca.key_pem().as_bytes(), KEY_MODE)?;
-    write_atomic(&files.cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
-    Ok(files)
-}
-
-/// Reads the CA that [`write_ca`] wrote into `dir`.
-pub fn load_ca(dir: &Path) -> Result<super::Ca, CertError> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read_to_string(&path).map_err(|source| CertError::Read { path, source })
-    };
-    super::Ca::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
 }

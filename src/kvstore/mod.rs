@@ -6,6 +6,7 @@ pub mod codec;
 pub mod etcd;
 pub mod keys;
 pub mod memory;
+pub mod state_watch;
 mod store;
 
 pub use store::{

@@ -1,0 +1,91 @@
+use std::net::SocketAddr;
+
+use thiserror::Error;
+use tonic::{Code, Status};
+
+use super::AllowedPeers;
+use crate::model::ClusterName;
+use crate::proto::ProtoError;
+use crate::tls::PeerIdentityError;
+
+/// Why a call was refused or a stream ended. [`Status`] is made from it in one place
+/// (the `From` impl below), so every code and message is chosen here.
+#[derive(Debug, Error)]
+pub enum GrpcError {
+    #[error("no client certificate identity: mutual TLS is required")]
+    NoPeerIdentity,
+    #[error("the client certificate of {addr} names no cluster")]
+    BadPeerIdentity {
+        addr: SocketAddr,
+        #[source]
+        source: PeerIdentityError,
+    },
+    #[error("cluster {peer:?} may not {action} cluster {serving:?}: not in allowedPeers {allowed}")]
+    NotAllowed {
+        peer: ClusterName,
+        action: &'static str,
+        serving: ClusterName,
+        allowed: AllowedPeers,
+    },
+    #[error("invalid request")]
+    InvalidRequest {
+        #[source]
+        source: ProtoError,
+    },
+    #[error("watcher fell behind; resync")]
+    Lagged,
+    #[error("the store's history restarted; resync")]
+    Restarted,
+}
+
+impl From<GrpcError> for Status {
+    fn from(err: GrpcError) -> Self {
+        let code = match &err {
+            GrpcError::NoPeerIdentity | GrpcError::BadPeerIdentity { .. } => Code::Unauthenticated,
+            GrpcError::NotAllowed { .. } => Code::PermissionDenied,
+            GrpcError::InvalidRequest { .. } => Code::InvalidArgument,
+            // The watcher did nothing wrong: it reconnects and resumes, or re-reads.
+            GrpcError::Lagged => Code::Aborted,
+            GrpcError::Restarted => Code::Unavailable,
+        };
+        Status::new(code, error_chain(&err))
+    }
+}
+
+/// An error and its sources on one line: the status message a peer logs.
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages_say_what_to_do() {
+        let status = Status::from(GrpcError::Lagged);
+        assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(status.message(), "watcher fell behind; resync");
+        assert_eq!(Status::from(GrpcError::Restarted).code(), Code::Unavailable);
+        let invalid = GrpcError::InvalidRequest {
+            source: ProtoError::Value {
+                field: "kinds",
+                value: "9".into(),
+                reason: "unknown kind",
+            },
+        };
+        let status = Status::from(invalid);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid request: invalid kinds \"9\": unknown kind"
+        );
+    }
+}

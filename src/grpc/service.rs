@@ -1,0 +1,138 @@
+//! The `fleetmesh.v1.Mesh` service: authorization first, then `Info` or a watch stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::authz::authorize;
+use super::frames::Frames;
+use super::{GrpcError, GrpcServer, WatchSource, error_chain};
+use crate::cache::{KindSet, ResumePoint};
+use crate::model::ClusterName;
+use crate::proto::v1::mesh_server::Mesh;
+use crate::proto::{
+    CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER, CAP_RESUME, PROTOCOL_VERSION, ServerInfo, WatchFrame,
+    kind_from_wire, v1,
+};
+use crate::tls::server::PeerInfo;
+
+/// What `Info` announces.
+const CAPABILITIES: [&str; 3] = [CAP_RESUME, CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER];
+
+/// A watch's frames, as tonic sends them.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchFrame, Status>> + Send>>;
+
+impl<S: WatchSource> GrpcServer<S> {
+    /// The calling peer's cluster if it may `action` this cluster; a refusal is logged
+    /// and counted.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: &'static str,
+    ) -> Result<ClusterName, Status> {
+        let peer = request.extensions().get::<PeerInfo>();
+        authorize(peer, &self.allowed, &self.cluster.name, action)
+            .map_err(|err| self.refuse(peer, err))
+    }
+
+    fn refuse(&self, peer: Option<&PeerInfo>, err: GrpcError) -> Status {
+        self.stats.count_error(&err);
+        let addr = peer.map(|p| p.addr.to_string()).unwrap_or_default();
+        warn!(peer = %addr, reason = %error_chain(&err), "call refused");
+        err.into()
+    }
+}
+
+/// The kinds a request asks for: empty means all; an unknown one is refused.
+fn requested_kinds(kinds: &[i32]) -> Result<KindSet, GrpcError> {
+    if kinds.is_empty() {
+        return Ok(KindSet::ALL);
+    }
+    kinds
+        .iter()
+        .map(|k| kind_from_wire("kinds", *k))
+        .collect::<Result<KindSet, _>>()
+        .map_err(|source| GrpcError::InvalidRequest { source })
+}
+
+#[tonic::async_trait]
+impl<S: WatchSource> Mesh for GrpcServer<S> {
+    async fn info(
+        &self,
+        request: Request<v1::InfoRequest>,
+    ) -> Result<Response<v1::InfoResponse>, Status> {
+        self.authorize(&request, "query")?;
+        let info = ServerInfo {
+            cluster: self.cluster.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            epoch: self
+                .source
+                .epoch()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        };
+        Ok(Response::new(v1::InfoResponse::from(&info)))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let peer = self.authorize(&request, "watch")?;
+        let peer_info = request.extensions().get::<PeerInfo>().cloned();
+        let req = request.into_inner();
+        let kinds =
+            requested_kinds(&req.kinds).map_err(|err| self.refuse(peer_info.as_ref(), err))?;
+        let resume = req.resume.map(|r| ResumePoint {
+            epoch: r.epoch,
+            revision: r.revision,
+        });
+        info!(%peer, %kinds, ?resume, "watch started");
+
+        // Answer at once; the stream itself waits until the cache has synced.
+        let source = Arc::clone(&self.source);
+        let stats = self.stats.clone();
+        let subscribed = async move {
+            let sub = source.subscribe(kinds, resume).await;
+            Frames::new(sub, stats.watch_started())
+        };
+        let stats = self.stats.clone();
+        let frames = futures::stream::once(subscribed).flat_map(|frames| {
+            futures::stream::unfold(frames, |mut frames| async move {
+                frames.next().await.map(|item| (item, frames))
+            })
+        });
+        let stream = frames.map(move |item| {
+            item.map_err(|err| {
+                stats.count_error(&err);
+                warn!(%peer, reason = %err, "watch ended");
+                Status::from(err)
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    #[test]
+    fn kinds_default_to_all_and_unknown_ones_are_invalid() {
+        assert_eq!(requested_kinds(&[]).unwrap(), KindSet::ALL);
+        let endpoints = i32::from(v1::Kind::Endpoint);
+        let set = requested_kinds(&[endpoints]).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), [Kind::Endpoint]);
+        for bad in [0, 42] {
+            let err = requested_kinds(&[endpoints, bad]).unwrap_err();
+            assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
+        }
+    }
+}
