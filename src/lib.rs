@@ -24,6 +24,7 @@
 //! | [`remote`] | the agent's link per peer: reconnect, validate, resume, mark and sweep |
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
+//! | [`report`] | errors told to people: one line with every cause |
 //! | [`apiserver`], [`agent`], [`demo`], [`cli`] | wiring only |
 
 pub mod agent;
@@ -41,4 +42,5 @@ pub mod model;
 pub mod observe;
 pub mod proto;
 pub mod remote;
+pub mod report;
 pub mod tls;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fleetmesh::apiserver::CacheSink;
 use fleetmesh::cache::{CacheSettings, WatchCache};
 use fleetmesh::certs::Ca;
 use fleetmesh::certs::files::write_pem_files;
@@ -21,8 +22,8 @@ use fleetmesh::kvstore::codec::{
     encode_endpoint, encode_fleetmesh_service, encode_identity, encode_node,
 };
 use fleetmesh::kvstore::memory::MemoryStore;
-use fleetmesh::kvstore::state_watch::{StateSink, StateWatchStats, follow};
-use fleetmesh::kvstore::{Epoch, Store, keys};
+use fleetmesh::kvstore::state_watch::{StateWatchStats, follow};
+use fleetmesh::kvstore::{Store, keys};
 use fleetmesh::model::{
     Affinity, Backend, BackendConditions, CLUSTER_LABEL, Change, Cluster, ClusterId, ClusterName,
     Endpoint, Event, IdMode, Identity, IdentityId, Label, Labels, Node, Resource, ResourceKey,
@@ -125,20 +126,6 @@ async fn put(store: &dyn Store, c1: &Cluster, resource: &Resource) -> Revision {
 
 // ---------- certificates, server and clients ----------
 
-/// Feeds the cache from the state watch: the apiserver's wiring does the same.
-struct CacheFeed(Arc<WatchCache>);
-
-impl StateSink for CacheFeed {
-    fn reset(&mut self, epoch: &Epoch) {
-        self.0.reset(&epoch.0);
-    }
-    fn apply(&mut self, events: Vec<Event>) {
-        self.0.apply(&events);
-    }
-    fn synced(&mut self, revision: Revision) {
-        self.0.synced(revision);
-    }
-}
 
 /// A running apiserver for cluster c1 that allows only c2, with its store and the CA
 /// that clients' certificates come from.
@@ -192,7 +179,7 @@ async fn serve() -> Served {
     let feed = tokio::spawn(follow(
         store.clone(),
         c1.clone(),
-        CacheFeed(cache.clone()),
+        CacheSink(cache.clone()),
         StateWatchStats::default(),
     ));
 

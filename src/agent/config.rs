@@ -157,17 +157,6 @@ mod tests {
         AgentConfig::parse(text, Path::new(FILE))
     }
 
-    /// The error with its causes, as the CLI prints it.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut out = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            out = format!("{out}: {s}");
-            source = s.source();
-        }
-        out
-    }
-
     #[test]
     fn a_minimal_config_gets_defaults() {
         let cfg = parse("cluster: {name: c1, id: 1}\nremotesDir: remotes\n").unwrap();
@@ -230,7 +219,7 @@ mod tests {
             ),
         ];
         for (text, field) in cases {
-            let err = chain(&parse(text).unwrap_err());
+            let err = crate::report::error_chain(&parse(text).unwrap_err());
             assert!(err.contains(FILE), "{err}");
             assert!(err.contains(field), "{field} not in: {err}");
         }
@@ -239,6 +228,9 @@ mod tests {
     #[test]
     fn a_missing_file_is_named() {
         let err = AgentConfig::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
-        assert!(chain(&err).starts_with("cannot read config /nonexistent/agent.yaml: "));
+        assert!(
+            crate::report::error_chain(&err)
+                .starts_with("cannot read config /nonexistent/agent.yaml: ")
+        );
     }
 }

@@ -132,23 +132,11 @@ fn peer_file_stem(path: &Path) -> Option<&str> {
 fn read_peer(path: &Path) -> Result<PeerFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let config = PeerConfig::parse(&text, path).map_err(|e| error_chain(&e))?;
+    let config = PeerConfig::parse(&text, path).map_err(|e| crate::report::error_chain(&e))?;
     Ok(PeerFile {
         config,
         hash: Sha256::digest(text.as_bytes()).into(),
     })
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

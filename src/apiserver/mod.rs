@@ -14,14 +14,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
+pub use serve::CacheSink;
 
-use crate::export::{ExportSettings, ExportStatus, Exporter, err_chain};
+use crate::export::{ExportSettings, ExportStatus, Exporter};
 use crate::grpc::GrpcStats;
 use crate::k8s::manifests;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
 use crate::model::DesiredState;
+use crate::report::error_chain;
 use crate::tls::server::HandshakeStats;
 
 /// How often the manifest directory is checked for changes.
@@ -90,7 +92,7 @@ impl Apiserver {
             exporter
                 .run(desired_rx, status_tx)
                 .await
-                .map_err(|e| anyhow::anyhow!(err_chain(&e)))
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                 .context("exporter stopped")
         });
         let health_status = status.clone();

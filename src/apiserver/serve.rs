@@ -18,8 +18,8 @@ use crate::proto::encode_event;
 use crate::tls::server::HandshakeStats;
 use crate::tls::{RELOAD_INTERVAL, spawn_reload};
 
-/// The watch cache as the state watch's sink.
-struct CacheSink(Arc<WatchCache>);
+/// The watch cache as the state watch's sink: how the store's state reaches the cache.
+pub struct CacheSink(pub Arc<WatchCache>);
 
 impl StateSink for CacheSink {
     fn reset(&mut self, epoch: &Epoch) {

@@ -29,6 +29,7 @@ pub use writer::{StateWriter, WriteStats};
 
 use crate::kvstore::{Store, StoreError, codec, keys};
 use crate::model::{Cluster, DesiredState, Kind};
+use crate::report::error_chain;
 use leases::LeasePool;
 
 /// Cilium's default `--kvstore-lease-ttl`.
@@ -167,10 +168,10 @@ impl Exporter {
                     status.send_replace(report);
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err_chain(&err), retry_in = ?retry, "export failed");
+                    tracing::warn!(error = %error_chain(&err), retry_in = ?retry, "export failed");
                     failing = true;
                     retry = (retry * 2).min(MAX_RETRY);
-                    status.send_modify(|s| s.last_error = Some(err_chain(&err)));
+                    status.send_modify(|s| s.last_error = Some(error_chain(&err)));
                 }
             }
         }
@@ -212,16 +213,4 @@ impl Exporter {
             last_error: None,
         })
     }
-}
-
-/// An error and its sources on one line, for logs and status.
-pub fn err_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -48,20 +48,8 @@ impl From<GrpcError> for Status {
             GrpcError::Lagged => Code::Aborted,
             GrpcError::Restarted => Code::Unavailable,
         };
-        Status::new(code, error_chain(&err))
+        Status::new(code, crate::report::error_chain(&err))
     }
-}
-
-/// An error and its sources on one line: the status message a peer logs.
-pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -46,7 +46,6 @@ pub use self::service::WatchStream;
 pub use self::source::WatchSource;
 pub use self::stats::GrpcStats;
 
-use self::error::error_chain;
 use crate::model::Cluster;
 use crate::proto::v1::mesh_server::MeshServer;
 

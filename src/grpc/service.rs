@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::authz::authorize;
 use super::frames::Frames;
-use super::{GrpcError, GrpcServer, WatchSource, error_chain};
+use super::{GrpcError, GrpcServer, WatchSource};
 use crate::cache::{KindSet, ResumePoint};
 use crate::model::ClusterName;
 use crate::proto::v1::mesh_server::Mesh;
@@ -17,6 +17,7 @@ use crate::proto::{
     CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER, CAP_RESUME, PROTOCOL_VERSION, ServerInfo, WatchFrame,
     kind_from_wire, v1,
 };
+use crate::report::error_chain;
 use crate::tls::server::PeerInfo;
 
 /// What `Info` announces.

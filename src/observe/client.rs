@@ -168,17 +168,6 @@ mod tests {
         }
     }
 
-    fn chain(err: &dyn StdError) -> String {
-        let mut out = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            out.push_str(": ");
-            out.push_str(&s.to_string());
-            source = s.source();
-        }
-        out
-    }
-
     #[test]
     fn only_plain_http_base_urls_are_accepted() {
         assert!(AgentClient::new("http://127.0.0.1:9890/").is_ok());
@@ -204,7 +193,7 @@ mod tests {
             .port();
         let url = format!("http://127.0.0.1:{port}");
         let err = AgentClient::new(&url).unwrap().status().await.unwrap_err();
-        let text = chain(&err);
+        let text = crate::report::error_chain(&err);
         assert!(
             text.starts_with(&format!("cannot reach the agent at {url}: ")),
             "{text}"

@@ -171,17 +171,6 @@ tls:
   key: keys/client.key
 "#;
 
-    /// The error with its causes, as status and logs show it.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut out = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            out = format!("{out}: {s}");
-            source = s.source();
-        }
-        out
-    }
-
     #[test]
     fn a_peer_file_names_the_cluster_and_resolves_relative_paths() {
         let cfg = PeerConfig::parse(GOOD, Path::new("/remotes/cluster2.yaml")).unwrap();
@@ -228,7 +217,7 @@ tls:
             ("/r/..data", "must end in .yaml or .yml"),
         ] {
             let err = PeerConfig::parse(GOOD, Path::new(file)).unwrap_err();
-            let text = chain(&err);
+            let text = crate::report::error_chain(&err);
             assert!(
                 text.contains(file) && text.contains(expected),
                 "{file}: {text}"
@@ -265,7 +254,7 @@ tls:
             ("address: [1]\ntls: {ca: a, cert: b, key: c}\n", "address"),
         ] {
             let err = PeerConfig::parse(text, path).unwrap_err();
-            let text = chain(&err);
+            let text = crate::report::error_chain(&err);
             assert!(
                 text.contains("/remotes/c2.yaml") && text.contains(field),
                 "{field}: {text}"

@@ -189,18 +189,6 @@ fn causes(err: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// An error and its sources on one line, as the status and logs show it.
-pub(super) fn chain(err: &dyn StdError) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -220,7 +208,10 @@ mod tests {
     fn a_refused_connection_reads_as_a_connect_failure() {
         let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
         let err = LinkError::from_status(mk_connect_status(refused), &c1(), "h:1", "Info");
-        assert_eq!(chain(&err), "connect failed: h:1: connection refused");
+        assert_eq!(
+            crate::report::error_chain(&err),
+            "connect failed: h:1: connection refused"
+        );
     }
 
     #[test]
@@ -229,7 +220,10 @@ mod tests {
         let status = mk_connect_status(io::Error::new(io::ErrorKind::InvalidData, tls));
         let err = LinkError::from_status(status, &c1(), "h:1", "Info");
         assert!(matches!(err, LinkError::Handshake { .. }), "{err:?}");
-        assert!(chain(&err).starts_with("TLS handshake failed: h:1: invalid peer certificate"));
+        assert!(
+            crate::report::error_chain(&err)
+                .starts_with("TLS handshake failed: h:1: invalid peer certificate")
+        );
     }
 
     #[test]
@@ -239,7 +233,7 @@ mod tests {
         let status = Status::from_error(Box::new(alert));
         let err = LinkError::from_status(status, &c1(), "h:1", "Info");
         assert_eq!(
-            chain(&err),
+            crate::report::error_chain(&err),
             "TLS handshake failed: h:1: the peer ended the TLS session: \
              received fatal alert: UnknownCA"
         );
@@ -254,7 +248,7 @@ mod tests {
         let status = mk_connect_status(io::Error::other(wrong));
         let err = LinkError::from_status(status, &c1(), "h:1", "Info");
         assert_eq!(
-            chain(&err),
+            crate::report::error_chain(&err),
             "TLS handshake failed: h:1: the server's certificate names cluster \"c9\", not \"c1\""
         );
     }
@@ -281,7 +275,7 @@ mod tests {
         ] {
             let status = Status::new(code, "peer c2 may not see c1");
             let err = LinkError::from_status(status, &c1(), "h:1", "Watch");
-            assert_eq!(chain(&err), expected);
+            assert_eq!(crate::report::error_chain(&err), expected);
         }
     }
 

@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Retry;
-use super::error::chain;
 use super::status::{Reporter, unix_ms};
 use super::sync::{FrameReport, WatchState};
 use super::validate::check_info;
@@ -26,6 +25,7 @@ use super::{Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedView, 
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
 use crate::proto::{CAP_RESUME, WatchFrame, server_info_from_wire, v1};
+use crate::report::error_chain;
 use crate::tls::client::{ServerCert, channel_to_cluster};
 use crate::tls::{RELOAD_INTERVAL, ReloadingClientConfig, spawn_reload};
 
@@ -319,7 +319,7 @@ impl Link {
         let events = frame.events.len();
         let report = state.on_frame(frame, peer, &self.view);
         for err in &report.refused {
-            warn!(reason = %chain(err), revision, "refused an event from the peer");
+            warn!(reason = %error_chain(err), revision, "refused an event from the peer");
         }
         let FrameReport {
             refused,
@@ -350,7 +350,7 @@ impl Link {
                 "refused {} event(s) of {} at revision {revision}: {}",
                 refused.len(),
                 peer.name,
-                chain(err)
+                error_chain(err)
             ),
             at_unix_ms: unix_ms(),
         });
@@ -392,11 +392,11 @@ impl Link {
                 .write()
                 .set_reachable(&self.config.name, false, Instant::now());
         }
-        self.status.down(chain(err));
+        self.status.down(error_chain(err));
     }
 
     fn log_failure(&mut self, err: &LinkError, retry_in: Duration) {
-        let reason = chain(err);
+        let reason = error_chain(err);
         if self.last_logged.as_ref() == Some(&reason) {
             debug!(%reason, ?retry_in, "link still failing");
         } else {

@@ -118,17 +118,6 @@ mod tests {
         ClusterName::new("c2").unwrap()
     }
 
-    /// The error with its causes, as the status shows it.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut out = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            out = format!("{out}: {s}");
-            source = s.source();
-        }
-        out
-    }
-
     #[test]
     fn a_matching_peer_is_accepted_as_the_cluster_it_announced() {
         let peer = mk_cluster("c2", 2, IdMode::Normal);
@@ -162,7 +151,7 @@ mod tests {
         let info = mk_info(mk_cluster("c2", 1, IdMode::Normal));
         let err = check_info(&info, &c2(), &local(), false).unwrap_err();
         assert_eq!(
-            chain(&err),
+            crate::report::error_chain(&err),
             "peer \"c2\" cannot be accepted: cluster id 1 is the local cluster's (\"local\")"
         );
     }

@@ -37,15 +37,3 @@ pub use reload::{
 
 /// The only application protocol spoken between clusters: gRPC over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
-
-/// An error and its sources on one line, for log fields.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}

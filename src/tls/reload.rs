@@ -6,7 +6,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{FromTlsMaterial, TlsError, TlsFiles, TlsMaterial, error_chain};
+use super::{FromTlsMaterial, TlsError, TlsFiles, TlsMaterial};
+use crate::report::error_chain;
 
 /// A sensible poll period: kubelet refreshes mounted secrets within about a minute, so
 /// ten seconds adds little to that, and hashing three small files is cheap.

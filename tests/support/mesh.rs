@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetmesh::apiserver::CacheSink;
 use fleetmesh::cache::{CacheSettings, WatchCache};
 use fleetmesh::certs::Ca;
 use fleetmesh::certs::files::{CERT_MODE, write_atomic, write_pem_files};
@@ -119,22 +120,6 @@ impl MeshPki {
     }
 }
 
-/// The watch cache as the state watch's sink, as the apiserver wires them.
-struct CacheSink(Arc<WatchCache>);
-
-impl StateSink for CacheSink {
-    fn reset(&mut self, epoch: &Epoch) {
-        self.0.reset(&epoch.0);
-    }
-
-    fn apply(&mut self, events: Vec<Event>) {
-        self.0.apply(&events);
-    }
-
-    fn synced(&mut self, revision: Revision) {
-        self.0.synced(revision);
-    }
-}
 
 /// One member's apiserver serving `cluster`'s state from `store`.
 pub struct PeerServer {

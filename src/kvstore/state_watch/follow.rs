@@ -7,9 +7,10 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{StateEvent, StateWatch, StateWatchStats, error_chain};
+use super::{StateEvent, StateWatch, StateWatchStats};
 use crate::kvstore::{Epoch, Store, StoreError, WatchStart};
 use crate::model::{Cluster, Event, Revision};
+use crate::report::error_chain;
 
 /// Events gathered before they are handed over while more keep arriving: bounds the
 /// batch a sink gets, and so the batch every live watcher receives at once.

@@ -125,7 +125,7 @@ impl StateWatch {
                     warn!(
                         cluster = %self.cluster.name,
                         revision = kv.mod_revision,
-                        error = %error_chain(&err),
+                        error = %crate::report::error_chain(&err),
                         "skipping a stored value"
                     );
                     None
@@ -151,18 +151,6 @@ impl Stream for StateWatch {
             }
         }
     }
-}
-
-/// An error and its sources on one line, for log fields.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
