@@ -1,0 +1,122 @@
+//! The configuration files of one member, as text. Paths in them are relative to the
+//! file, so the output directory can be moved or mounted anywhere as a whole.
+
+use super::validate::{Fleet, Member};
+use crate::model::ClusterName;
+
+/// The first line of every generated file.
+const HEADER: &str =
+    "# Written by `fleetmesh fleet plan`: change the profile and re-run it instead of editing.";
+
+/// The member's directory holding its manifests (the apiserver's source).
+pub const MANIFESTS_DIR: &str = "manifests";
+/// The member's directory holding its peer files.
+pub const REMOTES_DIR: &str = "remotes";
+/// The member's directory holding its CA bundle and leaves.
+pub const CERTS_DIR: &str = "certs";
+
+/// `<name>/apiserver.yaml`: the embedded store, the manifest source, gRPC on the
+/// address's port for every interface, and only `allowed` (the member itself and the
+/// members that watch it) as peers.
+pub fn apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
+    let name = &member.name;
+    let mut allowed = fleet.watchers_of(name);
+    // Its own agent watches it too: that is how the agent learns its local services.
+    allowed.insert(name.clone());
+    format!(
+        "{HEADER}\n\
+         cluster: {}\n\
+         store: {{kind: memory}}\n\
+         source: {{manifests: {MANIFESTS_DIR}}}\n\
+         grpc:\n  listen: \"0.0.0.0:{}\"\n  \
+         tls: {{ca: {CERTS_DIR}/ca.crt, cert: {CERTS_DIR}/server-{name}.crt, key: {CERTS_DIR}/server-{name}.key}}\n  \
+         allowedPeers: [{}]\n",
+        cluster_line(fleet, member),
+        member.address.port,
+        join(allowed.iter()),
+    )
+}
+
+/// `<name>/agent.yaml`: the member's cluster and its remotes directory.
+pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
+    format!(
+        "{HEADER}\ncluster: {}\nremotesDir: {REMOTES_DIR}\n",
+        cluster_line(fleet, member)
+    )
+}
+
+/// `<local>/remotes/<peer>.yaml`: where `local`'s agent dials `peer`, with `local`'s
+/// client certificate.
+pub fn remote_yaml(local: &ClusterName, peer: &Member) -> String {
+    format!(
+        "{HEADER}\naddress: \"{}\"\n\
+         tls: {{ca: ../{CERTS_DIR}/ca.crt, cert: ../{CERTS_DIR}/client-{local}.crt, key: ../{CERTS_DIR}/client-{local}.key}}\n",
+        peer.address
+    )
+}
+
+fn cluster_line(fleet: &Fleet, member: &Member) -> String {
+    format!(
+        "{{name: {}, id: {}, maxConnectedClusters: {}}}",
+        member.name,
+        member.id,
+        fleet.mode.max_cluster_id()
+    )
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a ClusterName>) -> String {
+    names
+        .map(ClusterName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::profile::Profile;
+    use crate::fleet::validate::validate;
+
+    fn hub_spoke() -> Fleet {
+        let p = Profile::parse(
+            "mesh: m\nmembers:\n\
+             - {name: hub, address: \"hub.example:9891\"}\n\
+             - {name: s1, address: \"[fd00::2]:7000\"}\n\
+             - {name: s2, address: \"10.0.0.3:9891\"}\n\
+             topology: {kind: hub-spoke, hubs: [hub]}\n",
+        )
+        .unwrap();
+        validate(&p, None).unwrap()
+    }
+
+    #[test]
+    fn an_apiserver_allows_itself_and_its_watchers_only() {
+        let fleet = hub_spoke();
+        let text = apiserver_yaml(&fleet, &fleet.members[1]);
+        assert!(text.starts_with(HEADER));
+        assert!(
+            text.contains("cluster: {name: s1, id: 2, maxConnectedClusters: 255}\n"),
+            "{text}"
+        );
+        assert!(text.contains("listen: \"0.0.0.0:7000\"\n"), "{text}");
+        assert!(text.contains("cert: certs/server-s1.crt"), "{text}");
+        assert!(text.contains("allowedPeers: [hub, s1]\n"), "{text}");
+        let hub = apiserver_yaml(&fleet, &fleet.members[0]);
+        assert!(hub.contains("allowedPeers: [hub, s1, s2]\n"), "{hub}");
+    }
+
+    #[test]
+    fn agent_and_remote_files_point_at_the_local_client_certificate() {
+        let fleet = hub_spoke();
+        let agent = agent_yaml(&fleet, &fleet.members[2]);
+        assert!(agent.contains(
+            "cluster: {name: s2, id: 3, maxConnectedClusters: 255}\nremotesDir: remotes\n"
+        ));
+        let remote = remote_yaml(&fleet.members[2].name, &fleet.members[1]);
+        assert!(remote.contains("address: \"[fd00::2]:7000\"\n"), "{remote}");
+        assert!(
+            remote.contains("cert: ../certs/client-s2.crt, key: ../certs/client-s2.key"),
+            "{remote}"
+        );
+    }
+}
