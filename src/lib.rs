@@ -21,6 +21,7 @@
 //! | [`grpc`] | the `Info`/`Watch` server, authorized by the peer's certificate |
 //! | [`tls`] | rustls configs from PEM files, reload, peer identity from a certificate |
 //! | [`certs`] | CA and leaf issuance with rcgen |
+//! | [`fleet`] | mesh profiles → validated plan → per-member configs and certificates, with a what-if |
 //! | [`remote`] | the agent's link per peer: reconnect, validate, resume, mark and sweep |
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
@@ -34,6 +35,7 @@ pub mod certs;
 pub mod cli;
 pub mod demo;
 pub mod export;
+pub mod fleet;
 pub mod grpc;
 pub mod k8s;
 pub mod kvstore;

@@ -6,6 +6,7 @@
 //! remotesDir: remotes          # one <peer>.yaml per peer; relative to this file
 //! api: {listen: "127.0.0.1:9890"}
 //! staleGraceSeconds: 300
+//! tlsReloadSeconds: 10         # how often the links' certificate files are checked
 //! ```
 
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     api: ApiConfig,
     stale_grace_seconds: Option<u64>,
+    /// How often the links' TLS files are checked for changes (default 10).
+    tls_reload_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +145,19 @@ impl AgentConfig {
             remotes_dir: base.join(raw.remotes_dir),
             api: raw.api,
             stale,
-            link: LinkSettings::default(),
+            link: LinkSettings {
+                tls_reload: match raw.tls_reload_seconds {
+                    None => crate::tls::RELOAD_INTERVAL,
+                    Some(0) => {
+                        return Err(invalid(
+                            "tlsReloadSeconds",
+                            "must be at least 1".to_string(),
+                        ));
+                    }
+                    Some(s) => Duration::from_secs(s),
+                },
+                ..LinkSettings::default()
+            },
         })
     }
 }
@@ -166,6 +181,7 @@ mod tests {
         assert_eq!(cfg.remotes_dir, Path::new("/etc/fleetmesh/remotes"));
         assert_eq!(cfg.api.listen, "127.0.0.1:9890".parse().unwrap());
         assert_eq!(cfg.stale, StalePolicy::default());
+        assert_eq!(cfg.link.tls_reload, crate::tls::RELOAD_INTERVAL);
     }
 
     #[test]
@@ -174,9 +190,11 @@ mod tests {
             "cluster: {name: c7, id: 400, maxConnectedClusters: 511}\n\
              remotesDir: /var/lib/fleetmesh/remotes\n\
              api: {listen: \"0.0.0.0:9999\"}\n\
-             staleGraceSeconds: 30\n",
+             staleGraceSeconds: 30\n\
+             tlsReloadSeconds: 2\n",
         )
         .unwrap();
+        assert_eq!(cfg.link.tls_reload, Duration::from_secs(2));
         assert_eq!(cfg.cluster.mode, IdMode::Extended);
         assert_eq!(cfg.cluster.id.get(), 400);
         assert_eq!(cfg.remotes_dir, Path::new("/var/lib/fleetmesh/remotes"));
@@ -205,6 +223,10 @@ mod tests {
                 "remotesDir",
             ),
             ("cluster: {name: c1, id: 1}\n", "remotesDir"),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\ntlsReloadSeconds: 0\n",
+                "tlsReloadSeconds",
+            ),
             (
                 "cluster: {name: c1, id: 1}\nremotesDir: r\napi: {listen: nowhere}\n",
                 "api.listen",

@@ -56,6 +56,8 @@ struct RawGrpc {
     tls: RawTls,
     /// Absent: every cluster whose certificate the CA trusts may watch.
     allowed_peers: Option<Vec<String>>,
+    /// How often the TLS files are checked for changes (default 10).
+    tls_reload_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +74,9 @@ pub struct GrpcConfig {
     pub listen: SocketAddr,
     pub tls: TlsFiles,
     pub allowed_peers: AllowedPeers,
+    /// How often the TLS files are checked for changes: new handshakes use new files
+    /// within this long.
+    pub tls_reload: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +270,16 @@ impl ApiserverConfig {
                         key: base.join(g.tls.key),
                     },
                     allowed_peers,
+                    tls_reload: match g.tls_reload_seconds {
+                        None => crate::tls::RELOAD_INTERVAL,
+                        Some(0) => {
+                            return Err(invalid(
+                                "grpc.tlsReloadSeconds",
+                                "must be at least 1".to_string(),
+                            ));
+                        }
+                        Some(s) => Duration::from_secs(s),
+                    },
                 })
             }
         };
@@ -322,6 +337,22 @@ mod tests {
             SourceConfig::Manifests(PathBuf::from("/etc/fleetmesh/manifests"))
         );
         assert_eq!(cfg.lease_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_tls_reload_period_defaults_to_ten_seconds_and_may_not_be_zero() {
+        let grpc = |extra: &str| {
+            format!(
+                "cluster: {{name: c1, id: 1}}\nsource: {{manifests: m}}\n\
+                 grpc: {{listen: \"127.0.0.1:0\", tls: {{ca: a, cert: b, key: c}}{extra}}}\n"
+            )
+        };
+        let cfg = parse(&grpc("")).unwrap();
+        assert_eq!(cfg.grpc.unwrap().tls_reload, crate::tls::RELOAD_INTERVAL);
+        let cfg = parse(&grpc(", tlsReloadSeconds: 1")).unwrap();
+        assert_eq!(cfg.grpc.unwrap().tls_reload, Duration::from_secs(1));
+        let err = parse(&grpc(", tlsReloadSeconds: 0")).unwrap_err();
+        assert!(err.to_string().contains("grpc.tlsReloadSeconds"), "{err}");
     }
 
     #[test]

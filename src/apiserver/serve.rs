@@ -16,7 +16,7 @@ use crate::kvstore::{Epoch, Store};
 use crate::model::{Cluster, Event, Revision};
 use crate::proto::encode_event;
 use crate::tls::server::HandshakeStats;
-use crate::tls::{RELOAD_INTERVAL, spawn_reload};
+use crate::tls::spawn_reload;
 
 /// The watch cache as the state watch's sink: how the store's state reaches the cache.
 pub struct CacheSink(pub Arc<WatchCache>);
@@ -51,7 +51,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Serving> {
-    let tls = spawn_reload::<ServerConfig>(config.tls.clone(), RELOAD_INTERVAL)
+    let tls = spawn_reload::<ServerConfig>(config.tls.clone(), config.tls_reload)
         .with_context(|| "cannot load the gRPC server certificates")?;
     let listener = TcpListener::bind(config.listen)
         .await

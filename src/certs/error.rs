@@ -54,4 +54,19 @@ pub enum CertError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}: {message}", path.display())]
+    BadCertificate { path: PathBuf, message: String },
+    #[error("{} has no key file next to it (expected {})", cert.display(), key.display())]
+    NoKeyFile { cert: PathBuf, key: PathBuf },
+    #[error(
+        "{} is the CA directory and lies inside the certificates directory; keep them apart",
+        ca_dir.display()
+    )]
+    CaDirInside { ca_dir: PathBuf },
+    #[error(
+        "cannot retire the old CA: {} leaf certificate(s) are not signed by the current CA yet, e.g. {}",
+        leaves.len(),
+        leaves.first().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    LeavesOnOldCa { leaves: Vec<PathBuf> },
 }

@@ -19,13 +19,18 @@
 //! Leaves are short-lived and re-issued by the same [`Ca`]. A CA is rolled over with a
 //! trust bundle ([`bundle::trust_bundle`]): every member first trusts old + new CA (a
 //! `ca.crt` holding both certificates), then leaves are re-issued by the new CA, then
-//! the old one is dropped from the bundle.
+//! the old one is dropped from the bundle. [`rotate`] does each step over a directory of
+//! member certificates (renewal, rollover, retirement), safe to re-run from a CronJob;
+//! [`inspect`] shows what a directory holds and which bundle trusts what.
 
 pub mod bundle;
 mod ca;
 mod error;
 pub mod files;
+pub mod inspect;
 mod leaf;
+pub mod rotate;
+pub mod scan;
 
 pub use ca::Ca;
 pub use error::CertError;

@@ -2,6 +2,7 @@
 //! comment is the help text) and readable from the environment.
 
 mod certs;
+mod fleet;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ pub enum Command {
     /// Create a CA and issue certificates for mesh members.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Turn a mesh profile (members, ids, topology) into every member's configuration
+    /// files and certificates; a re-run says what changes first.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Start a three-cluster mesh in this process (loopback, mutual TLS, embedded
     /// stores), show the merged view, make a cluster's backends fail, show the failover.
     Demo(DemoArgs),
@@ -116,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => crate::demo::run(args.workdir).await,
         Command::Certs(command) => certs::run(command),
+        Command::Fleet(command) => fleet::run(command),
     }
 }
 

@@ -4,7 +4,10 @@
 //! `observe` reads them, and neither has to know the other.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
+use crate::certs::rotate::DEFAULT_RENEW_WITHIN;
 use crate::model::Kind;
 
 use super::Counts;
@@ -41,6 +44,61 @@ pub struct PeerStatus {
     pub last_event_unix_ms: Option<u64>,
     /// When the peer's certificate expires (RFC 3339), if known.
     pub peer_cert_not_after: Option<String>,
+    /// When this agent's client certificate for the link expires (RFC 3339), as its file
+    /// said when the link last connected.
+    pub own_cert_not_after: Option<String>,
+    /// The subject of the CA that signed the peer's certificate, when that CA is being
+    /// retired: the link's trust bundle holds several CAs and a newer one (later
+    /// notBefore) than this one (see [`crate::certs::inspect::signed_by_older_ca`]).
+    pub peer_cert_retiring_ca: Option<String>,
+    /// [`PeerStatus::credential_warnings`] as of the link's last connection (`fleetmesh
+    /// status` recomputes them for the current time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_warnings: Vec<String>,
+}
+
+impl PeerStatus {
+    /// What needs attention in the link's credentials at `now_unix_ms`: a certificate
+    /// (either end) that expired or expires within the renewal window of `certs rotate`
+    /// (30 days), and a peer certificate from a CA that is being retired.
+    pub fn credential_warnings(&self, now_unix_ms: u64) -> Vec<String> {
+        let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_unix_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let window = time::Duration::try_from(DEFAULT_RENEW_WITHIN).unwrap_or(time::Duration::MAX);
+        let mut out = Vec::new();
+        let ends = [
+            (
+                format!("{}'s server certificate", self.cluster),
+                &self.peer_cert_not_after,
+            ),
+            (
+                "this agent's client certificate".to_string(),
+                &self.own_cert_not_after,
+            ),
+        ];
+        for (who, not_after) in ends {
+            let Some(text) = not_after else { continue };
+            let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) else {
+                continue;
+            };
+            if t <= now {
+                out.push(format!("{who} expired at {text}"));
+            } else if t - now <= window {
+                out.push(format!(
+                    "{who} expires in {} days ({text}): renew it with `fleetmesh certs rotate`",
+                    (t - now).whole_days()
+                ));
+            }
+        }
+        if let Some(ca) = &self.peer_cert_retiring_ca {
+            out.push(format!(
+                "{} presents a certificate from CA {ca:?}, which is being retired: re-issue its \
+                 certificates before `fleetmesh certs retire-ca`",
+                self.cluster
+            ));
+        }
+        out
+    }
 }
 
 /// Which kinds have reached their synced marker since the link last (re)connected.
@@ -123,5 +181,37 @@ mod tests {
         assert_eq!(json["synced"]["endpoints"], false);
         let back: PeerStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, status);
+    }
+
+    #[test]
+    fn credential_warnings_name_expiring_certificates_and_a_retiring_ca() {
+        let now = OffsetDateTime::parse("2026-01-01T00:00:00Z", &Rfc3339).unwrap();
+        let now_ms = (now.unix_timestamp() * 1000) as u64;
+        let status = PeerStatus {
+            cluster: "c2".into(),
+            peer_cert_not_after: Some("2026-01-11T00:00:00Z".into()),
+            own_cert_not_after: Some("2027-01-01T00:00:00Z".into()),
+            ..PeerStatus::default()
+        };
+        assert_eq!(
+            status.credential_warnings(now_ms),
+            vec![
+                "c2's server certificate expires in 10 days (2026-01-11T00:00:00Z): renew it \
+                 with `fleetmesh certs rotate`"
+                    .to_string()
+            ]
+        );
+        let status = PeerStatus {
+            peer_cert_not_after: Some("2027-01-01T00:00:00Z".into()),
+            own_cert_not_after: Some("2025-12-31T00:00:00Z".into()),
+            peer_cert_retiring_ca: Some("CN=old".into()),
+            ..status
+        };
+        let warnings = status.credential_warnings(now_ms);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("this agent's client certificate expired at"));
+        assert!(warnings[1].contains("CA \"CN=old\", which is being retired"));
+        // Nothing known, nothing to warn about.
+        assert!(PeerStatus::default().credential_warnings(now_ms).is_empty());
     }
 }

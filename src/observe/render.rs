@@ -42,6 +42,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         "IDENTITIES",
         "SERVICES",
         "RECONNECTS",
+        "CERTS PEER/OWN",
         "LAST FAILURE",
     ];
     let rows = report
@@ -58,12 +59,47 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
                 p.counts.identities.to_string(),
                 p.counts.services.to_string(),
                 p.reconnects.to_string(),
+                cert_expiries(p, now_unix_ms),
                 last_failure(p, now_unix_ms),
             ]
         })
         .collect();
     out.push_str(&table(&headers, rows));
+    let warnings: Vec<String> = report
+        .peers
+        .iter()
+        .flat_map(|p| p.credential_warnings(now_unix_ms))
+        .collect();
+    if !warnings.is_empty() {
+        out.push('\n');
+        for warning in warnings {
+            let _ = writeln!(out, "WARNING: {warning}");
+        }
+    }
     out
+}
+
+/// Days left on the peer's and on our own certificate of a link: `364d/30d`; `-` when
+/// unknown (never connected), `expired` when past.
+fn cert_expiries(p: &PeerStatus, now_unix_ms: u64) -> String {
+    let left = |not_after: &Option<String>| {
+        let Some(t) = not_after.as_deref().and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        }) else {
+            return "-".to_string();
+        };
+        let ms_left = i128::from(t.unix_timestamp()) * 1000 - i128::from(now_unix_ms);
+        if ms_left <= 0 {
+            "expired".to_string()
+        } else {
+            format!("{}d", ms_left / 86_400_000)
+        }
+    };
+    format!(
+        "{}/{}",
+        left(&p.peer_cert_not_after),
+        left(&p.own_cert_not_after)
+    )
 }
 
 /// `fleetmesh services`: per service one row per contributing cluster, with what is
@@ -310,6 +346,9 @@ mod tests {
                 ..SyncedKinds::default()
             },
             reconnects: 4,
+            // Ten days left on the peer's certificate: a warning.
+            peer_cert_not_after: Some("1970-01-11T00:00:01Z".into()),
+            own_cert_not_after: Some("1971-01-01T00:00:00Z".into()),
             last_failure: Some(Failure {
                 reason: "cannot connect to 10.0.0.2:9891: connection refused".into(),
                 at_unix_ms: 1_000,
@@ -332,9 +371,11 @@ mod tests {
 cluster c1 (id 1): NOT READY, 1/2 links ready
   waiting for c2: connecting
 
-CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  RECONNECTS  LAST FAILURE
-c1 (local)  yes    yes        all             3      120        8           10        0           never
-c2          no     no         nodes,services  0      0          0           0         4           1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
+c1 (local)  yes    yes        all             3      120        8           10        0           -/-             never
+c2          no     no         nodes,services  0      0          0           0         4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+
+WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew it with `fleetmesh certs rotate`
 ";
         assert_eq!(text, expected);
     }

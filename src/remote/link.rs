@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Retry;
+use super::credentials::credentials;
 use super::status::{Reporter, unix_ms};
 use super::sync::{FrameReport, WatchState};
 use super::validate::check_info;
@@ -54,6 +55,9 @@ pub struct LinkSettings {
     pub stable_after: Duration,
     /// Longest wait for `Info` or for the `Watch` stream to open.
     pub call_timeout: Duration,
+    /// How often the peer's TLS files are checked for changes; a new client certificate
+    /// is used from the next connection on.
+    pub tls_reload: Duration,
 }
 
 impl Default for LinkSettings {
@@ -63,6 +67,7 @@ impl Default for LinkSettings {
             backoff_max: BACKOFF_MAX,
             stable_after: STABLE_AFTER,
             call_timeout: CALL_TIMEOUT,
+            tls_reload: RELOAD_INTERVAL,
         }
     }
 }
@@ -231,10 +236,19 @@ impl Link {
         })?;
         let peer = self.accept(check_info(&info, &name, &self.local, self.is_local)?)?;
         self.status.set_validated(true);
-        let cert_not_after = server_cert.borrow().as_ref().and_then(format_not_after);
+        let (cert_not_after, credentials) = {
+            let seen = server_cert.borrow();
+            (
+                seen.as_ref().and_then(format_not_after),
+                credentials(&self.config.tls, seen.as_ref()),
+            )
+        };
         self.status.update(|s| {
             s.cluster_id = Some(peer.id.get());
             s.peer_cert_not_after = cert_not_after;
+            s.own_cert_not_after = credentials.own_not_after;
+            s.peer_cert_retiring_ca = credentials.retiring_ca;
+            s.credential_warnings = s.credential_warnings(unix_ms());
         });
 
         let resume = if info.capabilities.iter().any(|c| c == CAP_RESUME) {
@@ -278,12 +292,11 @@ impl Link {
         if let Some(tls) = &self.tls {
             return Ok(tls.config_rx());
         }
-        let tls = spawn_reload::<ClientConfig>(self.config.tls.clone(), RELOAD_INTERVAL).map_err(
-            |source| LinkError::TlsFiles {
-                peer: self.config.name.clone(),
-                source,
-            },
-        )?;
+        let tls = spawn_reload::<ClientConfig>(self.config.tls.clone(), self.settings.tls_reload)
+            .map_err(|source| LinkError::TlsFiles {
+            peer: self.config.name.clone(),
+            source,
+        })?;
         Ok(self.tls.insert(tls).config_rx())
     }
 

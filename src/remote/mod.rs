@@ -31,6 +31,7 @@
 
 mod backoff;
 mod config;
+mod credentials;
 mod error;
 mod ids;
 mod link;

@@ -50,6 +50,9 @@ pub struct ServerCert {
     pub cluster: ClusterName,
     /// When the server's certificate expires.
     pub not_after: Option<OffsetDateTime>,
+    /// The server's end-entity certificate (DER), for checks beyond the handshake's
+    /// (which CA of a rollover bundle signed it).
+    pub der: Vec<u8>,
 }
 
 /// Why a handshake that rustls accepted was refused anyway: the server is not the
@@ -147,9 +150,12 @@ struct ClusterCheck {
 
 impl ClusterCheck {
     fn verify(&self, tls: &TlsStream<TcpStream>) -> Result<(), ServerIdentityError> {
-        let (cluster, not_after) = match tls.get_ref().1.peer_certificates() {
-            Some([leaf, ..]) => peer_identity(leaf),
-            _ => (Err(PeerIdentityError::NoCertificate), None),
+        let (cluster, not_after, der) = match tls.get_ref().1.peer_certificates() {
+            Some([leaf, ..]) => {
+                let (cluster, not_after) = peer_identity(leaf);
+                (cluster, not_after, leaf.to_vec())
+            }
+            _ => (Err(PeerIdentityError::NoCertificate), None, Vec::new()),
         };
         let cluster = cluster.map_err(|source| ServerIdentityError::NoIdentity {
             expected: self.expected.clone(),
@@ -161,8 +167,11 @@ impl ClusterCheck {
                 found: cluster,
             });
         }
-        self.seen
-            .send_replace(Some(ServerCert { cluster, not_after }));
+        self.seen.send_replace(Some(ServerCert {
+            cluster,
+            not_after,
+            der,
+        }));
         Ok(())
     }
 }

@@ -120,7 +120,6 @@ impl MeshPki {
     }
 }
 
-
 /// One member's apiserver serving `cluster`'s state from `store`.
 pub struct PeerServer {
     pub addr: SocketAddr,
