@@ -26,10 +26,12 @@
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
 //! | [`report`] | errors told to people: one line with every cause |
+//! | [`bench`] | `fleetmesh bench`: the production paths measured side by side with etcd-direct agents, results checked |
 //! | [`apiserver`], [`agent`], [`demo`], [`cli`] | wiring only |
 
 pub mod agent;
 pub mod apiserver;
+pub mod bench;
 pub mod cache;
 pub mod certs;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The command line: one clap `Args` per subcommand; every flag documented (the doc
 //! comment is the help text) and readable from the environment.
 
+mod bench;
 mod certs;
 mod fleet;
 
@@ -50,6 +51,10 @@ pub enum Command {
     /// Start a three-cluster mesh in this process (loopback, mutual TLS, embedded
     /// stores), show the merged view, make a cluster's backends fail, show the failover.
     Demo(DemoArgs),
+    /// Measure fleetmesh (real gRPC and mTLS on loopback, the production code paths),
+    /// optionally side by side with agents watching etcd directly; checks every result.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(args.workdir).await,
         Command::Certs(command) => certs::run(command),
         Command::Fleet(command) => fleet::run(command),
+        Command::Bench(command) => bench::run(command).await,
     }
 }
 

@@ -1,0 +1,246 @@
+//! What every scenario starts from: certificates, the source cluster's state written into
+//! its store (embedded, or etcd started here or named by URL), the source's apiserver
+//! serving it, and what agents need to connect. Torn down by `finish`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::etcd::LocalEtcd;
+use super::pki::BenchPki;
+use super::server::BenchServer;
+use super::workload::{Sizes, Workload};
+use crate::kvstore::Store;
+use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
+use crate::kvstore::memory::MemoryStore;
+use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+use crate::remote::{IdRegistry, LinkSettings, PeerConfig, spawn_link};
+
+/// The cluster whose state is served.
+const SOURCE: (&str, u32) = ("bench-source", 2);
+/// The cluster the agents belong to.
+const AGENT: (&str, u32) = ("bench-agent", 1);
+/// How long the apiserver may take to have its state in its cache.
+const SERVER_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The apiserver's store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    Memory,
+    Etcd,
+}
+
+impl StoreChoice {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
+/// Options every scenario shares.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub store: StoreChoice,
+    /// An etcd to use instead of starting one.
+    pub etcd: Option<String>,
+    /// Also run the etcd-direct baseline.
+    pub etcd_direct: bool,
+    /// How long a phase may take before the run fails.
+    pub timeout: Duration,
+    /// Show a progress line on stderr.
+    pub progress: bool,
+}
+
+/// A running bench setup.
+pub struct Bench {
+    pub sizes: Sizes,
+    pub workload: Workload,
+    pub agent_cluster: Cluster,
+    /// How an agent reaches the source's apiserver.
+    pub peer_config: PeerConfig,
+    server: BenchServer,
+    etcd: Option<EtcdTarget>,
+    // Dropped last: the certificate files must outlive the server and the links.
+    pki: BenchPki,
+}
+
+/// The etcd of a run and the namespace its keys are under.
+struct EtcdTarget {
+    endpoint: String,
+    namespace: String,
+    /// Set when the bench started it.
+    local: Option<LocalEtcd>,
+    /// Holds the source's state for the etcd-direct agents.
+    direct: bool,
+}
+
+impl Bench {
+    /// Writes a workload of `endpoints` endpoints and serves it.
+    pub async fn start(options: &BenchOptions, endpoints: u32) -> anyhow::Result<Self> {
+        let pki = BenchPki::new()?;
+        let source = cluster(SOURCE)?;
+        let agent_cluster = cluster(AGENT)?;
+        let sizes = Sizes::for_endpoints(endpoints, &source);
+        let workload = Workload::generate(&source, sizes)?;
+
+        let etcd = if options.store == StoreChoice::Etcd || options.etcd_direct {
+            Some(EtcdTarget::start(options, &pki).await?)
+        } else {
+            None
+        };
+        let store: Arc<dyn Store> = match (&etcd, options.store) {
+            (Some(etcd), StoreChoice::Etcd) => Arc::new(etcd.store().await?),
+            _ => MemoryStore::new(),
+        };
+        workload
+            .write(&store)
+            .await
+            .context("cannot write the source's state")?;
+        // The etcd-direct agents read the source's state from etcd even when the
+        // apiserver's store is the embedded one.
+        let direct_only = options.store != StoreChoice::Etcd;
+        if let Some(etcd) = etcd.as_ref().filter(|e| e.direct && direct_only) {
+            let direct: Arc<dyn Store> = Arc::new(etcd.store().await?);
+            workload
+                .write(&direct)
+                .await
+                .context("cannot write the state into etcd")?;
+        }
+
+        let server =
+            BenchServer::start(source.clone(), store, pki.server_files(&source.name)?).await?;
+        let peer_config = PeerConfig {
+            name: source.name.clone(),
+            address: server.addr.to_string(),
+            server_name: None,
+            tls: pki.client_files(&agent_cluster.name)?,
+        };
+        let bench = Self {
+            sizes,
+            workload,
+            agent_cluster,
+            peer_config,
+            server,
+            etcd,
+            pki,
+        };
+        bench.wait_served().await?;
+        Ok(bench)
+    }
+
+    /// Where the etcd-direct agents read the source's state, when the baseline runs: the
+    /// run's etcd and namespace.
+    pub fn direct_config(&self) -> Option<EtcdConfig> {
+        self.etcd
+            .as_ref()
+            .filter(|e| e.direct)
+            .map(EtcdTarget::config)
+    }
+
+    /// Stops the apiserver and removes what the run wrote into an etcd it did not start.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        drop(self.server);
+        if let Some(etcd) = self.etcd {
+            etcd.clean().await?;
+        }
+        drop(self.pki);
+        Ok(())
+    }
+
+    /// Waits until the apiserver serves the whole state: one probe agent syncs.
+    async fn wait_served(&self) -> anyhow::Result<()> {
+        let local = self.agent_cluster.clone();
+        let view = Arc::new(parking_lot::RwLock::new(crate::mesh::MeshView::new(
+            local.clone(),
+            crate::mesh::StalePolicy::default(),
+        )));
+        let link = spawn_link(
+            self.peer_config.clone(),
+            local.clone(),
+            view,
+            IdRegistry::new(&local),
+            LinkSettings::default(),
+        );
+        let mut status = link.status_rx();
+        let started = Instant::now();
+        let waited = tokio::time::timeout(
+            SERVER_SYNC_TIMEOUT,
+            status.wait_for(|s| s.ready && s.synced.all()),
+        )
+        .await
+        .map(|synced| synced.is_ok());
+        let last = status.borrow().clone();
+        link.stop().await;
+        match waited {
+            Ok(true) => Ok(()),
+            _ => bail!(
+                "the apiserver did not serve its state within {:?}: {last:?}",
+                started.elapsed()
+            ),
+        }
+    }
+}
+
+impl EtcdTarget {
+    async fn start(options: &BenchOptions, pki: &BenchPki) -> anyhow::Result<Self> {
+        let namespace = format!("fleetmesh-bench-{:016x}/", rand::random::<u64>());
+        let (endpoint, local) = match &options.etcd {
+            Some(url) => (url.clone(), None),
+            None => {
+                let local = LocalEtcd::start(pki.dir()).await?;
+                (local.endpoint().to_string(), Some(local))
+            }
+        };
+        Ok(Self {
+            endpoint,
+            namespace,
+            local,
+            direct: options.etcd_direct,
+        })
+    }
+
+    fn config(&self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: vec![self.endpoint.clone()],
+            namespace: self.namespace.clone(),
+            ..EtcdConfig::default()
+        }
+    }
+
+    async fn store(&self) -> anyhow::Result<EtcdStore> {
+        EtcdStore::connect(self.config())
+            .await
+            .with_context(|| format!("cannot connect to etcd at {}", self.endpoint))
+    }
+
+    /// Deletes the run's keys from an etcd the bench did not start (its own is removed).
+    async fn clean(self) -> anyhow::Result<()> {
+        if self.local.is_some() {
+            return Ok(());
+        }
+        let mut client = etcd_client::Client::connect([self.endpoint.as_str()], None)
+            .await
+            .context("cannot connect to etcd to clean up")?;
+        client
+            .delete(
+                self.namespace.as_str(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .context("cannot delete the bench's keys from etcd")?;
+        Ok(())
+    }
+}
+
+fn cluster((name, id): (&str, u32)) -> anyhow::Result<Cluster> {
+    let mode = IdMode::Normal;
+    Ok(Cluster::new(
+        ClusterName::new(name)?,
+        ClusterId::new(id, mode)?,
+        mode,
+    ))
+}
