@@ -126,7 +126,6 @@ async fn put(store: &dyn Store, c1: &Cluster, resource: &Resource) -> Revision {
 
 // ---------- certificates, server and clients ----------
 
-
 /// A running apiserver for cluster c1 that allows only c2, with its store and the CA
 /// that clients' certificates come from.
 struct Served {
