@@ -440,3 +440,55 @@ fn pem_der(pem: &str) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+#[tokio::test]
+async fn watchers_get_no_synced_marker_before_the_export_has_synced() {
+    let pki = MeshPki::new();
+    // The manifest directory does not exist yet: the source has no initial list, so the
+    // export cannot sync and the store is empty.
+    let dir = pki.dir().join("late");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = pki.server_files("late");
+    let text = format!(
+        "cluster: {{name: late, id: 2}}\nsource: {{manifests: {manifests:?}}}\n\
+         grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
+         health: {{listen: \"127.0.0.1:0\"}}\n",
+        tls.ca, tls.cert, tls.key
+    );
+    let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
+    let apiserver = Apiserver::start(config).await.unwrap();
+    let member = Member {
+        apiserver,
+        manifests: manifests.clone(),
+    };
+    let agent = start_agent(&pki, "c1", 1, &[("late", &member)]).await;
+    wait_for("the link to connect", || {
+        agent.statuses().first().is_some_and(|s| s.connected)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = &agent.statuses()[0];
+    assert!(!status.ready, "synced before the export: {status:?}");
+    let held = agent
+        .view
+        .read()
+        .counts(&mk_name("late"))
+        .unwrap_or_default();
+    assert_eq!(held, fleetmesh::mesh::Counts::default());
+
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        service_yaml("api", None, &[("10.2.0.1", true)]),
+    )
+    .unwrap();
+    wait_for("the link to sync", || {
+        agent.statuses().first().is_some_and(|s| s.ready)
+    })
+    .await;
+    assert_eq!(
+        selected(&view_of(&agent, "web/api").unwrap()),
+        [pair("late", "10.2.0.1")]
+    );
+}

@@ -102,9 +102,16 @@ impl Apiserver {
                 .context("health server stopped")
         });
         let serving = match &config.grpc {
-            Some(grpc) => {
-                Some(serve::start(grpc, &config.cluster, store.clone(), &mut tasks).await?)
-            }
+            Some(grpc) => Some(
+                serve::start(
+                    grpc,
+                    &config.cluster,
+                    store.clone(),
+                    status.clone(),
+                    &mut tasks,
+                )
+                .await?,
+            ),
             None => None,
         };
         let grpc_addr = serving.as_ref().map(|s| s.addr);

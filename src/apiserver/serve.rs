@@ -6,10 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::config::GrpcConfig;
 use crate::cache::{CacheSettings, WatchCache};
+use crate::export::ExportStatus;
 use crate::grpc::{GrpcServer, GrpcStats};
 use crate::kvstore::state_watch::{StateSink, StateWatchStats, follow};
 use crate::kvstore::{Epoch, Store};
@@ -49,6 +51,7 @@ pub async fn start(
     config: &GrpcConfig,
     cluster: &Cluster,
     store: Arc<dyn Store>,
+    mut export: watch::Receiver<ExportStatus>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Serving> {
     let tls = spawn_reload::<ServerConfig>(config.tls.clone(), config.tls_reload)
@@ -66,6 +69,13 @@ pub async fn start(
         StateWatchStats::default(),
     );
     tasks.spawn(async move {
+        // Watchers get a synced marker only once the export has written the source's
+        // full state: a cache that synced on a half-written store (an embedded store
+        // after a restart) would make every agent sweep what it holds of this cluster.
+        export
+            .wait_for(|s| s.synced)
+            .await
+            .context("the exporter stopped before it synced")?;
         feed.await;
         anyhow::bail!("the state watch feeding the cache stopped")
     });

@@ -48,6 +48,7 @@ impl IdentityAllocator {
     pub async fn load(store: Arc<dyn Store>, cluster: Cluster) -> Result<Self, AllocError> {
         let range = cluster.identity_range();
         let mut by_labels = HashMap::new();
+        let mut taken = BTreeSet::new();
         for kv in store.list(keys::ALLOC_VALUE_PREFIX).await?.kvs {
             let labels_str = &kv.key[keys::ALLOC_VALUE_PREFIX.len()..];
             let parsed = (
@@ -58,12 +59,12 @@ impl IdentityAllocator {
             );
             match parsed {
                 (Ok(labels), Some(id)) if range.contains(id) => {
+                    taken.insert(id.get());
                     by_labels.insert(labels, id);
                 }
                 _ => tracing::warn!(key = %kv.key, "ignoring malformed identity allocation"),
             }
         }
-        let mut taken = BTreeSet::new();
         for kv in store.list(keys::ALLOC_ID_PREFIX).await?.kvs {
             if let Ok(id) = kv.key[keys::ALLOC_ID_PREFIX.len()..].parse::<u32>() {
                 taken.insert(id);
@@ -136,6 +137,11 @@ impl IdentityAllocator {
                 }
             }
         }
+    }
+
+    /// Marks an id allocated elsewhere (a CiliumIdentity's) as taken.
+    pub fn reserve(&mut self, id: IdentityId) {
+        self.taken.insert(id.get());
     }
 
     async fn read_value(&self, value_key: &str) -> Result<Recorded, AllocError> {

@@ -78,7 +78,7 @@ async fn adoptable(
         return Ok(None);
     };
     match kv.lease {
-        Some(lease) if kv.value == *value && leases.adopt(lease).await => {
+        Some(lease) if kv.value == *value && leases.adopt(lease).await? => {
             leases.count(lease);
             Ok(Some(lease))
         }

@@ -30,17 +30,20 @@ impl LeasePool {
         self.ttl
     }
 
-    /// Takes over a lease a previous run left behind, if it is still alive.
-    pub async fn adopt(&mut self, lease: LeaseId) -> bool {
+    /// Takes over a lease a previous run left behind, if it is still alive. Only a lease
+    /// the store says is gone is refused; any other error is the caller's to retry, so
+    /// that a blip never makes a restart rewrite every key.
+    pub async fn adopt(&mut self, lease: LeaseId) -> Result<bool, StoreError> {
         if self.keys_per_lease.contains_key(&lease) {
-            return true;
+            return Ok(true);
         }
         match self.store.keep_alive(lease).await {
             Ok(()) => {
                 self.keys_per_lease.insert(lease, 0);
-                true
+                Ok(true)
             }
-            Err(_) => false,
+            Err(StoreError::LeaseNotFound(_)) => Ok(false),
+            Err(err) => Err(err),
         }
     }
 

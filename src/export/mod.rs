@@ -38,6 +38,30 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// A part that ran this long before failing starts again without waiting long.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// Runs a part that only ends on a store error, again and again, with backoff.
+async fn retry_forever<F, Fut>(what: &'static str, mut start: F) -> std::convert::Infallible
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let started = tokio::time::Instant::now();
+        if let Err(err) = start().await {
+            tracing::warn!(part = what, error = %error_chain(&err), retry_in = ?backoff,
+                "store error; starting again");
+        }
+        if started.elapsed() > STABLE_RUN {
+            backoff = FIRST_RETRY;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_RETRY);
+    }
+}
+
 /// Tunables of the exporter.
 #[derive(Clone, Debug)]
 pub struct ExportSettings {
@@ -104,7 +128,8 @@ impl Exporter {
         ]
     }
 
-    /// Runs until the source closes or the store fails in a way a retry cannot fix.
+    /// Runs until the source closes. Store errors never end it: each part (export,
+    /// cluster config, heartbeat) backs off and starts again, keeping what it wrote.
     /// `source` publishes `None` until the source's initial list is complete.
     pub async fn run(
         self,
@@ -112,14 +137,42 @@ impl Exporter {
         status: watch::Sender<ExportStatus>,
     ) -> Result<(), ExportError> {
         let ttl = self.settings.lease_ttl;
+        let (store, cluster) = (self.store.clone(), self.cluster.clone());
+        let beat = self.settings.heartbeat_interval;
         tokio::select! {
-            result = self.export_loop(source, &status) => result,
-            result = cluster_config::enforce(self.store.clone(), self.cluster.clone(), ttl) => {
-                Err(result.err().unwrap_or(StoreError::Closed).into())
+            result = self.export_retrying(source, &status) => result,
+            never = retry_forever("cluster config", || {
+                cluster_config::enforce(store.clone(), cluster.clone(), ttl)
+            }) => match never {},
+            never = retry_forever("heartbeat", || heartbeat::beat(store.clone(), beat, ttl)) => {
+                match never {}
             }
-            result = heartbeat::beat(self.store.clone(), self.settings.heartbeat_interval, ttl) => {
-                Err(result.err().unwrap_or(StoreError::Closed).into())
+        }
+    }
+
+    /// The export loop, started again after any error but a closed source.
+    async fn export_retrying(
+        &self,
+        source: watch::Receiver<Option<DesiredState>>,
+        status: &watch::Sender<ExportStatus>,
+    ) -> Result<(), ExportError> {
+        let mut backoff = FIRST_RETRY;
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.export_loop(source.clone(), status).await {
+                Err(ExportError::SourceClosed) => return Err(ExportError::SourceClosed),
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    let reason = error_chain(&err);
+                    tracing::warn!(error = %reason, retry_in = ?backoff, "export stopped; starting again");
+                    status.send_modify(|s| s.last_error = Some(reason));
+                }
             }
+            if started.elapsed() > STABLE_RUN {
+                backoff = FIRST_RETRY;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RETRY);
         }
     }
 
@@ -149,9 +202,13 @@ impl Exporter {
                     changed.map_err(|_| ExportError::SourceClosed)?;
                     dirty = true;
                 }
-                _ = renew.tick() => {
-                    dirty |= writer.keep_alive().await?;
-                }
+                _ = renew.tick() => match writer.keep_alive().await {
+                    Ok(lost) => dirty |= lost,
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "lease renewal failed");
+                        failing = true;
+                    }
+                },
                 _ = tokio::time::sleep(retry), if failing => dirty = true,
             }
             if !dirty {

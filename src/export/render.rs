@@ -81,8 +81,21 @@ pub async fn render(
         endpoints.insert(ep.prefix, ep.clone());
     }
 
+    // Ids that came allocated (CiliumIdentity) are never handed out again.
+    for identity in &state.identities {
+        allocator.reserve(identity.id());
+    }
     for workload in &state.workloads {
-        let id = allocator.allocate(&workload.labels).await?;
+        let id = match allocator.allocate(&workload.labels).await {
+            Ok(id) => id,
+            Err(err @ AllocError::Exhausted { .. }) => {
+                // One workload without an identity must not stop every other export.
+                tracing::warn!(pod = %format!("{}/{}", workload.namespace, workload.pod),
+                    error = %err, "not exporting a workload: no identity left");
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         match Identity::new(cluster, id, workload.labels.clone()) {
             Ok(identity) => out.insert(
                 Kind::Identity,

@@ -52,7 +52,7 @@ impl StateWriter {
         for prefix in managed.iter().chain(pinned) {
             for kv in store.list(prefix).await?.kvs {
                 let lease = match kv.lease {
-                    Some(lease) if leases.adopt(lease).await => {
+                    Some(lease) if leases.adopt(lease).await? => {
                         leases.count(lease);
                         Some(lease)
                     }

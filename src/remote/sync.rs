@@ -20,7 +20,8 @@ pub(super) enum WatchState {
     /// No frame yet: the first one says whether the stream resumed.
     Start,
     /// Receiving the full state, buffered by key until the synced marker.
-    Listing(HashMap<ResourceKey, Resource>),
+    /// The full state so far, and whether any of it was refused.
+    Listing(HashMap<ResourceKey, Resource>, bool),
     /// The view holds everything the stream delivered: frames apply directly.
     Live,
 }
@@ -58,9 +59,9 @@ impl WatchState {
             }
             Self::Start => {
                 report.listing = true;
-                Some(HashMap::new())
+                Some((HashMap::new(), false))
             }
-            Self::Listing(buffer) => Some(buffer),
+            Self::Listing(buffer, refused) => Some((buffer, refused)),
             Self::Live => None,
         };
         let mut changes = Vec::with_capacity(frame.events.len());
@@ -71,7 +72,8 @@ impl WatchState {
             }
         }
         match listing.as_mut() {
-            Some(buffer) => {
+            Some((buffer, refused)) => {
+                *refused |= !report.refused.is_empty();
                 for change in changes {
                     match change {
                         Change::Upsert(resource) => {
@@ -88,12 +90,19 @@ impl WatchState {
             }
             None => {}
         }
-        if let Some(buffer) = listing.take() {
-            if frame.synced {
+        if let Some((buffer, refused)) = listing.take() {
+            if frame.synced && refused {
+                // Something of the full state was refused: the sweep cannot tell a
+                // refused entry from one the peer removed, so nothing held is swept
+                // (rule 1: never delete what cannot be confirmed gone); the next full
+                // resync sweeps what is really gone.
+                let upserts = buffer.into_values().map(Change::Upsert).collect();
+                view.write().apply(&peer.name, upserts);
+            } else if frame.synced {
                 view.write()
                     .replace(&peer.name, buffer.into_values().collect());
             } else {
-                *self = Self::Listing(buffer);
+                *self = Self::Listing(buffer, refused);
             }
         }
         report.synced = frame.synced;
@@ -286,5 +295,28 @@ mod tests {
         // Nothing of the refused ones arrived, under any cluster.
         let first_c3 = IdentityId::new(c3.identity_range().first() + 5).unwrap();
         assert!(view.read().identity(first_c3).is_none());
+    }
+
+    #[test]
+    fn a_listing_with_a_refused_event_sweeps_nothing_held() {
+        let view = mk_shared_view();
+        let c2 = mk_cluster("c2", 2);
+        let held = Resource::Node(mk_node(&c2, "n1"));
+        let other = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
+        view.write().replace(&c2.name, vec![held, other]);
+
+        // The peer's next full state: n1 arrives malformed, the endpoint is gone, a new
+        // node comes. The sweep cannot tell "refused" from "gone": it holds everything.
+        let mut frame = mk_frame(
+            &[upsert(Resource::Node(mk_node(&c2, "n2")))],
+            true,
+            false,
+            50,
+        );
+        frame.events.push(bytes::Bytes::from_static(&[0xff, 0x01]));
+        let report = WatchState::Start.on_frame(frame, &c2, &view);
+        assert_eq!(report.refused.len(), 1);
+        let now = counts(&view, &c2);
+        assert_eq!((now.nodes, now.endpoints), (2, 1));
     }
 }
