@@ -12,30 +12,14 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::apiserver::CacheSink;
 use crate::cache::{CacheSettings, WatchCache};
 use crate::grpc::{AllowedPeers, GrpcServer};
-use crate::kvstore::state_watch::{StateSink, StateWatchStats, follow};
-use crate::kvstore::{Epoch, Store};
-use crate::model::{Cluster, Event, Revision};
+use crate::kvstore::Store;
+use crate::kvstore::state_watch::{StateWatchStats, follow};
+use crate::model::Cluster;
 use crate::proto::encode_event;
 use crate::tls::{RELOAD_INTERVAL, TlsFiles, spawn_reload};
-
-/// The watch cache as the state watch's sink, as the apiserver wires them.
-struct CacheSink(Arc<WatchCache>);
-
-impl StateSink for CacheSink {
-    fn reset(&mut self, epoch: &Epoch) {
-        self.0.reset(&epoch.0);
-    }
-
-    fn apply(&mut self, events: Vec<Event>) {
-        self.0.apply(&events);
-    }
-
-    fn synced(&mut self, revision: Revision) {
-        self.0.synced(revision);
-    }
-}
 
 /// A running apiserver; stopped when dropped.
 pub struct BenchServer {
