@@ -16,15 +16,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::config::ClusterBlock;
 use crate::mesh::StalePolicy;
-use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+use crate::model::Cluster;
 use crate::remote::LinkSettings;
 
 /// The query API's default listener: loopback, the address `fleetmesh status` tries.
 const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9890);
-
-/// Cilium's default mesh size (255 clusters).
-const DEFAULT_MAX_CONNECTED_CLUSTERS: u32 = 255;
 
 #[derive(Debug, Error)]
 pub enum AgentConfigError {
@@ -51,26 +49,13 @@ pub enum AgentConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
-    cluster: RawCluster,
+    cluster: ClusterBlock,
     remotes_dir: PathBuf,
     #[serde(default)]
     api: ApiConfig,
     stale_grace_seconds: Option<u64>,
     /// How often the links' TLS files are checked for changes (default 10).
     tls_reload_seconds: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawCluster {
-    name: String,
-    id: u32,
-    #[serde(default = "default_max_connected_clusters")]
-    max_connected_clusters: u32,
-}
-
-fn default_max_connected_clusters() -> u32 {
-    DEFAULT_MAX_CONNECTED_CLUSTERS
 }
 
 /// The query API's listener.
@@ -124,12 +109,10 @@ impl AgentConfig {
             field,
             message,
         };
-        let mode = IdMode::from_max_connected_clusters(raw.cluster.max_connected_clusters)
-            .map_err(|e| invalid("cluster.maxConnectedClusters", e.to_string()))?;
-        let name = ClusterName::new(&raw.cluster.name)
-            .map_err(|e| invalid("cluster.name", e.to_string()))?;
-        let id = ClusterId::new(raw.cluster.id, mode)
-            .map_err(|e| invalid("cluster.id", e.to_string()))?;
+        let cluster = raw
+            .cluster
+            .to_cluster()
+            .map_err(|(field, message)| invalid(field, message))?;
         if raw.remotes_dir.as_os_str().is_empty() {
             return Err(invalid("remotesDir", "must not be empty".to_string()));
         }
@@ -141,7 +124,7 @@ impl AgentConfig {
             },
         };
         Ok(Self {
-            cluster: Cluster::new(name, id, mode),
+            cluster,
             remotes_dir: base.join(raw.remotes_dir),
             api: raw.api,
             stale,
@@ -165,6 +148,7 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::IdMode;
 
     const FILE: &str = "/etc/fleetmesh/agent.yaml";
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::config::ClusterBlock;
 use crate::grpc::AllowedPeers;
 use crate::kvstore::etcd::{EtcdConfig, EtcdTls};
-use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
+use crate::model::{Cluster, ClusterName};
 use crate::tls::TlsFiles;
 
 #[derive(Debug, Error)]
@@ -38,7 +39,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawConfig {
-    cluster: RawCluster,
+    cluster: ClusterBlock,
     #[serde(default)]
     store: StoreConfig,
     source: RawSource,
@@ -77,19 +78,6 @@ pub struct GrpcConfig {
     /// How often the TLS files are checked for changes: new handshakes use new files
     /// within this long.
     pub tls_reload: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawCluster {
-    name: String,
-    id: u32,
-    #[serde(default = "default_max_connected_clusters")]
-    max_connected_clusters: u32,
-}
-
-fn default_max_connected_clusters() -> u32 {
-    255
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,12 +195,10 @@ impl ApiserverConfig {
         };
         let base = path.parent().unwrap_or(Path::new("."));
 
-        let mode = IdMode::from_max_connected_clusters(raw.cluster.max_connected_clusters)
-            .map_err(|e| invalid("cluster.maxConnectedClusters", e.to_string()))?;
-        let name = ClusterName::new(&raw.cluster.name)
-            .map_err(|e| invalid("cluster.name", e.to_string()))?;
-        let id = ClusterId::new(raw.cluster.id, mode)
-            .map_err(|e| invalid("cluster.id", e.to_string()))?;
+        let cluster = raw
+            .cluster
+            .to_cluster()
+            .map_err(|(field, message)| invalid(field, message))?;
 
         let store = match raw.store.kind {
             StoreKind::Memory => StoreSettings::Memory,
@@ -307,7 +293,7 @@ impl ApiserverConfig {
         }
 
         Ok(Self {
-            cluster: Cluster::new(name, id, mode),
+            cluster,
             store,
             source,
             grpc,
@@ -321,6 +307,7 @@ impl ApiserverConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::IdMode;
 
     fn parse(text: &str) -> Result<ApiserverConfig, ConfigError> {
         ApiserverConfig::parse(text, Path::new("/etc/fleetmesh/apiserver.yaml"))
