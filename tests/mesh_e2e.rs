@@ -33,6 +33,17 @@ fn service_yaml(name: &str, affinity: Option<&str>, backends: &[(&str, bool)]) -
     )
 }
 
+/// c2's services in the convergence test: `api` with both backends ready or both not,
+/// `all` with one ready backend and one not.
+fn c2_web(api_ready: bool) -> String {
+    service_yaml(
+        "api",
+        None,
+        &[("10.2.0.1", api_ready), ("10.2.0.2", api_ready)],
+    ) + "\n---\n"
+        + &service_yaml("all", None, &[("10.2.0.3", true), ("10.2.0.4", false)])
+}
+
 struct Member {
     apiserver: Apiserver,
     manifests: std::path::PathBuf,
@@ -153,12 +164,7 @@ async fn three_clusters_converge_and_fail_over_by_affinity() {
         2,
         "{kind: memory}",
         None,
-        &[(
-            "web.yaml",
-            service_yaml("api", None, &[("10.2.0.1", true), ("10.2.0.2", true)])
-                + "\n---\n"
-                + &service_yaml("all", None, &[("10.2.0.3", true), ("10.2.0.4", false)]),
-        )],
+        &[("web.yaml", c2_web(true))],
     )
     .await;
     let c3 = start_member(
@@ -198,13 +204,7 @@ async fn three_clusters_converge_and_fail_over_by_affinity() {
 
     // c2's api backends fail: failover to the local ones; an update replaces only c2's
     // backends of that service.
-    std::fs::write(
-        c2.manifests.join("web.yaml"),
-        service_yaml("api", None, &[("10.2.0.1", false), ("10.2.0.2", false)])
-            + "\n---\n"
-            + &service_yaml("all", None, &[("10.2.0.3", true), ("10.2.0.4", false)]),
-    )
-    .unwrap();
+    std::fs::write(c2.manifests.join("web.yaml"), c2_web(false)).unwrap();
     wait_for("failover to c1", || {
         view_of(&agent, "web/api").is_some_and(|v| v.reason == SelectionReason::FailoverToLocal)
     })
@@ -219,13 +219,7 @@ async fn three_clusters_converge_and_fail_over_by_affinity() {
     );
 
     // They recover: fail-back to c2.
-    std::fs::write(
-        c2.manifests.join("web.yaml"),
-        service_yaml("api", None, &[("10.2.0.1", true), ("10.2.0.2", true)])
-            + "\n---\n"
-            + &service_yaml("all", None, &[("10.2.0.3", true), ("10.2.0.4", false)]),
-    )
-    .unwrap();
+    std::fs::write(c2.manifests.join("web.yaml"), c2_web(true)).unwrap();
     wait_for("fail-back to c2", || {
         view_of(&agent, "web/api").is_some_and(|v| v.reason == SelectionReason::RemoteReady)
     })
