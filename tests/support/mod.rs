@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod fake_kube;
 pub mod mesh;
 
 pub use etcd::{EtcdHandle, LocalEtcd, ServerTls, etcd, mk_etcd_store};
