@@ -1,7 +1,11 @@
 //! The manifest-directory source: a directory of Kubernetes YAML or JSON (Services,
-//! EndpointSlices, Pods, Nodes, Namespaces) read the way `kubectl apply -R -f DIR` would,
+//! EndpointSlices, Pods, Nodes, Namespaces, and Cilium's `cilium.io/v2` CiliumIdentities,
+//! CiliumEndpoints and CiliumNodes) read the way `kubectl apply -R -f DIR` would,
 //! converted by [`crate::k8s::convert`] like objects from a live cluster.
 //!
+//! - A directory holding any Cilium object describes a cluster where Cilium runs
+//!   ([`crate::k8s::convert::Objects::cilium`] is `Some`): identities, ipcache entries
+//!   and nodes then come from the Cilium objects, and Pods and Nodes are not used.
 //! - Files ending `.yaml`, `.yml` or `.json` are read, recursively, in path order; names
 //!   starting with `.` are skipped (a mounted ConfigMap shows each file once, through
 //!   symlinks that are followed).

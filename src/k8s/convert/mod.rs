@@ -1,11 +1,17 @@
 //! Kubernetes objects → model, as pure functions.
 //!
 //! [`desired_state`] turns one cluster's Services, EndpointSlices, Pods, Nodes and
-//! Namespaces into the [`DesiredState`] the exporter writes. The kube watchers and the
-//! manifest directory feed it the same way, so both sources export the same state for the
-//! same objects. An object that fails validation becomes a [`ConvertProblem`] naming it
+//! Namespaces — or, where Cilium runs, its CiliumIdentities, CiliumEndpoints and
+//! CiliumNodes in place of Pods and Nodes — into the [`DesiredState`] the exporter
+//! writes. The kube watchers and the manifest directory feed it the same way, so both
+//! sources export the same state for the same objects. An object that fails validation becomes a [`ConvertProblem`] naming it
 //! and the field; every other object is still converted.
 
+mod cilium_endpoint;
+#[cfg(test)]
+mod cilium_fixtures;
+mod cilium_identity;
+mod cilium_node;
 mod endpoint_slice;
 #[cfg(test)]
 mod fixtures;
@@ -21,8 +27,12 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::{Cluster, DesiredState, L4Addr, Protocol};
+use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::model::{Cluster, DesiredState, Endpoint, Identity, L4Addr, Protocol, Workload};
 
+pub use cilium_endpoint::cilium_endpoint_to_model;
+pub use cilium_identity::{NAMESPACE_SECURITY_LABEL, cilium_identity_to_model};
+pub use cilium_node::cilium_node_to_model;
 pub use endpoint_slice::{SERVICE_NAME_LABEL, backend_conditions, slice_backends};
 pub use namespace::{GLOBAL_NAMESPACE_ANNOTATION, NamespaceInfo, Namespaces, namespace_info};
 pub use node::node_to_model;
@@ -40,6 +50,17 @@ pub struct Objects {
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
     pub namespaces: Vec<Namespace>,
+    /// `Some` when Cilium runs in the cluster: identities, ipcache entries and nodes then
+    /// come from Cilium's resources, and `pods` and `nodes` are not used.
+    pub cilium: Option<CiliumObjects>,
+}
+
+/// Cilium's resources of one cluster, read as Cilium's clustermesh-apiserver reads them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CiliumObjects {
+    pub identities: Vec<CiliumIdentity>,
+    pub endpoints: Vec<CiliumEndpoint>,
+    pub nodes: Vec<CiliumNode>,
 }
 
 /// Why one object (or part of it) was not converted.
@@ -70,20 +91,25 @@ impl std::error::Error for ConvertProblem {}
 
 /// Converts everything one cluster holds into what it exports.
 ///
-/// Services, pods and their identities in namespaces annotated
+/// Services are read from Services and EndpointSlices. Without Cilium
+/// ([`Objects::cilium`] is `None`) nodes come from Nodes and workloads (whose identities
+/// the exporter allocates) from Pods. With Cilium, nodes come from CiliumNodes,
+/// identities from CiliumIdentities and ipcache entries from CiliumEndpoints, and Pods and
+/// Nodes are not used, as Cilium's clustermesh-apiserver does.
+///
+/// Services, pods, identities and endpoints of namespaces annotated
 /// `clustermesh.cilium.io/global: "false"` are left out. Each output vector is sorted by
-/// its key (node name, service namespace/name, pod namespace/name); an object defined
-/// twice keeps its first definition and the second is reported.
+/// its key (node name, service namespace/name, pod namespace/name, identity id, IP); an
+/// object defined twice keeps its first definition and the second is reported.
 pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec<ConvertProblem>) {
     let (namespaces, mut problems) = Namespaces::from_objects(&objects.namespaces);
 
-    let mut nodes = Vec::new();
-    for node in &objects.nodes {
-        match node_to_model(cluster, node) {
-            Ok(n) => nodes.push(n),
-            Err(p) => problems.push(p),
-        }
-    }
+    let nodes = match &objects.cilium {
+        None => convert_each(&objects.nodes, &mut problems, |n| node_to_model(cluster, n)),
+        Some(cilium) => convert_each(&cilium.nodes, &mut problems, |n| {
+            cilium_node_to_model(cluster, n)
+        }),
+    };
 
     let slices = endpoint_slice::by_service(&objects.endpoint_slices);
     let mut services = Vec::new();
@@ -100,17 +126,17 @@ pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec
         problems.extend(found);
     }
 
-    let mut workloads = Vec::new();
-    for pod in &objects.pods {
-        let namespace = Obj::namespaced("Pod", &pod.metadata).namespace;
-        if !namespaces.is_global(namespace) {
-            continue;
+    let (workloads, identities, endpoints) = match &objects.cilium {
+        None => {
+            let workloads = workloads(cluster, &objects.pods, &namespaces, &mut problems);
+            (workloads, Vec::new(), Vec::new())
         }
-        match pod_to_workload(cluster, pod, namespaces.labels(namespace)) {
-            Ok(w) => workloads.extend(w),
-            Err(p) => problems.push(p),
+        Some(cilium) => {
+            let (identities, endpoints) =
+                cilium_identities_and_endpoints(cluster, cilium, &namespaces, &mut problems);
+            (Vec::new(), identities, endpoints)
         }
-    }
+    };
 
     let state = DesiredState {
         nodes: sort_unique(
@@ -131,10 +157,79 @@ pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec
             |w| (w.namespace.clone(), w.pod.clone()),
             |(ns, pod)| format!("Pod {ns}/{pod}"),
         ),
-        identities: Vec::new(),
-        endpoints: Vec::new(),
+        identities: sort_unique(identities, &mut problems, Identity::id, |id| {
+            format!("CiliumIdentity {id}")
+        }),
+        endpoints: sort_unique(
+            endpoints,
+            &mut problems,
+            |e| e.prefix,
+            |ip| format!("CiliumEndpoint address {ip}"),
+        ),
     };
     (state, problems)
+}
+
+/// Converts every object, keeping the problems of those that fail.
+fn convert_each<T, U>(
+    objects: &[T],
+    problems: &mut Vec<ConvertProblem>,
+    convert: impl Fn(&T) -> Result<U, ConvertProblem>,
+) -> Vec<U> {
+    let mut out = Vec::with_capacity(objects.len());
+    for object in objects {
+        match convert(object) {
+            Ok(converted) => out.push(converted),
+            Err(p) => problems.push(p),
+        }
+    }
+    out
+}
+
+/// The workloads of the pods of global namespaces.
+fn workloads(
+    cluster: &Cluster,
+    pods: &[Pod],
+    namespaces: &Namespaces,
+    problems: &mut Vec<ConvertProblem>,
+) -> Vec<Workload> {
+    let mut workloads = Vec::new();
+    for pod in pods {
+        let namespace = Obj::namespaced("Pod", &pod.metadata).namespace;
+        if !namespaces.is_global(namespace) {
+            continue;
+        }
+        match pod_to_workload(cluster, pod, namespaces.labels(namespace)) {
+            Ok(w) => workloads.extend(w),
+            Err(p) => problems.push(p),
+        }
+    }
+    workloads
+}
+
+/// The identities and ipcache entries of Cilium's resources, without those of non-global
+/// namespaces.
+fn cilium_identities_and_endpoints(
+    cluster: &Cluster,
+    cilium: &CiliumObjects,
+    namespaces: &Namespaces,
+    problems: &mut Vec<ConvertProblem>,
+) -> (Vec<Identity>, Vec<Endpoint>) {
+    let identities = convert_each(&cilium.identities, problems, |i| {
+        cilium_identity_to_model(cluster, i, namespaces)
+    });
+    let mut endpoints = Vec::new();
+    for cep in &cilium.endpoints {
+        let namespace = Obj::namespaced("CiliumEndpoint", &cep.metadata).namespace;
+        if !namespaces.is_global(namespace) {
+            continue;
+        }
+        match cilium_endpoint_to_model(cluster, cep) {
+            Ok(entries) => endpoints.extend(entries),
+            Err(p) => problems.push(p),
+        }
+    }
+    (identities.into_iter().flatten().collect(), endpoints)
 }
 
 /// Sorts by key, keeping the first of equal keys (the sort is stable) and reporting the
@@ -338,6 +433,7 @@ mod tests {
                 mk_namespace("shop", &[]),
                 mk_namespace("legacy", &[(GLOBAL_NAMESPACE_ANNOTATION, "false")]),
             ],
+            cilium: None,
         }
     }
 
@@ -409,6 +505,65 @@ mod tests {
         assert_eq!(state.services.len(), 2);
         assert_eq!(state.services[0].backends.len(), 2);
         assert_eq!(state.workloads.len(), 2);
+    }
+
+    #[test]
+    fn with_cilium_its_resources_replace_pods_and_nodes() {
+        use cilium_fixtures::{mk_cilium_endpoint, mk_cilium_identity, mk_cilium_node};
+        let ns_label = |ns| ("k8s:io.kubernetes.pod.namespace", ns);
+        let cluster_label = ("k8s:io.cilium.k8s.policy.cluster", "cluster1");
+        let mut objects = mk_objects();
+        objects.cilium = Some(CiliumObjects {
+            identities: vec![
+                mk_cilium_identity("65540", &[ns_label("shop"), cluster_label]),
+                mk_cilium_identity("65537", &[ns_label("shop"), cluster_label]),
+                mk_cilium_identity("65538", &[ns_label("legacy"), cluster_label]),
+                mk_cilium_identity("5", &[ns_label("shop"), cluster_label]),
+            ],
+            endpoints: vec![
+                mk_cilium_endpoint("shop", "b", 65537, ("10.244.1.20", ""), "172.18.0.2"),
+                mk_cilium_endpoint("shop", "a", 65540, ("10.244.1.10", "fd00::a"), ""),
+                mk_cilium_endpoint("legacy", "c", 65538, ("10.244.2.10", ""), ""),
+                mk_cilium_endpoint("shop", "dup", 65537, ("10.244.1.10", ""), ""),
+            ],
+            nodes: vec![mk_cilium_node(
+                "cilium-1",
+                &[("InternalIP", "172.18.0.2")],
+                &[],
+                "",
+            )],
+        });
+        let (state, problems) = desired_state(&mk_cluster(), &objects);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "CiliumIdentity 5: metadata.name: identity 5 is outside cluster 1's range 65536..=131071",
+                "CiliumEndpoint address 10.244.1.10: defined more than once; the first definition is used",
+            ]
+        );
+
+        let nodes: Vec<_> = state.nodes.iter().map(|n| n.name()).collect();
+        assert_eq!(nodes, ["cilium-1"]);
+        assert_eq!(state.nodes[0].source, "custom-resource");
+        assert!(state.workloads.is_empty());
+        let ids: Vec<u32> = state.identities.iter().map(|i| i.id().get()).collect();
+        assert_eq!(ids, [65537, 65540]);
+        let entries: Vec<_> = state
+            .endpoints
+            .iter()
+            .map(|e| (e.prefix.to_string(), e.pod.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("10.244.1.10".to_string(), "a".to_string()),
+                ("10.244.1.20".to_string(), "b".to_string()),
+                ("fd00::a".to_string(), "a".to_string()),
+            ]
+        );
+        // Services are read the same way in both modes.
+        assert_eq!(state.services.len(), 2);
     }
 
     #[test]

@@ -7,16 +7,20 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::k8s::cilium;
 use crate::k8s::convert::Objects;
 
 /// The kinds fleetmesh reads, with the one apiVersion of each it understands.
-const SUPPORTED: [(&str, &str); 6] = [
+const SUPPORTED: [(&str, &str); 9] = [
     ("v1", "Service"),
     ("v1", "Pod"),
     ("v1", "Node"),
     ("v1", "Namespace"),
     ("discovery.k8s.io/v1", "EndpointSlice"),
     ("v1", "List"),
+    (cilium::API_VERSION, "CiliumIdentity"),
+    (cilium::API_VERSION, "CiliumEndpoint"),
+    (cilium::API_VERSION, "CiliumNode"),
 ];
 
 /// The documents of one YAML stream, each with its parse result, in order.
@@ -114,6 +118,28 @@ pub(super) fn add_document(
         ("v1", "Namespace") => objects.namespaces.push(parse(value, &what)?),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             objects.endpoint_slices.push(parse(value, &what)?);
+        }
+        // Any Cilium object says Cilium runs in the cluster, even when other kinds are
+        // absent (a cluster may have no identities yet).
+        (cilium::API_VERSION, "CiliumIdentity") => {
+            let identity = parse(value, &what)?;
+            objects
+                .cilium
+                .get_or_insert_default()
+                .identities
+                .push(identity);
+        }
+        (cilium::API_VERSION, "CiliumEndpoint") => {
+            let endpoint = parse(value, &what)?;
+            objects
+                .cilium
+                .get_or_insert_default()
+                .endpoints
+                .push(endpoint);
+        }
+        (cilium::API_VERSION, "CiliumNode") => {
+            let node = parse(value, &what)?;
+            objects.cilium.get_or_insert_default().nodes.push(node);
         }
         _ => {
             if let Some((expected, _)) = SUPPORTED.iter().find(|(_, k)| *k == kind) {
@@ -214,6 +240,33 @@ mod tests {
     }
 
     #[test]
+    fn cilium_documents_switch_the_cluster_to_cilium_mode() {
+        let (objects, result) = add("apiVersion: v1\nkind: Node\nmetadata: {name: w}\n");
+        assert_eq!(result, Ok(()));
+        assert_eq!(objects.cilium, None);
+
+        let (objects, result) = add("apiVersion: v1\nkind: List\nitems:\n\
+             - {apiVersion: cilium.io/v2, kind: CiliumIdentity, metadata: {name: \"196915\"}, security-labels: {k8s:app: baz}}\n\
+             - {apiVersion: cilium.io/v2, kind: CiliumEndpoint, metadata: {name: p, namespace: n}, status: {identity: {id: 196915}}}\n\
+             - {apiVersion: cilium.io/v2, kind: CiliumNode, metadata: {name: w}, spec: {bootid: b}}\n\
+             - {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: x}}\n");
+        assert_eq!(result, Ok(()));
+        let cilium = objects.cilium.unwrap();
+        assert_eq!(
+            (
+                cilium.identities.len(),
+                cilium.endpoints.len(),
+                cilium.nodes.len()
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(cilium.endpoints[0].metadata.namespace.as_deref(), Some("n"));
+
+        let (objects, _) = add("apiVersion: cilium.io/v2\nkind: CiliumNode\nmetadata: {name: w}\n");
+        assert_eq!(objects.cilium.map(|c| c.nodes.len()), Some(1));
+    }
+
+    #[test]
     fn invalid_documents_say_what_is_wrong() {
         let cases = [
             (
@@ -224,6 +277,14 @@ mod tests {
             (
                 "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s, namespace: n}\n",
                 "EndpointSlice n/s: apiVersion discovery.k8s.io/v1beta1 is not supported (fleetmesh reads discovery.k8s.io/v1)",
+            ),
+            (
+                "apiVersion: cilium.io/v2alpha1\nkind: CiliumEndpoint\nmetadata: {name: p, namespace: n}\n",
+                "CiliumEndpoint n/p: apiVersion cilium.io/v2alpha1 is not supported (fleetmesh reads cilium.io/v2)",
+            ),
+            (
+                "apiVersion: cilium.io/v2\nkind: CiliumIdentity\nmetadata: {name: \"1\"}\nsecurity-labels: [a]\n",
+                "CiliumIdentity 1: invalid type: sequence, expected a map",
             ),
             (
                 "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: 3}}\n",

@@ -1,0 +1,76 @@
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::ClusterResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::{Deserialize, Serialize};
+
+use super::{GROUP, VERSION};
+
+/// A security identity allocated by Cilium in CRD identity mode (cluster-scoped).
+///
+/// `metadata.name` is the numeric identity; `security-labels` maps `source:key` (for
+/// example `k8s:app`) to the label's value and is the source of truth for the identity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CiliumIdentity {
+    pub metadata: ObjectMeta,
+    #[serde(
+        rename = "security-labels",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub security_labels: Option<BTreeMap<String, String>>,
+}
+
+impl Resource for CiliumIdentity {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "CiliumIdentity".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "ciliumidentities".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_reads_from_ciliums_json_ignoring_unknown_fields() {
+        let identity: CiliumIdentity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumIdentity",
+            "metadata": {"name": "196915", "labels": {"io.kubernetes.pod.namespace": "bar"}},
+            "security-labels": {
+                "k8s:app": "baz",
+                "k8s:io.cilium.k8s.policy.cluster": "cluster3"
+            },
+            "status": {"unknown": true}
+        }))
+        .unwrap();
+        assert_eq!(identity.metadata.name.as_deref(), Some("196915"));
+        let labels = identity.security_labels.unwrap();
+        assert_eq!(labels.get("k8s:app").map(String::as_str), Some("baz"));
+        assert_eq!(
+            CiliumIdentity::url_path(&(), None),
+            "/apis/cilium.io/v2/ciliumidentities"
+        );
+        assert_eq!(CiliumIdentity::api_version(&()), "cilium.io/v2");
+    }
+}
