@@ -84,6 +84,26 @@ pub struct GrpcConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSource {
     manifests: Option<PathBuf>,
+    /// `Some(None)`: `kube:` given without a value, the same as `kube: {}`.
+    #[serde(default, deserialize_with = "present")]
+    kube: Option<Option<RawKube>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawKube {
+    /// Absent: `$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account.
+    kubeconfig: Option<PathBuf>,
+}
+
+/// A field that is present, whatever its value (null included); absent fields take the
+/// `default`. Tells `kube:` apart from no `kube` at all.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -149,6 +169,11 @@ impl Default for HealthConfig {
 pub enum SourceConfig {
     /// A directory of Kubernetes YAML, watched for changes.
     Manifests(PathBuf),
+    /// The cluster's API server, list-watched.
+    Kube {
+        /// `None`: inferred as `kubectl` would, falling back to in-cluster credentials.
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// A validated apiserver configuration.
@@ -225,12 +250,23 @@ impl ApiserverConfig {
             }
         };
 
-        let source = match raw.source.manifests {
-            Some(dir) => SourceConfig::Manifests(base.join(dir)),
-            None => {
+        let source = match (raw.source.manifests, raw.source.kube) {
+            (Some(dir), None) => SourceConfig::Manifests(base.join(dir)),
+            (None, Some(kube)) => SourceConfig::Kube {
+                kubeconfig: kube.and_then(|k| k.kubeconfig).map(|file| base.join(file)),
+            },
+            (manifests, kube) => {
+                let which = if manifests.is_some() && kube.is_some() {
+                    "set only one of"
+                } else {
+                    "set one of"
+                };
                 return Err(invalid(
                     "source",
-                    "set source.manifests to a directory of Kubernetes YAML".to_string(),
+                    format!(
+                        "{which} source.manifests (a directory of Kubernetes YAML) and \
+                         source.kube ({{}} or {{kubeconfig: FILE}}, read from the cluster's API server)"
+                    ),
                 ));
             }
         };
@@ -381,6 +417,39 @@ mod tests {
             assert!(err.contains("/etc/fleetmesh/apiserver.yaml"), "{err}");
             assert!(err.contains(field), "{field} not in: {err}");
         }
+    }
+
+    #[test]
+    fn the_source_is_a_manifest_directory_or_the_kube_api() {
+        let source = |block: &str| {
+            parse(&format!("cluster: {{name: c1, id: 1}}\nsource: {block}\n")).map(|c| c.source)
+        };
+        assert_eq!(
+            source("{kube: {}}").unwrap(),
+            SourceConfig::Kube { kubeconfig: None }
+        );
+        assert_eq!(
+            source("{kube: }").unwrap(),
+            SourceConfig::Kube { kubeconfig: None }
+        );
+        assert_eq!(
+            source("{kube: {kubeconfig: kube/config}}").unwrap(),
+            SourceConfig::Kube {
+                kubeconfig: Some(PathBuf::from("/etc/fleetmesh/kube/config"))
+            }
+        );
+        let both = source("{manifests: m, kube: {}}").unwrap_err().to_string();
+        assert!(
+            both.contains("source: set only one of source.manifests"),
+            "{both}"
+        );
+        let neither = source("{}").unwrap_err().to_string();
+        assert!(
+            neither.contains("source: set one of source.manifests"),
+            "{neither}"
+        );
+        let typo = source("{kube: {kubconfig: x}}").unwrap_err().to_string();
+        assert!(typo.contains("kubconfig"), "{typo}");
     }
 
     #[test]

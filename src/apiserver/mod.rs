@@ -18,7 +18,8 @@ pub use serve::CacheSink;
 
 use crate::export::{ExportSettings, ExportStatus, Exporter};
 use crate::grpc::GrpcStats;
-use crate::k8s::manifests;
+use crate::k8s::kube::{self as kube_source, KubeSource};
+use crate::k8s::{Snapshot, manifests};
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
@@ -71,13 +72,19 @@ impl Apiserver {
         let health_addr = listener.local_addr()?;
 
         let (desired_tx, desired_rx) = watch::channel(None);
-        match &config.source {
+        let snapshots = match &config.source {
             SourceConfig::Manifests(dir) => {
-                let snapshots =
-                    manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL);
-                tasks.spawn(forward_snapshots(snapshots, desired_tx));
+                manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL)
             }
-        }
+            SourceConfig::Kube { kubeconfig } => {
+                let client = kube_source::connect(kubeconfig.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                    .context("cannot set up the kube source")?;
+                KubeSource::new(client, config.cluster.clone()).watch_rx()
+            }
+        };
+        tasks.spawn(forward_snapshots(snapshots, desired_tx));
 
         let (status_tx, status) = watch::channel(ExportStatus::default());
         let exporter = Exporter::new(
@@ -146,16 +153,15 @@ impl Apiserver {
     }
 }
 
-/// Hands the source's snapshots to the exporter, logging what the source could not read.
+/// Hands the source's snapshots to the exporter (the source logs their problems). The
+/// exporter marks the apiserver ready once it has written the first one, which each
+/// source publishes only when it has read the cluster's full state.
 async fn forward_snapshots(
-    mut snapshots: watch::Receiver<Option<manifests::Snapshot>>,
+    mut snapshots: watch::Receiver<Option<Snapshot>>,
     desired: watch::Sender<Option<DesiredState>>,
 ) -> anyhow::Result<()> {
     loop {
-        snapshots
-            .changed()
-            .await
-            .context("manifest source stopped")?;
+        snapshots.changed().await.context("the source stopped")?;
         let snapshot = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
             desired.send_replace(Some(snapshot.state));

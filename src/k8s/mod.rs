@@ -2,4 +2,8 @@
 
 pub mod cilium;
 pub mod convert;
+pub mod kube;
 pub mod manifests;
+mod snapshot;
+
+pub use snapshot::Snapshot;

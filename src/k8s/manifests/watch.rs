@@ -13,20 +13,15 @@ use tracing::Instrument;
 use super::scan::{self, Fingerprint};
 use super::{ManifestError, parse_files};
 use crate::k8s::convert;
-use crate::model::{Cluster, DesiredState};
+use crate::model::Cluster;
+
+// Shared by every source; re-exported here, where it used to live.
+pub use crate::k8s::Snapshot;
 
 /// How often the directory is polled by default. Polling rather than inotify because a
 /// ConfigMap volume changes by swapping a symlink, which file watchers report poorly, and
 /// because a second of delay is nothing next to the kubelet's own sync period.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What the directory says the cluster should export, as of one read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub state: DesiredState,
-    /// Every manifest and conversion problem of that read, one line each.
-    pub problems: Vec<String>,
-}
 
 /// A directory of Kubernetes manifests as the source of one cluster's state.
 #[derive(Clone, Debug)]

@@ -1,0 +1,259 @@
+//! Every kind's store → one [`Snapshot`]: gathered once all initial lists are complete,
+//! then again after each burst of changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+
+use super::store::KindStore;
+use crate::k8s::Snapshot;
+use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::k8s::convert::{self, CiliumObjects, Objects};
+use crate::model::Cluster;
+
+/// How long changes are gathered before a snapshot is assembled. A rollout changes a
+/// pod, its EndpointSlice and its CiliumEndpoint within milliseconds of each other: one
+/// snapshot for the burst saves converting the cluster once per event, and 100 ms is
+/// small next to the time the change takes to reach a peer.
+pub const COALESCE: Duration = Duration::from_millis(100);
+
+/// The objects of every kind the source watches. Only the kinds of one of the two
+/// workload sources are watched (Pods and Nodes, or Cilium's three); the others stay
+/// empty and are not waited for.
+#[derive(Debug, Default)]
+pub(super) struct Stores {
+    /// Cilium is installed: identities, ipcache entries and nodes come from its resources.
+    pub cilium: bool,
+    pub services: KindStore<Service>,
+    pub endpoint_slices: KindStore<EndpointSlice>,
+    pub namespaces: KindStore<Namespace>,
+    pub pods: KindStore<Pod>,
+    pub nodes: KindStore<Node>,
+    pub cilium_identities: KindStore<CiliumIdentity>,
+    pub cilium_endpoints: KindStore<CiliumEndpoint>,
+    pub cilium_nodes: KindStore<CiliumNode>,
+}
+
+impl Stores {
+    pub(super) fn new(cilium: bool) -> Self {
+        Self {
+            cilium,
+            ..Self::default()
+        }
+    }
+
+    /// Whether every watched kind has completed its initial list.
+    fn synced(&self) -> bool {
+        let common =
+            self.services.synced() && self.endpoint_slices.synced() && self.namespaces.synced();
+        let workloads = if self.cilium {
+            self.cilium_identities.synced()
+                && self.cilium_endpoints.synced()
+                && self.cilium_nodes.synced()
+        } else {
+            self.pods.synced() && self.nodes.synced()
+        };
+        common && workloads
+    }
+
+    /// What every store holds, and a problem line for each object that could not be read.
+    fn objects(&self) -> (Objects, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut objects = Objects {
+            services: self.services.objects(&mut problems),
+            endpoint_slices: self.endpoint_slices.objects(&mut problems),
+            namespaces: self.namespaces.objects(&mut problems),
+            ..Objects::default()
+        };
+        if self.cilium {
+            objects.cilium = Some(CiliumObjects {
+                identities: self.cilium_identities.objects(&mut problems),
+                endpoints: self.cilium_endpoints.objects(&mut problems),
+                nodes: self.cilium_nodes.objects(&mut problems),
+            });
+        } else {
+            objects.pods = self.pods.objects(&mut problems);
+            objects.nodes = self.nodes.objects(&mut problems);
+        }
+        (objects, problems)
+    }
+}
+
+/// Publishes the stores' state on `tx`: nothing until every watched kind is listed, then
+/// a snapshot after each burst of changes (woken by `changed`) that differs from the last
+/// one. Runs until every receiver is dropped.
+///
+/// Each snapshot converts the whole cluster again rather than the objects that changed:
+/// the conversion is a pure function of all objects (a namespace's annotation decides
+/// about every service and pod in it, a slice belongs to its service), so recomputing it
+/// is the simplest way to be right, and at one run per [`COALESCE`] window its cost stays
+/// bounded. Incremental conversion is for when a profile says it matters.
+pub(super) async fn publish(
+    cluster: Cluster,
+    stores: Arc<Mutex<Stores>>,
+    changed: Arc<Notify>,
+    tx: watch::Sender<Option<Snapshot>>,
+) {
+    let cluster = Arc::new(cluster);
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tx.closed() => return,
+        }
+        tokio::time::sleep(COALESCE).await;
+        let (cluster, stores) = (Arc::clone(&cluster), Arc::clone(&stores));
+        // Cloning and converting every object is CPU work proportional to the cluster:
+        // kept off the async workers.
+        let assembled = tokio::task::spawn_blocking(move || assemble(&cluster, &stores)).await;
+        let snapshot = match assembled {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot assembly failed");
+                continue;
+            }
+        };
+        if tx.borrow().as_ref() == Some(&snapshot) {
+            continue;
+        }
+        for problem in &snapshot.problems {
+            tracing::warn!(%problem, "kubernetes object problem");
+        }
+        let state = &snapshot.state;
+        tracing::info!(
+            nodes = state.nodes.len(),
+            services = state.services.len(),
+            workloads = state.workloads.len(),
+            identities = state.identities.len(),
+            endpoints = state.endpoints.len(),
+            problems = snapshot.problems.len(),
+            "kubernetes state converted"
+        );
+        tx.send_replace(Some(snapshot));
+    }
+}
+
+/// The snapshot of what the stores hold, or `None` while some kind is not listed yet.
+fn assemble(cluster: &Cluster, stores: &Mutex<Stores>) -> Option<Snapshot> {
+    let (objects, mut problems) = {
+        let stores = stores.lock();
+        if !stores.synced() {
+            return None;
+        }
+        stores.objects()
+    };
+    let (state, convert_problems) = convert::desired_state(cluster, &objects);
+    problems.extend(convert_problems.iter().map(ToString::to_string));
+    Some(Snapshot { state, problems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClusterId, ClusterName, IdMode};
+    use ::kube::api::DynamicObject;
+    use ::kube::runtime::watcher::Event;
+    use serde_json::{Value, json};
+
+    fn mk_cluster() -> Cluster {
+        Cluster::new(
+            ClusterName::new("cluster1").unwrap(),
+            ClusterId::new(1, IdMode::Normal).unwrap(),
+            IdMode::Normal,
+        )
+    }
+
+    fn mk_object(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn list<K>(store: &mut KindStore<K>, objects: Vec<Value>)
+    where
+        K: ::kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone,
+    {
+        store.apply(Event::Init);
+        for object in objects {
+            store.apply(Event::InitApply(mk_object(object)));
+        }
+        store.apply(Event::InitDone);
+    }
+
+    fn mk_node(name: &str) -> Value {
+        json!({"metadata": {"name": name},
+               "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.2"}]}})
+    }
+
+    #[test]
+    fn nothing_is_assembled_until_every_watched_kind_is_listed() {
+        let stores = Mutex::new(Stores::new(false));
+        {
+            let mut s = stores.lock();
+            list(&mut s.services, vec![]);
+            list(&mut s.endpoint_slices, vec![]);
+            list(&mut s.namespaces, vec![]);
+            list(&mut s.pods, vec![]);
+        }
+        assert_eq!(assemble(&mk_cluster(), &stores), None);
+        list(&mut stores.lock().nodes, vec![mk_node("worker")]);
+        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        assert_eq!(snapshot.state.nodes.len(), 1);
+        assert_eq!(snapshot.problems, Vec::<String>::new());
+    }
+
+    #[test]
+    fn with_cilium_pods_and_nodes_are_neither_waited_for_nor_read() {
+        let stores = Mutex::new(Stores::new(true));
+        {
+            let mut s = stores.lock();
+            list(&mut s.services, vec![]);
+            list(&mut s.endpoint_slices, vec![]);
+            list(&mut s.namespaces, vec![]);
+            list(&mut s.cilium_identities, vec![]);
+            list(&mut s.cilium_endpoints, vec![]);
+            // Never watched with Cilium; filled here to show they are not read.
+            list(&mut s.nodes, vec![mk_node("worker")]);
+        }
+        assert_eq!(assemble(&mk_cluster(), &stores), None);
+        list(&mut stores.lock().cilium_nodes, vec![]);
+        let (objects, _) = stores.lock().objects();
+        assert!(objects.nodes.is_empty());
+        assert_eq!(objects.cilium, Some(CiliumObjects::default()));
+        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        assert!(snapshot.state.nodes.is_empty());
+    }
+
+    #[test]
+    fn unreadable_objects_come_before_conversion_problems() {
+        let stores = Mutex::new(Stores::new(false));
+        {
+            let mut s = stores.lock();
+            list(
+                &mut s.services,
+                vec![json!({"metadata": {"name": "web", "namespace": "shop",
+                    "annotations": {"service.cilium.io/global": "true",
+                                    "service.cilium.io/affinity": "nearest"}},
+                    "spec": {"ports": [{"name": "http", "port": 80}]}})],
+            );
+            list(&mut s.endpoint_slices, vec![]);
+            list(&mut s.namespaces, vec![]);
+            list(
+                &mut s.pods,
+                vec![json!({"metadata": {"name": "bad", "namespace": "shop"},
+                            "spec": {"containers": 3}})],
+            );
+            list(&mut s.nodes, vec![]);
+        }
+        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        assert_eq!(snapshot.problems.len(), 2, "{:?}", snapshot.problems);
+        assert!(snapshot.problems[0].starts_with("Pod shop/bad: "));
+        assert!(
+            snapshot.problems[1].starts_with("Service shop/web: "),
+            "{}",
+            snapshot.problems[1]
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The kube source: a live cluster's objects, list-watched through the Kubernetes API and
+//! converted by [`crate::k8s::convert`] like the manifest directory's.
+//!
+//! - Services, EndpointSlices (`discovery.k8s.io/v1`) and Namespaces are always watched.
+//! - Identities, ipcache entries and nodes come from Cilium's `CiliumIdentity`,
+//!   `CiliumEndpoint` and `CiliumNode` when the API server serves them (asked once, at
+//!   start, through discovery), as Cilium's clustermesh-apiserver reads them; from Pods
+//!   and Nodes otherwise.
+//! - Nothing is published until every watched kind has completed its initial list, so the
+//!   first [`Snapshot`] is the cluster's full state and the export that follows it marks
+//!   the apiserver ready. Changes are then gathered for [`COALESCE`] and published as a
+//!   new snapshot when the converted state differs.
+//! - A failed watch backs off and resumes, or re-lists when its resourceVersion is gone
+//!   (`410 Gone`); each kind keeps what it last listed until the re-list is complete, so
+//!   nothing that still exists is ever withdrawn.
+//! - An object that cannot be read as its kind is a problem naming it; the rest are
+//!   exported. Problems are logged once per published snapshot, as the manifest source
+//!   does.
+
+mod assemble;
+mod detect;
+mod store;
+mod watcher;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use ::kube::{Client, Config, Resource};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::k8s::Snapshot;
+use crate::k8s::cilium::{self, CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::model::Cluster;
+use crate::report::error_chain;
+use assemble::Stores;
+
+pub use assemble::COALESCE;
+pub use detect::cilium_installed;
+
+/// The wait between discovery attempts once kube-runtime's backoff (which caps itself at
+/// 30 s and never runs out) would stop answering: the same cap.
+const DETECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What keeps the kube source from reaching or reading the API server.
+#[derive(Debug, Error)]
+pub enum KubeError {
+    #[error("cannot load kubeconfig {}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("no Kubernetes credentials found (neither a kubeconfig nor in-cluster)")]
+    Infer(#[source] InferConfigError),
+    #[error("cannot build a Kubernetes client")]
+    Client(#[source] ::kube::Error),
+    #[error("cannot ask the API server about {api_version}")]
+    Discovery {
+        api_version: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error(
+        "{}/{} is served without {missing}; waiting for Cilium's CRDs",
+        cilium::GROUP,
+        cilium::VERSION
+    )]
+    IncompleteCilium { missing: String },
+}
+
+/// A client for the API server: from `kubeconfig` when given (its current context), else
+/// inferred as `kubectl` would (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster
+/// service account).
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| KubeError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => Config::infer().await.map_err(KubeError::Infer)?,
+    };
+    Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// A cluster's API server as the source of its state.
+#[derive(Clone)]
+pub struct KubeSource {
+    client: Client,
+    cluster: Cluster,
+}
+
+impl KubeSource {
+    /// The source of `cluster`'s state, read through `client` (see [`connect`]).
+    pub fn new(client: Client, cluster: Cluster) -> Self {
+        Self { client, cluster }
+    }
+
+    /// Publishes the cluster's state and every change of it.
+    ///
+    /// The receiver holds `None` until every watched kind has completed its initial list
+    /// (and, before that, until discovery has answered whether Cilium is installed,
+    /// retried with backoff), then the latest [`Snapshot`]. The watchers stop when every
+    /// receiver is dropped. Must be called inside a Tokio runtime.
+    pub fn watch_rx(self) -> watch::Receiver<Option<Snapshot>> {
+        let (tx, rx) = watch::channel(None);
+        let span = tracing::info_span!("kube", cluster = %self.cluster.name);
+        tokio::spawn(run(self, tx).instrument(span));
+        rx
+    }
+}
+
+async fn run(source: KubeSource, tx: watch::Sender<Option<Snapshot>>) {
+    let cilium = tokio::select! {
+        cilium = detect_cilium(&source.client) => cilium,
+        () = tx.closed() => return,
+    };
+    let stores = Arc::new(Mutex::new(Stores::new(cilium)));
+    let changed = Arc::new(Notify::new());
+    // Dropped when publishing ends, which aborts every watcher.
+    let mut watchers = JoinSet::new();
+    let mut spawn = Spawner {
+        client: &source.client,
+        stores: &stores,
+        changed: &changed,
+        watchers: &mut watchers,
+    };
+    spawn.watch::<Service>(|s| &mut s.services);
+    spawn.watch::<EndpointSlice>(|s| &mut s.endpoint_slices);
+    spawn.watch::<Namespace>(|s| &mut s.namespaces);
+    if cilium {
+        spawn.watch::<CiliumIdentity>(|s| &mut s.cilium_identities);
+        spawn.watch::<CiliumEndpoint>(|s| &mut s.cilium_endpoints);
+        spawn.watch::<CiliumNode>(|s| &mut s.cilium_nodes);
+    } else {
+        spawn.watch::<Pod>(|s| &mut s.pods);
+        spawn.watch::<Node>(|s| &mut s.nodes);
+    }
+    assemble::publish(source.cluster, stores, changed, tx).await;
+}
+
+/// Asks whether Cilium is installed until the API server answers.
+async fn detect_cilium(client: &Client) -> bool {
+    let mut backoff = ::kube::runtime::watcher::DefaultBackoff::default();
+    loop {
+        match cilium_installed(client).await {
+            Ok(cilium) => {
+                tracing::info!(
+                    cilium,
+                    "identities, ipcache entries and nodes come from {}",
+                    if cilium {
+                        "Cilium's resources"
+                    } else {
+                        "Pods and Nodes"
+                    }
+                );
+                return cilium;
+            }
+            Err(e) => {
+                let delay = backoff.next().unwrap_or(DETECT_RETRY_MAX);
+                tracing::warn!(
+                    error = %error_chain(&e),
+                    retry_in = ?delay,
+                    "cannot tell whether Cilium is installed"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Starts one watcher per kind, all feeding the same stores.
+struct Spawner<'a> {
+    client: &'a Client,
+    stores: &'a Arc<Mutex<Stores>>,
+    changed: &'a Arc<Notify>,
+    watchers: &'a mut JoinSet<()>,
+}
+
+impl Spawner<'_> {
+    fn watch<K>(&mut self, select: watcher::Select<K>)
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + 'static,
+    {
+        let span = tracing::info_span!("watch", kind = %K::kind(&()));
+        self.watchers.spawn(
+            watcher::watch_kind(
+                self.client.clone(),
+                Arc::clone(self.stores),
+                select,
+                Arc::clone(self.changed),
+            )
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_kubeconfig_names_its_file_and_an_unreachable_server_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let Err(err) = connect(Some(&missing)).await else {
+            panic!("a missing kubeconfig was loaded");
+        };
+        assert!(matches!(err, KubeError::Kubeconfig { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
+
+        let file = dir.path().join("kubeconfig");
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{name: c, cluster: {server: \"http://127.0.0.1:1\"}}]\n\
+             users: [{name: u, user: {}}]\n\
+             contexts: [{name: x, context: {cluster: c, user: u}}]\n\
+             current-context: x\n",
+        )
+        .unwrap();
+        let client = connect(Some(&file)).await.unwrap();
+        // Nothing listens there: discovery fails as an error to retry, not as "no Cilium".
+        let err = cilium_installed(&client).await.unwrap_err();
+        assert!(matches!(err, KubeError::Discovery { .. }), "{err:?}");
+        assert!(err.to_string().contains("cilium.io/v2"), "{err}");
+    }
+}
