@@ -58,8 +58,11 @@ fn repo() -> PathBuf {
 }
 
 fn kustomize(overlay: &str) -> String {
-    let dir = repo().join("deploy/overlays").join(overlay);
-    let output = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
+    kustomize_dir(&repo().join("deploy/overlays").join(overlay))
+}
+
+fn kustomize_dir(dir: &Path) -> String {
+    let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "kubectl not found on PATH: install kubectl (it renders deploy/ with \
@@ -82,9 +85,12 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value, overlay: &str, kind: &st
 }
 
 fn render(overlay: &str) -> Rendered {
-    let text = kustomize(overlay);
+    parse_rendered(overlay, &kustomize(overlay))
+}
+
+fn parse_rendered(overlay: &str, text: &str) -> Rendered {
     let mut r = Rendered::default();
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize(document).unwrap();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
         let o = overlay;
@@ -96,7 +102,7 @@ fn render(overlay: &str) -> Rendered {
             "Role" => r.roles.push(typed(value, o, &kind)),
             "RoleBinding" => r.role_bindings.push(typed(value, o, &kind)),
             "ConfigMap" => r.config_maps.push(typed(value, o, &kind)),
-            "Secret" => r.secrets.push(typed(value, o, &kind)),
+            "Secret" => r.secrets.push(typed(unwrapped_secret(value), o, &kind)),
             "Service" => r.services.push(typed(value, o, &kind)),
             "Deployment" => r.deployments.push(typed(value, o, &kind)),
             "CronJob" => r.cron_jobs.push(typed(value, o, &kind)),
@@ -436,7 +442,8 @@ fn named_port(container: &Container, port: &str) -> u16 {
     u16::try_from(port).unwrap()
 }
 
-fn check_configs(overlay: &str, r: &Rendered) {
+/// Checks both configs against the Deployments; returns them for overlay-specific checks.
+fn check_configs(overlay: &str, r: &Rendered) -> (ApiserverConfig, AgentConfig) {
     let (_, apiserver, path, text) = mounted_config(r, APISERVER);
     let config = ApiserverConfig::parse(&text, &path)
         .unwrap_or_else(|e| panic!("{overlay}: apiserver.yaml: {e}"));
@@ -463,17 +470,10 @@ fn check_configs(overlay: &str, r: &Rendered) {
         config.health.listen.ip().is_unspecified(),
         "{overlay}: probes reach the pod IP"
     );
-    assert_eq!(
-        config.source,
-        SourceConfig::Manifests(mount_path(apiserver, "manifests"))
-    );
-    match (&config.store, overlay) {
-        (StoreSettings::Etcd(etcd), "etcd-sidecar") => {
-            assert_eq!(etcd.endpoints, ["http://127.0.0.1:2379"]);
-        }
-        (StoreSettings::Memory, "embedded" | "nodeport") => {}
-        (store, _) => panic!("{overlay}: unexpected store {store:?}"),
+    if let SourceConfig::Manifests(dir) = &config.source {
+        assert_eq!(*dir, mount_path(apiserver, "manifests"));
     }
+    let apiserver_config = config;
 
     let (_, agent, path, text) = mounted_config(r, AGENT);
     let config =
@@ -497,6 +497,7 @@ fn check_configs(overlay: &str, r: &Rendered) {
         config.api.listen.ip().is_unspecified(),
         "{overlay}: probes reach the pod IP"
     );
+    (apiserver_config, config)
 }
 
 fn service_type(r: &Rendered) -> String {
@@ -535,7 +536,18 @@ fn every_overlay_renders_parses_and_its_references_match() {
         );
         assert_eq!(r.cron_jobs.len(), 1, "{overlay}: the certificate rotation");
         check_references(overlay, &r);
-        check_configs(overlay, &r);
+        let (apiserver, _) = check_configs(overlay, &r);
+        assert!(
+            matches!(apiserver.source, SourceConfig::Manifests(_)),
+            "{overlay}: the placeholder config reads the manifests ConfigMap"
+        );
+        match (&apiserver.store, *overlay) {
+            (StoreSettings::Etcd(etcd), "etcd-sidecar") => {
+                assert_eq!(etcd.endpoints, ["http://127.0.0.1:2379"]);
+            }
+            (StoreSettings::Memory, "embedded" | "nodeport") => {}
+            (store, _) => panic!("{overlay}: unexpected store {store:?}"),
+        }
         let expected = if *overlay == "nodeport" {
             "NodePort"
         } else {
@@ -570,4 +582,139 @@ fn the_etcd_sidecar_serves_the_apiserver_on_loopback() {
         .as_ref()
         .unwrap();
     assert!(all_containers(pod).all(|c| c.name != "etcd"));
+}
+
+/// `base` as a path relative to `from` (both absolute), as a kustomization names it.
+fn relative(from: &Path, base: &Path) -> String {
+    let ups = from.components().count() - 1;
+    let rest = base.strip_prefix("/").unwrap();
+    format!("{}{}", "../".repeat(ups), rest.display())
+}
+
+#[test]
+fn fleet_plan_writes_each_member_an_overlay_that_deploys_its_configs_and_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fleet");
+    let base = relative(&out.join("c1"), &repo().join("deploy/overlays/embedded"));
+    let profile = dir.path().join("profile.yaml");
+    std::fs::write(
+        &profile,
+        format!(
+            "mesh: m\nmembers:\n\
+             - {{name: c1, address: \"c1.example:9891\"}}\n\
+             - {{name: c2, address: \"c2.example:443\"}}\n\
+             topology: {{kind: full-mesh}}\nkustomize: {{base: \"{base}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let plan = Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
+        .args(["fleet", "plan"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "fleet plan: {}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+
+    for (member, peer, port) in [("c1", "c2", 9891), ("c2", "c1", 443)] {
+        let label = format!("member {member}");
+        let r = parse_rendered(&label, &kustomize_dir(&out.join(member)));
+        check_references(&label, &r);
+        let (apiserver, agent) = check_configs(&label, &r);
+        assert!(
+            matches!(apiserver.source, SourceConfig::Kube { .. }),
+            "{label}: in a cluster the apiserver watches the cluster's API"
+        );
+        assert_eq!(apiserver.cluster.name.as_str(), member);
+        assert_eq!(agent.cluster.name.as_str(), member);
+        assert!(
+            agent.endpoint_slices.is_some(),
+            "{label}: the agent writes EndpointSlices"
+        );
+
+        let services = r.services.iter().find(|s| name(&s.metadata) == APISERVER);
+        let ports = services.unwrap().spec.as_ref().unwrap().ports.clone();
+        assert_eq!(ports.unwrap()[0].port, port, "{label}: the address's port");
+
+        // The certificates Secret holds exactly the member's certs/, byte for byte, under
+        // the name the rotation CronJob renews.
+        let secret = r
+            .secrets
+            .iter()
+            .find(|s| name(&s.metadata) == "fleetmesh-certs")
+            .unwrap_or_else(|| panic!("{label}: no Secret fleetmesh-certs"));
+        let data = secret.data.clone().unwrap_or_default();
+        let mut on_disk: Vec<String> = std::fs::read_dir(out.join(member).join("certs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        assert_eq!(data.keys().cloned().collect::<Vec<_>>(), on_disk, "{label}");
+        for (file, bytes) in &data {
+            let expected = std::fs::read(out.join(member).join("certs").join(file)).unwrap();
+            assert_eq!(bytes.0, expected, "{label}: certs/{file}");
+        }
+
+        // The peer files: itself and the other member, each naming certificates the
+        // Secret holds where the agent mounts it.
+        let (_, agent_container, _, _) = mounted_config(&r, AGENT);
+        let remotes_dir = mount_path(agent_container, "remotes");
+        let certs_dir = mount_path(agent_container, "certs");
+        let remotes = r.config_map("fleetmesh-remotes").unwrap();
+        let files = remotes.data.clone().unwrap_or_default();
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        let mut expected = vec![format!("{member}.yaml"), format!("{peer}.yaml")];
+        expected.sort();
+        assert_eq!(names, expected, "{label}: remotes");
+        for (file, text) in &files {
+            let peer_config = fleetmesh::remote::PeerConfig::parse(text, &remotes_dir.join(file))
+                .unwrap_or_else(|e| panic!("{label}: remotes/{file}: {e}"));
+            for path in [
+                &peer_config.tls.ca,
+                &peer_config.tls.cert,
+                &peer_config.tls.key,
+            ] {
+                let key = normalized(path);
+                let key = key
+                    .strip_prefix(&certs_dir)
+                    .unwrap_or_else(|_| panic!("{label}: remotes/{file} names {}", path.display()));
+                assert!(
+                    data.contains_key(key.to_str().unwrap()),
+                    "{label}: {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// `path` with `a/../` folded away, as the kernel resolves it without symlinks.
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// kustomize wraps long base64 values over lines, which the API server's decoder (Go's)
+/// skips and k8s-openapi's does not: join them before parsing.
+fn unwrapped_secret(mut secret: serde_yaml::Value) -> serde_yaml::Value {
+    if let Some(data) = secret.get_mut("data").and_then(|d| d.as_mapping_mut()) {
+        for (_, value) in data.iter_mut() {
+            if let Some(text) = value.as_str() {
+                *value = text.split_whitespace().collect::<String>().into();
+            }
+        }
+    }
+    secret
 }

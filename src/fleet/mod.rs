@@ -16,6 +16,8 @@
 //! topology: {kind: hub-spoke, hubs: [hub]}
 //! # or {kind: full-mesh}
 //! # or {kind: links, links: [{from: tenant-a, to: hub}]}   # tenant-a's agent watches hub
+//! kustomize:                      # optional: also write each member's kustomize overlay
+//!   base: ../../deploy/overlays/embedded   # relative to DIR/<name>/, or a remote URL
 //! ```
 //!
 //! Hub-spoke is the shared-services model: hubs see every member, every other member is
@@ -32,6 +34,9 @@
 //! DIR/<name>/remotes/<peer>.yaml       the peers it sees, and itself (its local services)
 //! DIR/<name>/certs/ca.crt, server-<name>.{crt,key}, client-<name>.{crt,key}
 //! DIR/<name>/manifests/                the apiserver's source (left alone)
+//! DIR/<name>/kustomization.yaml        with `kustomize`: the overlay over the base, with
+//! DIR/<name>/kube/{apiserver,agent}.yaml   the in-cluster configs (Kubernetes source,
+//!                                      container ports), remotes/ and certs/
 //! ```
 //!
 //! Everything is validated before anything is written, and every problem is reported
@@ -42,6 +47,7 @@
 
 mod cidr;
 mod error;
+mod kustomize;
 mod leaves;
 mod lock;
 mod plan;
@@ -53,6 +59,6 @@ mod validate;
 pub use error::{FleetError, Problems};
 pub use lock::{LOCK_FILE, Lock, LockedMember};
 pub use plan::{CA_DIR, Change, FileOp, Plan, WhatIf, plan};
-pub use profile::{LinkSpec, MemberSpec, Profile, TopologySpec};
+pub use profile::{KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec};
 pub use topology::Visibility;
 pub use validate::{Address, Fleet, Member, Problem, validate};

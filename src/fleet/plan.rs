@@ -8,11 +8,13 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::kustomize::{KUSTOMIZATION_FILE, kustomization_yaml};
 use super::leaves::{LeafSpec, Role};
 use super::lock::{LOCK_FILE, Lock};
 use super::profile::Profile;
 use super::render::{
-    CERTS_DIR, MANIFESTS_DIR, REMOTES_DIR, agent_yaml, apiserver_yaml, remote_yaml,
+    CERTS_DIR, IN_CLUSTER_DIR, MANIFESTS_DIR, REMOTES_DIR, agent_yaml, apiserver_yaml,
+    in_cluster_agent_yaml, in_cluster_apiserver_yaml, remote_yaml,
 };
 use super::validate::{Fleet, validate};
 use super::{FleetError, Problems};
@@ -359,8 +361,30 @@ impl Planner<'_> {
                 }
             }
             self.ca_copy(base.join(CERTS_DIR).join(CA_CERT_FILE))?;
-            self.leaf(LeafSpec::server(member));
-            self.leaf(LeafSpec::client(member));
+            let (server, client) = (LeafSpec::server(member), LeafSpec::client(member));
+            if let Some(kustomize_base) = &fleet.kustomize_base {
+                let mut certs = vec![CA_CERT_FILE.to_string()];
+                for leaf in [&server, &client] {
+                    let stem = leaf.file_stem();
+                    certs.extend([format!("{stem}.crt"), format!("{stem}.key")]);
+                }
+                let remotes: Vec<String> = wanted.into_iter().collect();
+                let in_cluster = base.join(IN_CLUSTER_DIR);
+                self.text(
+                    in_cluster.join("apiserver.yaml"),
+                    in_cluster_apiserver_yaml(&fleet, member),
+                )?;
+                self.text(
+                    in_cluster.join("agent.yaml"),
+                    in_cluster_agent_yaml(&fleet, member),
+                )?;
+                self.text(
+                    base.join(KUSTOMIZATION_FILE),
+                    kustomization_yaml(member, kustomize_base, &remotes, &certs),
+                )?;
+            }
+            self.leaf(server);
+            self.leaf(client);
             let manifests = base.join(MANIFESTS_DIR);
             if !self.out.join(&manifests).is_dir() {
                 self.note(manifests.clone(), Change::Add);
@@ -482,6 +506,9 @@ impl Planner<'_> {
         let mut owned = vec![
             base.join("apiserver.yaml"),
             base.join("agent.yaml"),
+            base.join(KUSTOMIZATION_FILE),
+            base.join(IN_CLUSTER_DIR).join("apiserver.yaml"),
+            base.join(IN_CLUSTER_DIR).join("agent.yaml"),
             certs.join(CA_CERT_FILE),
         ];
         for role in ["server", "client"] {

@@ -18,6 +18,17 @@ pub struct Profile {
     #[serde(default)]
     pub members: Vec<MemberSpec>,
     pub topology: TopologySpec,
+    /// Also write each member's kustomize overlay over this base.
+    pub kustomize: Option<KustomizeSpec>,
+}
+
+/// Where the members' kustomize overlays find fleetmesh's manifests.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KustomizeSpec {
+    /// A kustomize resource: a path relative to each member's directory (e.g.
+    /// `../../deploy/overlays/embedded`) or a remote URL.
+    pub base: String,
 }
 
 fn default_max_connected_clusters() -> u32 {

@@ -5,7 +5,7 @@ use super::validate::{Fleet, Member};
 use crate::model::ClusterName;
 
 /// The first line of every generated file.
-const HEADER: &str =
+pub(super) const HEADER: &str =
     "# Written by `fleetmesh fleet plan`: change the profile and re-run it instead of editing.";
 
 /// The member's directory holding its manifests (the apiserver's source).
@@ -14,11 +14,43 @@ pub const MANIFESTS_DIR: &str = "manifests";
 pub const REMOTES_DIR: &str = "remotes";
 /// The member's directory holding its CA bundle and leaves.
 pub const CERTS_DIR: &str = "certs";
+/// The member's directory holding the configs its kustomize overlay deploys.
+pub const IN_CLUSTER_DIR: &str = "kube";
+
+/// The apiserver container's gRPC port in `deploy/base/apiserver.yaml`.
+pub const CONTAINER_GRPC_PORT: u16 = 9891;
+/// Where `deploy/base` probes the apiserver's `/readyz` and `/healthz`.
+const CONTAINER_HEALTH_LISTEN: &str = "0.0.0.0:9880";
+/// Where `deploy/base` probes the agent's `/readyz` and `/healthz`.
+const CONTAINER_AGENT_API_LISTEN: &str = "0.0.0.0:9890";
 
 /// `<name>/apiserver.yaml`: the embedded store, the manifest source, gRPC on the
 /// address's port for every interface, and only `allowed` (the member itself and the
 /// members that watch it) as peers.
 pub fn apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
+    apiserver_text(
+        fleet,
+        member,
+        &format!("{{manifests: {MANIFESTS_DIR}}}"),
+        member.address.port,
+        "",
+    )
+}
+
+/// `<name>/kube/apiserver.yaml`: as [`apiserver_yaml`], for the Deployment of
+/// `deploy/base`: the cluster's own API as the source, gRPC on the container's port (the
+/// Service maps the address's port to it), health for the kubelet's probes.
+pub fn in_cluster_apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
+    apiserver_text(
+        fleet,
+        member,
+        "{kube: {}}",
+        CONTAINER_GRPC_PORT,
+        &format!("health: {{listen: \"{CONTAINER_HEALTH_LISTEN}\"}}\n"),
+    )
+}
+
+fn apiserver_text(fleet: &Fleet, member: &Member, source: &str, port: u16, extra: &str) -> String {
     let name = &member.name;
     let mut allowed = fleet.watchers_of(name);
     // Its own agent watches it too: that is how the agent learns its local services.
@@ -27,12 +59,11 @@ pub fn apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
         "{HEADER}\n\
          cluster: {}\n\
          store: {{kind: memory}}\n\
-         source: {{manifests: {MANIFESTS_DIR}}}\n\
-         grpc:\n  listen: \"0.0.0.0:{}\"\n  \
+         source: {source}\n\
+         grpc:\n  listen: \"0.0.0.0:{port}\"\n  \
          tls: {{ca: {CERTS_DIR}/ca.crt, cert: {CERTS_DIR}/server-{name}.crt, key: {CERTS_DIR}/server-{name}.key}}\n  \
-         allowedPeers: [{}]\n",
+         allowedPeers: [{}]\n{extra}",
         cluster_line(fleet, member),
-        member.address.port,
         join(allowed.iter()),
     )
 }
@@ -42,6 +73,16 @@ pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
         "{HEADER}\ncluster: {}\nremotesDir: {REMOTES_DIR}\n",
         cluster_line(fleet, member)
+    )
+}
+
+/// `<name>/kube/agent.yaml`: as [`agent_yaml`], with the query API on every interface
+/// (the kubelet probes the pod IP) and EndpointSlices for the remote backends of global
+/// services, so that the cluster's own load balancing reaches them.
+pub fn in_cluster_agent_yaml(fleet: &Fleet, member: &Member) -> String {
+    format!(
+        "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n",
+        agent_yaml(fleet, member)
     )
 }
 

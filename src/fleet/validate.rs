@@ -132,6 +132,8 @@ pub struct Fleet {
     /// In the profile's order.
     pub members: Vec<Member>,
     pub sees: Visibility,
+    /// The kustomize base of the members' overlays, when the profile asks for them.
+    pub kustomize_base: Option<String>,
 }
 
 impl Fleet {
@@ -195,6 +197,25 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         ));
     }
 
+    let kustomize_base = profile.kustomize.as_ref().and_then(|k| {
+        let base = k.base.trim();
+        let bad = base.is_empty()
+            || base
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\'');
+        if bad {
+            problems.push(Problem::top(
+                "kustomize.base",
+                format!(
+                    "{:?} is not a kustomize resource (a path or URL without spaces or quotes)",
+                    k.base
+                ),
+            ));
+            return None;
+        }
+        Some(base.to_string())
+    });
+
     let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut seen_addresses: BTreeMap<Address, usize> = BTreeMap::new();
     // Members whose name is valid and unique, with what the later steps need.
@@ -256,6 +277,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         mode,
         members,
         sees,
+        kustomize_base,
     })
 }
 
