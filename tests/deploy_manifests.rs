@@ -28,8 +28,8 @@ const OVERLAYS: &[&str] = &["embedded", "etcd-sidecar", "nodeport"];
 /// Secrets the operator creates (README, "Deploy"): the member's certificates from
 /// `fleetmesh fleet plan`, and the mesh CA the rotation CronJob signs with.
 const OPERATOR_SECRETS: &[&str] = &["fleetmesh-certs", "fleetmesh-ca"];
-/// ConfigMaps the operator creates: the member's peer files from `fleetmesh fleet plan`, and
-/// the manifest source's YAML (optional) until the Kubernetes source exists.
+/// ConfigMaps the operator creates (or a member overlay generates): the member's peer files
+/// from `fleetmesh fleet plan`, and YAML for the manifest source (optional).
 const OPERATOR_CONFIG_MAPS: &[&str] = &["fleetmesh-remotes", "fleetmesh-manifests"];
 /// The apiserver's Deployment, the one the PodDisruptionBudget and the Service guard.
 const APISERVER: &str = "fleetmesh-apiserver";
@@ -538,8 +538,8 @@ fn every_overlay_renders_parses_and_its_references_match() {
         check_references(overlay, &r);
         let (apiserver, _) = check_configs(overlay, &r);
         assert!(
-            matches!(apiserver.source, SourceConfig::Manifests(_)),
-            "{overlay}: the placeholder config reads the manifests ConfigMap"
+            matches!(apiserver.source, SourceConfig::Kube { kubeconfig: None }),
+            "{overlay}: the placeholder config watches the cluster's API in-cluster"
         );
         match (&apiserver.store, *overlay) {
             (StoreSettings::Etcd(etcd), "etcd-sidecar") => {

@@ -7,6 +7,10 @@
 //! api: {listen: "127.0.0.1:9890"}
 //! staleGraceSeconds: 300
 //! tlsReloadSeconds: 10         # how often the links' certificate files are checked
+//! endpointSlices:              # EndpointSlices for remote backends of global services
+//!   enabled: true              # default false
+//!   kubeconfig: kube/config    # optional, relative to this file; else kubectl's, in-cluster
+//!   resyncSeconds: 60          # how often every slice is checked against the API anyway
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +27,11 @@ use crate::remote::LinkSettings;
 
 /// The query API's default listener: loopback, the address `fleetmesh status` tries.
 const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9890);
+
+/// How often the EndpointSlice writer re-reads its slices even when nothing changed, to
+/// repair edits and deletions by others: a minute of drift at most, one cheap labelled
+/// list per minute.
+const DEFAULT_SLICE_RESYNC: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum AgentConfigError {
@@ -56,6 +65,28 @@ struct RawConfig {
     stale_grace_seconds: Option<u64>,
     /// How often the links' TLS files are checked for changes (default 10).
     tls_reload_seconds: Option<u64>,
+    #[serde(default)]
+    endpoint_slices: RawEndpointSlices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEndpointSlices {
+    #[serde(default)]
+    enabled: bool,
+    kubeconfig: Option<PathBuf>,
+    resync_seconds: Option<u64>,
+}
+
+/// The EndpointSlice writer's settings (present only when it is enabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSlicesConfig {
+    /// The kubeconfig to reach the local cluster's API server with; `None`: the default
+    /// kubeconfig, else in-cluster credentials (`kube::Config::infer`).
+    pub kubeconfig: Option<PathBuf>,
+    /// How often every slice is checked against the API even without a change in the
+    /// view, so that slices edited or deleted by others are repaired.
+    pub resync: Duration,
 }
 
 /// The query API's listener.
@@ -84,6 +115,8 @@ pub struct AgentConfig {
     /// How links retry; not in the file (the defaults suit production), set by tests
     /// and the demo.
     pub link: LinkSettings,
+    /// EndpointSlices for global services' remote backends; `None` when disabled.
+    pub endpoint_slices: Option<EndpointSlicesConfig>,
 }
 
 impl AgentConfig {
@@ -117,6 +150,26 @@ impl AgentConfig {
             return Err(invalid("remotesDir", "must not be empty".to_string()));
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        let endpoint_slices = match raw.endpoint_slices {
+            RawEndpointSlices { enabled: false, .. } => None,
+            RawEndpointSlices {
+                enabled: true,
+                kubeconfig,
+                resync_seconds,
+            } => Some(EndpointSlicesConfig {
+                kubeconfig: kubeconfig.map(|k| base.join(k)),
+                resync: match resync_seconds {
+                    None => DEFAULT_SLICE_RESYNC,
+                    Some(0) => {
+                        return Err(invalid(
+                            "endpointSlices.resyncSeconds",
+                            "must be at least 1".to_string(),
+                        ));
+                    }
+                    Some(s) => Duration::from_secs(s),
+                },
+            }),
+        };
         let stale = match raw.stale_grace_seconds {
             None => StalePolicy::default(),
             Some(s) => StalePolicy {
@@ -141,6 +194,7 @@ impl AgentConfig {
                 },
                 ..LinkSettings::default()
             },
+            endpoint_slices,
         })
     }
 }
@@ -166,6 +220,22 @@ mod tests {
         assert_eq!(cfg.api.listen, "127.0.0.1:9890".parse().unwrap());
         assert_eq!(cfg.stale, StalePolicy::default());
         assert_eq!(cfg.link.tls_reload, crate::tls::RELOAD_INTERVAL);
+        assert_eq!(cfg.endpoint_slices, None);
+    }
+
+    #[test]
+    fn endpoint_slices_are_off_unless_enabled() {
+        let base = "cluster: {name: c1, id: 1}\nremotesDir: remotes\n";
+        let off = parse(&format!("{base}endpointSlices: {{kubeconfig: k}}\n")).unwrap();
+        assert_eq!(off.endpoint_slices, None);
+        let on = parse(&format!("{base}endpointSlices: {{enabled: true}}\n")).unwrap();
+        assert_eq!(
+            on.endpoint_slices,
+            Some(EndpointSlicesConfig {
+                kubeconfig: None,
+                resync: DEFAULT_SLICE_RESYNC,
+            })
+        );
     }
 
     #[test]
@@ -175,9 +245,17 @@ mod tests {
              remotesDir: /var/lib/fleetmesh/remotes\n\
              api: {listen: \"0.0.0.0:9999\"}\n\
              staleGraceSeconds: 30\n\
-             tlsReloadSeconds: 2\n",
+             tlsReloadSeconds: 2\n\
+             endpointSlices: {enabled: true, kubeconfig: kube/config, resyncSeconds: 5}\n",
         )
         .unwrap();
+        assert_eq!(
+            cfg.endpoint_slices,
+            Some(EndpointSlicesConfig {
+                kubeconfig: Some(PathBuf::from("/etc/fleetmesh/kube/config")),
+                resync: Duration::from_secs(5),
+            })
+        );
         assert_eq!(cfg.link.tls_reload, Duration::from_secs(2));
         assert_eq!(cfg.cluster.mode, IdMode::Extended);
         assert_eq!(cfg.cluster.id.get(), 400);
@@ -218,6 +296,14 @@ mod tests {
             (
                 "cluster: {name: c1, id: 1}\nremotesDir: r\ncolour: blue\n",
                 "colour",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\nendpointSlices: {enabled: true, resyncSeconds: 0}\n",
+                "endpointSlices.resyncSeconds",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nremotesDir: r\nendpointSlices: {enable: true}\n",
+                "enable",
             ),
             (
                 "cluster: {name: c1, id: 1}\nremotesDir: r\nstaleGraceSeconds: -1\n",

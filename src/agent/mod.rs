@@ -1,7 +1,9 @@
 //! Wiring of one agent: the merged view, one link per peer file in the remotes directory
-//! (kept in step with the directory), and the query API. No business logic lives here.
+//! (kept in step with the directory), the query API and, when enabled, the EndpointSlice
+//! writer. No business logic lives here.
 
 mod config;
+mod endpoint_slices;
 mod links;
 mod remotes;
 
@@ -17,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use config::{AgentConfig, AgentConfigError, ApiConfig};
+pub use config::{AgentConfig, AgentConfigError, ApiConfig, EndpointSlicesConfig};
+pub use endpoint_slices::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL};
 
 use crate::mesh::{MeshView, PeerStatus};
 use crate::model::Cluster;
@@ -51,6 +54,7 @@ impl Agent {
             api,
             stale,
             link,
+            endpoint_slices,
         } = config;
         anyhow::ensure!(
             remotes_dir.is_dir(),
@@ -63,6 +67,17 @@ impl Agent {
             .await
             .with_context(|| format!("cannot listen for the query API on {}", api.listen))?;
         let api_addr = listener.local_addr()?;
+        // Credentials are loaded before anything runs: a missing or broken kubeconfig is a
+        // configuration error to refuse at start, not something to find in the logs later.
+        let slice_writer = match endpoint_slices {
+            None => None,
+            Some(settings) => {
+                let client = crate::k8s::client::connect(settings.kubeconfig.as_deref())
+                    .await
+                    .context("endpointSlices is enabled, but no Kubernetes client can be made")?;
+                Some((client, settings))
+            }
+        };
 
         let mut remotes = Remotes {
             dir: remotes_dir,
@@ -84,6 +99,11 @@ impl Agent {
                 .await
                 .context("query API stopped")
         });
+        if let Some((client, settings)) = slice_writer {
+            let links: Arc<dyn crate::observe::Links> = links.clone();
+            let view = view.clone();
+            tasks.spawn(endpoint_slices::run(client, view, links, settings));
+        }
         info!(%api_addr, "agent started");
         Ok(Self {
             api_addr,

@@ -74,6 +74,9 @@ pub struct MeshView {
     policy: StalePolicy,
     clusters: ClusterTable,
     ipcache: IpCache,
+    /// Bumped whenever [`services`](Self::services) may answer differently at the same
+    /// `now`; see [`services_version`](Self::services_version).
+    services_version: u64,
 }
 
 impl MeshView {
@@ -84,7 +87,17 @@ impl MeshView {
             local,
             policy,
             ipcache: IpCache::default(),
+            services_version: 0,
         }
+    }
+
+    /// A number that changes whenever [`services`](Self::services) may answer
+    /// differently for the same `now`: a service upserted or deleted, a peer's
+    /// reachability changed, a cluster drained. Sinks poll it (a read under the lock)
+    /// instead of recomputing every service; the passage of time is theirs to follow
+    /// through [`next_stale_deadline`](Self::next_stale_deadline).
+    pub fn services_version(&self) -> u64 {
+        self.services_version
     }
 
     /// The cluster this view is the agent's of.
@@ -131,7 +144,12 @@ impl MeshView {
             return;
         }
         let idx = self.clusters.enter(cluster);
-        self.clusters.get_mut(idx).reachability.set(reachable, now);
+        let reachability = &mut self.clusters.get_mut(idx).reachability;
+        let before = *reachability;
+        reachability.set(reachable, now);
+        if *reachability != before {
+            self.services_version += 1;
+        }
     }
 
     /// Removes everything `cluster` contributed (its peer file was removed); it is no
@@ -148,6 +166,8 @@ impl MeshView {
         let slot = self.clusters.get_mut(idx);
         slot.present = idx == LOCAL;
         slot.reachability = Default::default();
+        // One peer fewer changes whether too many are unreachable to withdraw any.
+        self.services_version += 1;
         changes
     }
 
@@ -287,6 +307,12 @@ impl MeshView {
             Change::Upsert(resource) => self.upsert(idx, resource).map(Change::Upsert),
             Change::Delete(key) => self.delete(idx, key).map(Change::Delete),
         }?;
+        if matches!(
+            &changed,
+            Change::Upsert(Resource::Service(_)) | Change::Delete(ResourceKey::Service(_))
+        ) {
+            self.services_version += 1;
+        }
         Some(MeshChange {
             cluster: self.clusters.name(idx).clone(),
             change: changed,
@@ -459,6 +485,31 @@ mod tests {
         let contributors: Vec<_> = svc.clusters.iter().map(|c| c.cluster.as_str()).collect();
         assert_eq!(contributors, vec!["local", "c2"]);
         assert!(view.drain(&c1.name).is_empty());
+    }
+
+    #[test]
+    fn services_version_moves_with_services_reachability_and_drains_only() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let v0 = view.services_version();
+        view.replace(&c1.name, mk_full_state(&c1, 2));
+        let v1 = view.services_version();
+        assert!(v1 > v0, "a service arrived");
+        view.replace(&c1.name, mk_full_state(&c1, 3));
+        assert_eq!(view.services_version(), v1, "only an endpoint changed");
+
+        let now = Instant::now();
+        view.set_reachable(&c1.name, false, now);
+        let v2 = view.services_version();
+        assert!(v2 > v1, "the peer went down");
+        view.set_reachable(&c1.name, false, now);
+        assert_eq!(view.services_version(), v2, "still down");
+        view.set_reachable(&c1.name, true, now);
+        let v3 = view.services_version();
+        assert!(v3 > v2, "the peer came back");
+
+        view.drain(&c1.name);
+        assert!(view.services_version() > v3);
     }
 
     #[test]

@@ -22,12 +22,11 @@ mod detect;
 mod store;
 mod watcher;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
-use ::kube::{Client, Config, Resource};
+use ::kube::{Client, Resource};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::Mutex;
@@ -39,6 +38,7 @@ use tracing::Instrument;
 
 use crate::k8s::Snapshot;
 use crate::k8s::cilium::{self, CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::k8s::client::ConnectError;
 use crate::model::Cluster;
 use crate::report::error_chain;
 use assemble::Stores;
@@ -53,16 +53,8 @@ const DETECT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// What keeps the kube source from reaching or reading the API server.
 #[derive(Debug, Error)]
 pub enum KubeError {
-    #[error("cannot load kubeconfig {}", path.display())]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: KubeconfigError,
-    },
-    #[error("no Kubernetes credentials found (neither a kubeconfig nor in-cluster)")]
-    Infer(#[source] InferConfigError),
-    #[error("cannot build a Kubernetes client")]
-    Client(#[source] ::kube::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("cannot ask the API server about {api_version}")]
     Discovery {
         api_version: String,
@@ -77,24 +69,9 @@ pub enum KubeError {
     IncompleteCilium { missing: String },
 }
 
-/// A client for the API server: from `kubeconfig` when given (its current context), else
-/// inferred as `kubectl` would (`$KUBECONFIG`, `~/.kube/config`, then the in-cluster
-/// service account).
+/// A client for the API server (see [`crate::k8s::client::connect`]).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig_error = |source| KubeError::Kubeconfig {
-                path: path.to_path_buf(),
-                source,
-            };
-            let file = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(kubeconfig_error)?
-        }
-        None => Config::infer().await.map_err(KubeError::Infer)?,
-    };
-    Client::try_from(config).map_err(KubeError::Client)
+    Ok(crate::k8s::client::connect(kubeconfig).await?)
 }
 
 /// A cluster's API server as the source of its state.
@@ -220,7 +197,10 @@ mod tests {
         let Err(err) = connect(Some(&missing)).await else {
             panic!("a missing kubeconfig was loaded");
         };
-        assert!(matches!(err, KubeError::Kubeconfig { .. }), "{err:?}");
+        assert!(
+            matches!(err, KubeError::Connect(ConnectError::Kubeconfig { .. })),
+            "{err:?}"
+        );
         assert!(
             err.to_string().contains(&*missing.to_string_lossy()),
             "{err}"
