@@ -171,3 +171,94 @@ fn list_requests(kube: &FakeKube) -> usize {
         .filter(|r| r.starts_with("GET /api/v1/pods") && !r.contains("watch=true"))
         .count()
 }
+
+/// Reads watch events, as raw JSON lines, from a watch URL until `wanted` of them arrived.
+async fn raw_watch(kube: &FakeKube, path_and_query: &str, wanted: usize) -> Vec<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = format!("{}{path_and_query}", kube.url()).parse().unwrap();
+    let mut body = client.get(uri).await.unwrap().into_body();
+    let mut text = String::new();
+    while text.matches('\n').count() < wanted {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("a watch event within 5 s")
+            .expect("the watch goes on")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_watch_allowing_bookmarks_gets_them_and_resumes_from_them() {
+    let kube = FakeKube::start().await;
+    let rv = kube.apply(&pod("a", "p1", "x"));
+    let events = raw_watch(
+        &kube,
+        &format!("/api/v1/pods?watch=true&allowWatchBookmarks=true&resourceVersion={rv}"),
+        1,
+    )
+    .await;
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert_eq!(events[0]["object"]["kind"], "Pod");
+    let bookmark = events[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        bookmark,
+        rv.to_string(),
+        "nothing happened since the watch began"
+    );
+
+    // Resuming from the bookmark replays nothing older: the next event is the new pod.
+    kube.apply(&pod("a", "p2", "x"));
+    let events = raw_watch(
+        &kube,
+        &format!("/api/v1/pods?watch=true&resourceVersion={bookmark}"),
+        1,
+    )
+    .await;
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "p2");
+}
+
+#[tokio::test]
+async fn objects_entering_and_leaving_a_selector_are_added_and_deleted_for_its_watch() {
+    let kube = FakeKube::start().await;
+    let rv = kube.apply(&pod("a", "p1", "x"));
+    kube.apply(&pod("a", "p1", "y")); // leaves app=x
+    kube.apply(&pod("a", "p1", "x")); // enters it again
+    kube.apply(&pod("a", "p1", "x")); // changes within it
+    assert!(kube.delete("v1", "Pod", Some("a"), "p1"));
+    let events = raw_watch(
+        &kube,
+        &format!("/api/v1/pods?watch=true&labelSelector=app%3Dx&resourceVersion={rv}"),
+        4,
+    )
+    .await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["DELETED", "ADDED", "MODIFIED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_resource_version_gets_a_410_event() {
+    let kube = FakeKube::start().await;
+    let rv = kube.apply(&pod("a", "p1", "x"));
+    kube.expire_watches();
+    kube.apply(&pod("a", "p2", "x"));
+    let events = raw_watch(
+        &kube,
+        &format!("/api/v1/pods?watch=true&resourceVersion={rv}"),
+        1,
+    )
+    .await;
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 410);
+}

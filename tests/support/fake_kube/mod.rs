@@ -11,7 +11,7 @@
 mod request;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
@@ -273,7 +273,7 @@ fn handle(
                     })?),
                 };
                 let opened_at = state.revision();
-                let events = state.watch(resource.clone(), namespace, selector, from)?;
+                let events = state.watch(resource.clone(), namespace, selector, from);
                 return Ok(Reply::Watch(OpenWatch {
                     events,
                     resource,
@@ -366,6 +366,17 @@ fn handle(
                 Method::PUT => {
                     let current = current.ok_or_else(missing)?;
                     let object = parse_body(body)?;
+                    let named = object.pointer("/metadata/name").and_then(Value::as_str);
+                    if named != Some(name.as_str()) {
+                        return Err(ApiError::new(
+                            400,
+                            "BadRequest",
+                            format!(
+                                "the name of the object ({}) does not match the name on the URL ({name})",
+                                named.unwrap_or_default()
+                            ),
+                        ));
+                    }
                     let stale = object
                         .pointer("/metadata/resourceVersion")
                         .is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion"));
@@ -466,13 +477,12 @@ fn discovery(state: &State, api_version: Option<&str>, groups: bool) -> Option<R
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         }
         (None, true) => {
-            let mut names: Vec<(&str, &str)> = state
+            let names: BTreeSet<(&str, &str)> = state
                 .types
                 .iter()
                 .filter(|t| !t.group().is_empty())
                 .map(|t| (t.group(), t.version()))
                 .collect();
-            names.dedup();
             let groups: Vec<Value> = names
                 .iter()
                 .map(|(group, version)| {

@@ -48,10 +48,20 @@ struct Watch {
 }
 
 impl Watch {
-    fn wants(&self, resource: &ResourceType, namespace: &str, object: &Value) -> bool {
-        self.resource == *resource
-            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
-            && self.selector.matches(object)
+    fn watches(&self, resource: &ResourceType, namespace: &str) -> bool {
+        self.resource == *resource && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// The event this watch sees for a change from `before` to `after` (`None`: deleted):
+    /// an object leaving its selector is DELETED for it, one entering it ADDED.
+    fn sees(&self, before: Option<&Value>, after: Option<&Value>) -> Option<&'static str> {
+        let matched = |o: Option<&Value>| o.is_some_and(|o| self.selector.matches(o));
+        match (matched(before), matched(after)) {
+            (false, true) => Some("ADDED"),
+            (true, true) => Some("MODIFIED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        }
     }
 }
 
@@ -59,8 +69,28 @@ struct Recorded {
     revision: u64,
     resource: ResourceType,
     namespace: String,
-    event: &'static str,
-    object: Value,
+    /// The object before the change (`None`: created) and after it (`None`: deleted).
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Recorded {
+    /// The line a watch gets for this change, if any.
+    fn line_for(&self, watch: &Watch) -> Option<String> {
+        if !watch.watches(&self.resource, &self.namespace) {
+            return None;
+        }
+        let event = watch.sees(self.before.as_ref(), self.after.as_ref())?;
+        let object = if event == "DELETED" {
+            // A deleted object is sent as last stored, at the deletion's resourceVersion.
+            let mut last = self.before.clone()?;
+            last["metadata"]["resourceVersion"] = json!(self.revision.to_string());
+            last
+        } else {
+            self.after.clone()?
+        };
+        Some(event_line(event, &object))
+    }
 }
 
 #[derive(Default)]
@@ -158,14 +188,9 @@ impl State {
         }
         object["apiVersion"] = json!(resource.api_version);
         object["kind"] = json!(resource.kind);
-        let event = if previous.is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
         self.objects
             .insert(key(resource, namespace, &name), object.clone());
-        self.record(resource, namespace, event, object.clone());
+        self.record(resource, namespace, previous, Some(object.clone()));
         object
     }
 
@@ -176,10 +201,9 @@ impl State {
         namespace: &str,
         name: &str,
     ) -> Option<Value> {
-        let mut object = self.objects.remove(&key(resource, namespace, name))?;
+        let object = self.objects.remove(&key(resource, namespace, name))?;
         self.revision += 1;
-        object["metadata"]["resourceVersion"] = json!(self.revision.to_string());
-        self.record(resource, namespace, "DELETED", object.clone());
+        self.record(resource, namespace, Some(object.clone()), None);
         Some(object)
     }
 
@@ -191,7 +215,7 @@ impl State {
         namespace: Option<String>,
         selector: Selector,
         from: Option<u64>,
-    ) -> Result<mpsc::UnboundedReceiver<WatchLine>, ApiError> {
+    ) -> mpsc::UnboundedReceiver<WatchLine> {
         let (lines, rx) = mpsc::unbounded_channel();
         let watch = Watch {
             resource,
@@ -200,15 +224,18 @@ impl State {
             lines,
         };
         match from {
+            // As a real API server does: the watch opens, then an ERROR event says 410.
             Some(from) if from < self.oldest_watchable => {
-                return Err(too_old());
+                let _ = watch
+                    .lines
+                    .send(Some(event_line("ERROR", &too_old().status())));
+                let _ = watch.lines.send(None);
+                return rx;
             }
             Some(from) => {
                 for recorded in self.history.iter().filter(|r| r.revision > from) {
-                    if watch.wants(&recorded.resource, &recorded.namespace, &recorded.object) {
-                        let _ = watch
-                            .lines
-                            .send(Some(event_line(recorded.event, &recorded.object)));
+                    if let Some(line) = recorded.line_for(&watch) {
+                        let _ = watch.lines.send(Some(line));
                     }
                 }
             }
@@ -221,7 +248,7 @@ impl State {
             }
         }
         self.watches.push(watch);
-        Ok(rx)
+        rx
     }
 
     /// Ends every watch with a 410 Gone and forgets the history before now.
@@ -232,28 +259,28 @@ impl State {
             let _ = watch.lines.send(None);
         }
         self.history.clear();
-        self.oldest_watchable = self.revision;
+        self.oldest_watchable = self.revision + 1;
     }
 
     fn record(
         &mut self,
         resource: &ResourceType,
         namespace: &str,
-        event: &'static str,
-        object: Value,
+        before: Option<Value>,
+        after: Option<Value>,
     ) {
-        let line = event_line(event, &object);
-        self.watches.retain(|watch| {
-            !watch.wants(resource, namespace, &object)
-                || watch.lines.send(Some(line.clone())).is_ok()
-        });
-        self.history.push(Recorded {
+        let recorded = Recorded {
             revision: self.revision,
             resource: resource.clone(),
             namespace: namespace.to_string(),
-            event,
-            object,
+            before,
+            after,
+        };
+        self.watches.retain(|watch| match recorded.line_for(watch) {
+            Some(line) => watch.lines.send(Some(line)).is_ok(),
+            None => !watch.lines.is_closed(),
         });
+        self.history.push(recorded);
     }
 }
 
