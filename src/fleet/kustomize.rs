@@ -24,14 +24,16 @@ pub fn kustomization_yaml(
          apiVersion: kustomize.config.k8s.io/v1beta1\n\
          kind: Kustomization\n\
          namespace: fleetmesh\n\
-         resources:\n  - {base}\n\
+         resources:\n  - {}\n\
          configMapGenerator:\n\
          \x20 # Replaces the base's placeholder configs; its hash suffix rolls the Deployments.\n\
          \x20 - name: fleetmesh-config\n    behavior: replace\n    files:\n\
          \x20     - apiserver.yaml={IN_CLUSTER_DIR}/apiserver.yaml\n\
          \x20     - agent.yaml={IN_CLUSTER_DIR}/agent.yaml\n\
          \x20 # No hash suffix: the agent follows its remotes directory without a restart.\n\
-         \x20 - name: fleetmesh-remotes\n    options: {{disableNameSuffixHash: true}}\n    files:\n"
+         \x20 - name: fleetmesh-remotes\n    options: {{disableNameSuffixHash: true}}\n    files:\n",
+        // Quoted: a path or URL may hold characters YAML would read as syntax.
+        serde_json::Value::from(base),
     );
     for file in remotes {
         let _ = writeln!(text, "      - {REMOTES_DIR}/{file}");

@@ -18,6 +18,7 @@
 //! # or {kind: links, links: [{from: tenant-a, to: hub}]}   # tenant-a's agent watches hub
 //! kustomize:                      # optional: also write each member's kustomize overlay
 //!   base: ../../deploy/overlays/embedded   # relative to DIR/<name>/, or a remote URL
+//!   store: embedded               # or etcd-sidecar, for deploy/overlays/etcd-sidecar
 //! ```
 //!
 //! Hub-spoke is the shared-services model: hubs see every member, every other member is
@@ -59,6 +60,6 @@ mod validate;
 pub use error::{FleetError, Problems};
 pub use lock::{LOCK_FILE, Lock, LockedMember};
 pub use plan::{CA_DIR, Change, FileOp, Plan, WhatIf, plan};
-pub use profile::{KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec};
+pub use profile::{InClusterStore, KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec};
 pub use topology::Visibility;
 pub use validate::{Address, Fleet, Member, Problem, validate};

@@ -362,7 +362,7 @@ impl Planner<'_> {
             }
             self.ca_copy(base.join(CERTS_DIR).join(CA_CERT_FILE))?;
             let (server, client) = (LeafSpec::server(member), LeafSpec::client(member));
-            if let Some(kustomize_base) = &fleet.kustomize_base {
+            if let Some(kustomize) = &fleet.kustomize {
                 let mut certs = vec![CA_CERT_FILE.to_string()];
                 for leaf in [&server, &client] {
                     let stem = leaf.file_stem();
@@ -372,7 +372,7 @@ impl Planner<'_> {
                 let in_cluster = base.join(IN_CLUSTER_DIR);
                 self.text(
                     in_cluster.join("apiserver.yaml"),
-                    in_cluster_apiserver_yaml(&fleet, member),
+                    in_cluster_apiserver_yaml(&fleet, member, kustomize.store),
                 )?;
                 self.text(
                     in_cluster.join("agent.yaml"),
@@ -380,7 +380,7 @@ impl Planner<'_> {
                 )?;
                 self.text(
                     base.join(KUSTOMIZATION_FILE),
-                    kustomization_yaml(member, kustomize_base, &remotes, &certs),
+                    kustomization_yaml(member, &kustomize.base, &remotes, &certs),
                 )?;
             }
             self.leaf(server);

@@ -22,13 +22,28 @@ pub struct Profile {
     pub kustomize: Option<KustomizeSpec>,
 }
 
-/// Where the members' kustomize overlays find fleetmesh's manifests.
+/// Where the members' kustomize overlays find fleetmesh's manifests, and the store the
+/// apiserver uses there.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KustomizeSpec {
     /// A kustomize resource: a path relative to each member's directory (e.g.
     /// `../../deploy/overlays/embedded`) or a remote URL.
     pub base: String,
+    /// The store the base runs the apiserver with; the overlay's config must say the same.
+    #[serde(default)]
+    pub store: InClusterStore,
+}
+
+/// The apiserver's store in a member's cluster, as `deploy/`'s overlays provide it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InClusterStore {
+    /// `deploy/overlays/embedded` and `nodeport`: the embedded store.
+    #[default]
+    Embedded,
+    /// `deploy/overlays/etcd-sidecar`: etcd beside the apiserver, on loopback.
+    EtcdSidecar,
 }
 
 fn default_max_connected_clusters() -> u32 {

@@ -1,6 +1,7 @@
 //! The configuration files of one member, as text. Paths in them are relative to the
 //! file, so the output directory can be moved or mounted anywhere as a whole.
 
+use super::profile::InClusterStore;
 use super::validate::{Fleet, Member};
 use crate::model::ClusterName;
 
@@ -21,6 +22,8 @@ pub const IN_CLUSTER_DIR: &str = "kube";
 pub const CONTAINER_GRPC_PORT: u16 = 9891;
 /// Where `deploy/base` probes the apiserver's `/readyz` and `/healthz`.
 const CONTAINER_HEALTH_LISTEN: &str = "0.0.0.0:9880";
+/// Where `deploy/overlays/etcd-sidecar` serves etcd to the apiserver.
+const ETCD_SIDECAR_URL: &str = "http://127.0.0.1:2379";
 /// Where `deploy/base` probes the agent's `/readyz` and `/healthz`.
 const CONTAINER_AGENT_API_LISTEN: &str = "0.0.0.0:9890";
 
@@ -31,26 +34,32 @@ pub fn apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
     apiserver_text(
         fleet,
         member,
-        &format!("{{manifests: {MANIFESTS_DIR}}}"),
+        &format!("source: {{manifests: {MANIFESTS_DIR}}}\nstore: {{kind: memory}}"),
         member.address.port,
-        "",
     )
 }
 
 /// `<name>/kube/apiserver.yaml`: as [`apiserver_yaml`], for the Deployment of
-/// `deploy/base`: the cluster's own API as the source, gRPC on the container's port (the
-/// Service maps the address's port to it), health for the kubelet's probes.
-pub fn in_cluster_apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
-    apiserver_text(
+/// `deploy/`: the cluster's own API as the source, `store` as the base provides it, gRPC
+/// on the container's port (the Service maps the address's port to it), health for the
+/// kubelet's probes.
+pub fn in_cluster_apiserver_yaml(fleet: &Fleet, member: &Member, store: InClusterStore) -> String {
+    let store = match store {
+        InClusterStore::Embedded => "{kind: memory}".to_string(),
+        InClusterStore::EtcdSidecar => {
+            format!("{{kind: etcd, etcd: {{endpoints: [\"{ETCD_SIDECAR_URL}\"]}}}}")
+        }
+    };
+    let text = apiserver_text(
         fleet,
         member,
-        "{kube: {}}",
+        &format!("source: {{kube: {{}}}}\nstore: {store}"),
         CONTAINER_GRPC_PORT,
-        &format!("health: {{listen: \"{CONTAINER_HEALTH_LISTEN}\"}}\n"),
-    )
+    );
+    format!("{text}health: {{listen: \"{CONTAINER_HEALTH_LISTEN}\"}}\n")
 }
 
-fn apiserver_text(fleet: &Fleet, member: &Member, source: &str, port: u16, extra: &str) -> String {
+fn apiserver_text(fleet: &Fleet, member: &Member, source_and_store: &str, port: u16) -> String {
     let name = &member.name;
     let mut allowed = fleet.watchers_of(name);
     // Its own agent watches it too: that is how the agent learns its local services.
@@ -58,11 +67,10 @@ fn apiserver_text(fleet: &Fleet, member: &Member, source: &str, port: u16, extra
     format!(
         "{HEADER}\n\
          cluster: {}\n\
-         store: {{kind: memory}}\n\
-         source: {source}\n\
+         {source_and_store}\n\
          grpc:\n  listen: \"0.0.0.0:{port}\"\n  \
          tls: {{ca: {CERTS_DIR}/ca.crt, cert: {CERTS_DIR}/server-{name}.crt, key: {CERTS_DIR}/server-{name}.key}}\n  \
-         allowedPeers: [{}]\n{extra}",
+         allowedPeers: [{}]\n",
         cluster_line(fleet, member),
         join(allowed.iter()),
     )
@@ -159,5 +167,37 @@ mod tests {
             remote.contains("cert: ../certs/client-s2.crt, key: ../certs/client-s2.key"),
             "{remote}"
         );
+    }
+
+    #[test]
+    fn in_cluster_configs_parse_and_name_the_base_s_store_and_ports() {
+        use crate::apiserver::{ApiserverConfig, SourceConfig, StoreSettings};
+        let fleet = hub_spoke();
+        let path = std::path::Path::new("/etc/fleetmesh/apiserver.yaml");
+        for (store, etcd) in [
+            (InClusterStore::Embedded, false),
+            (InClusterStore::EtcdSidecar, true),
+        ] {
+            let text = in_cluster_apiserver_yaml(&fleet, &fleet.members[1], store);
+            let config = ApiserverConfig::parse(&text, path).unwrap();
+            assert!(matches!(
+                config.source,
+                SourceConfig::Kube { kubeconfig: None }
+            ));
+            assert_eq!(
+                matches!(config.store, StoreSettings::Etcd(_)),
+                etcd,
+                "{text}"
+            );
+            assert_eq!(config.grpc.unwrap().listen.port(), CONTAINER_GRPC_PORT);
+        }
+        let agent = in_cluster_agent_yaml(&fleet, &fleet.members[1]);
+        let config = crate::agent::AgentConfig::parse(
+            &agent,
+            std::path::Path::new("/etc/fleetmesh/agent.yaml"),
+        )
+        .unwrap();
+        assert!(config.api.listen.ip().is_unspecified());
+        assert!(config.endpoint_slices.is_some());
     }
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::cidr::overlaps;
 use super::lock::{LOCK_FILE, Lock};
-use super::profile::{MemberSpec, Profile};
+use super::profile::{KustomizeSpec, MemberSpec, Profile};
 use super::topology::{Visibility, visibility};
 use crate::model::{ClusterId, ClusterName, IdMode, IpPrefix};
 
@@ -132,8 +132,8 @@ pub struct Fleet {
     /// In the profile's order.
     pub members: Vec<Member>,
     pub sees: Visibility,
-    /// The kustomize base of the members' overlays, when the profile asks for them.
-    pub kustomize_base: Option<String>,
+    /// The members' kustomize overlays, when the profile asks for them.
+    pub kustomize: Option<KustomizeSpec>,
 }
 
 impl Fleet {
@@ -197,7 +197,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         ));
     }
 
-    let kustomize_base = profile.kustomize.as_ref().and_then(|k| {
+    let kustomize = profile.kustomize.as_ref().and_then(|k| {
         let base = k.base.trim();
         let bad = base.is_empty()
             || base
@@ -213,7 +213,10 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
             ));
             return None;
         }
-        Some(base.to_string())
+        Some(KustomizeSpec {
+            base: base.to_string(),
+            store: k.store,
+        })
     });
 
     let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
@@ -277,7 +280,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         mode,
         members,
         sees,
-        kustomize_base,
+        kustomize,
     })
 }
 
