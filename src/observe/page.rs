@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::mesh::ServiceView;
 
-use super::render::{affinity, age, cluster_state, last_failure, link_name, synced_summary};
+use super::render::{affinity, cluster_state, last_event, last_failure, link_name, synced_summary};
 use super::report::StatusReport;
 
 /// Often enough to watch a failover happen, rarely enough to cost nothing.
@@ -70,10 +70,7 @@ fn links(out: &mut String, status: &StatusReport, now_unix_ms: u64) {
          <th>reconnects</th><th>refused</th><th>last event</th><th>last failure</th></tr>\n",
     );
     for p in &status.peers {
-        let last_event = p.last_event_unix_ms.map_or_else(
-            || "never".to_string(),
-            |at| format!("{} ago", age(now_unix_ms.saturating_sub(at))),
-        );
+        let last_event = last_event(p, now_unix_ms);
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\

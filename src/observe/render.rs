@@ -41,6 +41,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         "ENDPOINTS",
         "IDENTITIES",
         "SERVICES",
+        "LAST EVENT",
         "RECONNECTS",
         "CERTS PEER/OWN",
         "LAST FAILURE",
@@ -58,6 +59,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
                 p.counts.endpoints.to_string(),
                 p.counts.identities.to_string(),
                 p.counts.services.to_string(),
+                last_event(p, now_unix_ms),
                 p.reconnects.to_string(),
                 cert_expiries(p, now_unix_ms),
                 last_failure(p, now_unix_ms),
@@ -221,6 +223,15 @@ pub(super) fn synced_summary(p: &PeerStatus) -> String {
 }
 
 /// `never`, or how long ago and why.
+/// How long ago the link last delivered a change: a quiet peer and a stuck link look
+/// alike here, which is what the LAST FAILURE and CONNECTED columns tell apart.
+pub(super) fn last_event(p: &PeerStatus, now_unix_ms: u64) -> String {
+    p.last_event_unix_ms.map_or_else(
+        || "never".to_string(),
+        |at| format!("{} ago", age(now_unix_ms.saturating_sub(at))),
+    )
+}
+
 pub(super) fn last_failure(p: &PeerStatus, now_unix_ms: u64) -> String {
     match &p.last_failure {
         None => "never".to_string(),
@@ -336,6 +347,7 @@ mod tests {
                 identities: 8,
                 services: 10,
             },
+            last_event_unix_ms: Some(73_000),
             ..PeerStatus::default()
         };
         let c2 = PeerStatus {
@@ -371,9 +383,9 @@ mod tests {
 cluster c1 (id 1): NOT READY, 1/2 links ready
   waiting for c2: connecting
 
-CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
-c1 (local)  yes    yes        all             3      120        8           10        0           -/-             never
-c2          no     no         nodes,services  0      0          0           0         4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  LAST EVENT  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
+c1 (local)  yes    yes        all             3      120        8           10        3s ago      0           -/-             never
+c2          no     no         nodes,services  0      0          0           0         never       4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
 
 WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew it with `fleetmesh certs rotate`
 ";
