@@ -1,8 +1,8 @@
 //! The kube source against the in-test API server: changes in the cluster reach the store
 //! exactly as the manifest source would write the same objects, a `410 Gone` re-lists
 //! without withdrawing anything, readiness waits for every initial list, a malformed
-//! object is skipped, and with Cilium installed the store holds what Cilium's
-//! clustermesh-apiserver writes.
+//! object is skipped (one read before keeps its last readable version exported), and
+//! with Cilium installed the store holds what Cilium's clustermesh-apiserver writes.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -526,6 +526,41 @@ async fn a_malformed_object_is_skipped_and_the_rest_exported() {
     let export = wait_export_matches(&fake, &apiserver, &cluster).await;
     assert!(export.contains_key("cilium/state/ip/v1/default/10.244.1.10"));
     assert!(!export.contains_key("cilium/state/ip/v1/default/10.244.1.66"));
+}
+
+#[tokio::test]
+async fn an_object_turned_unreadable_stays_exported_as_last_read() {
+    let fake = FakeKube::start().await;
+    apply_small_cluster(&fake);
+    let mut rx = KubeSource::new(fake.client(), mk_cluster("cluster1", 1)).watch_rx();
+    let first = next_snapshot(&mut rx).await;
+    assert_eq!(first.problems, Vec::<String>::new());
+    let pods: Vec<&str> = first
+        .state
+        .workloads
+        .iter()
+        .map(|w| w.pod.as_str())
+        .collect();
+    assert_eq!(pods, ["old-1", "web-1"]);
+
+    // The new version of web-1 cannot be read: it is reported, and what web-1 last said
+    // is still exported rather than withdrawn.
+    let mut broken = mk_malformed_pod("web-1");
+    broken["status"]["podIP"] = json!("10.244.1.99");
+    fake.apply_json(broken);
+    let snapshot = next_snapshot(&mut rx).await;
+    assert_eq!(snapshot.problems.len(), 1, "{:?}", snapshot.problems);
+    assert!(
+        snapshot.problems[0].starts_with("Pod shop/web-1: invalid type: integer `3`"),
+        "{}",
+        snapshot.problems[0]
+    );
+    assert!(
+        snapshot.problems[0].ends_with("(its last readable version is still exported)"),
+        "{}",
+        snapshot.problems[0]
+    );
+    assert_eq!(snapshot.state, first.state);
 }
 
 /// Cilium's objects as its agents and operator write them, shaped to produce the

@@ -5,7 +5,12 @@
 //!
 //! - A directory holding any Cilium object describes a cluster where Cilium runs
 //!   ([`crate::k8s::convert::Objects::cilium`] is `Some`): identities, ipcache entries
-//!   and nodes then come from the Cilium objects, and Pods and Nodes are not used.
+//!   and nodes then come from the Cilium objects, and Pods and Nodes are not used. (The
+//!   kube source decides otherwise: by whether the API server serves Cilium's resources,
+//!   asked through discovery, even while none exists; see [`crate::k8s::kube`].)
+//! - `CiliumEndpointSlice` (`cilium.io/v2alpha1`) is not read, by either source:
+//!   ipcache entries come from CiliumEndpoints, from which Cilium's operator builds the
+//!   slices.
 //! - Files ending `.yaml`, `.yml` or `.json` are read, recursively, in path order; names
 //!   starting with `.` are skipped (a mounted ConfigMap shows each file once, through
 //!   symlinks that are followed).

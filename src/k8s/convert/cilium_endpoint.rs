@@ -1,6 +1,25 @@
+//! CiliumEndpoint → ipcache entries, as Cilium's clustermesh-apiserver writes them
+//! (`ciliumEndpointMapper` in `clustermesh-apiserver/clustermesh/converters.go`).
+//!
+//! Where fleetmesh deviates from Cilium, and why:
+//! - An endpoint still waiting for its identity (no `status.identity`) yields nothing;
+//!   Cilium writes its addresses with `ID` 0, which consumers accept (ids below 256 are
+//!   allowed), but id 0 means "no identity" and the model's `IdentityId` has no 0. The
+//!   agent assigns one moments after creating the endpoint, and the entries follow then.
+//!   An explicit id 0 refuses the endpoint with a problem, for the same reason.
+//! - An identity that is neither reserved nor inside the cluster's range refuses the
+//!   endpoint with a problem; Cilium writes it, and every consumer then skips the entries
+//!   (reference §1.5): reporting it here names the object where it can be fixed. An id
+//!   that does not fit 24 bits (Cilium truncates it to 32) and an IPsec key outside
+//!   0..=255 (Cilium truncates it to 8 bits) refuse it too: truncated, they would name
+//!   another identity or key.
+//! - An address that is not an IP is left out with a problem (Cilium would write it
+//!   under an unusable key); a node IP that is not one is left out with a problem, as
+//!   Cilium leaves it empty. The other addresses are still written.
+
 use std::net::IpAddr;
 
-use super::{ConvertProblem, Obj};
+use super::{ConvertProblem, Obj, keep_ok};
 use crate::k8s::cilium::CiliumEndpoint;
 use crate::model::{Cluster, Endpoint, IdentityId, IpPrefix};
 
@@ -9,14 +28,31 @@ use crate::model::{Cluster, Endpoint, IdentityId, IpPrefix};
 /// name and service account. Like Cilium's, they carry no named ports.
 ///
 /// An endpoint without networking yields nothing, and so does one still waiting for its
-/// identity (Cilium would write id 0, which no consumer accepts). Refused: an identity
-/// that is neither reserved nor inside the cluster's range, and any field that does not
-/// parse.
+/// identity (see the module doc). A bad address or node IP is left out and reported; an
+/// identity or key that cannot be written refuses the whole endpoint.
 pub fn cilium_endpoint_to_model(
     cluster: &Cluster,
     endpoint: &CiliumEndpoint,
-) -> Result<Vec<Endpoint>, ConvertProblem> {
+) -> (Vec<Endpoint>, Vec<ConvertProblem>) {
     let obj = Obj::namespaced("CiliumEndpoint", &endpoint.metadata);
+    let mut problems = Vec::new();
+    let entries = match convert(cluster, endpoint, &obj, &mut problems) {
+        Ok(entries) => entries,
+        Err(problem) => {
+            problems.push(problem);
+            Vec::new()
+        }
+    };
+    (entries, problems)
+}
+
+/// The entries, reporting the values left out in `problems`; `Err` refuses the endpoint.
+fn convert(
+    cluster: &Cluster,
+    endpoint: &CiliumEndpoint,
+    obj: &Obj<'_>,
+    problems: &mut Vec<ConvertProblem>,
+) -> Result<Vec<Endpoint>, ConvertProblem> {
     obj.require_name()?;
     let Some(status) = endpoint.status.as_ref() else {
         return Ok(Vec::new());
@@ -37,22 +73,9 @@ pub fn cilium_endpoint_to_model(
                 format!("{raw_id} is not a numeric identity"),
             )
         })?;
-    let range = cluster.identity_range();
-    if !id.is_reserved() && !range.contains(id) {
-        return Err(obj.problem(
-            "status.identity.id",
-            format!(
-                "identity {id} is outside cluster {}'s range {range}",
-                cluster.id.get()
-            ),
-        ));
+    if !id.is_reserved() {
+        obj.require_in_range("status.identity.id", cluster, id)?;
     }
-    let host_ip = networking
-        .node_ip
-        .as_deref()
-        .filter(|ip| !ip.is_empty())
-        .map(|ip| parse_ip(&obj, "status.networking.node", ip))
-        .transpose()?;
     let raw_key = status.encryption.as_ref().and_then(|e| e.key).unwrap_or(0);
     let encrypt_key = u8::try_from(raw_key).map_err(|_| {
         obj.problem(
@@ -60,11 +83,15 @@ pub fn cilium_endpoint_to_model(
             format!("{raw_key} is outside 0..=255"),
         )
     })?;
+    let host_ip = networking
+        .node_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty())
+        .and_then(|ip| keep_ok(obj.parse_ip("status.networking.node", ip), problems));
     let service_account = status
         .service_account
-        .as_ref()
-        .filter(|sa| !sa.is_empty())
-        .cloned();
+        .as_deref()
+        .filter(|sa| !sa.is_empty());
 
     let mut entries = Vec::new();
     for (i, pair) in networking.addressing.iter().flatten().enumerate() {
@@ -73,22 +100,30 @@ pub fn cilium_endpoint_to_model(
                 continue;
             };
             let field = format!("status.networking.addressing[{i}].{family}");
-            let ip = parse_ip(&obj, &field, ip)?;
-            let mut entry = Endpoint::new(IpPrefix::host(ip), id);
-            entry.host_ip = host_ip;
-            entry.encrypt_key = encrypt_key;
-            entry.namespace = Some(obj.namespace.to_string());
-            entry.pod = Some(obj.name.to_string());
-            entry.service_account = service_account.clone();
-            entries.push(entry);
+            let Some(ip) = keep_ok(obj.parse_ip(&field, ip), problems) else {
+                continue;
+            };
+            entries.push(entry(obj, ip, id, host_ip, encrypt_key, service_account));
         }
     }
     Ok(entries)
 }
 
-fn parse_ip(obj: &Obj<'_>, field: &str, ip: &str) -> Result<IpAddr, ConvertProblem> {
-    ip.parse()
-        .map_err(|_| obj.problem(field, format!("{ip:?} is not an IP address")))
+fn entry(
+    obj: &Obj<'_>,
+    ip: IpAddr,
+    id: IdentityId,
+    host_ip: Option<IpAddr>,
+    encrypt_key: u8,
+    service_account: Option<&str>,
+) -> Endpoint {
+    let mut entry = Endpoint::new(IpPrefix::host(ip), id);
+    entry.host_ip = host_ip;
+    entry.encrypt_key = encrypt_key;
+    entry.namespace = Some(obj.namespace.to_string());
+    entry.pod = Some(obj.name.to_string());
+    entry.service_account = service_account.map(str::to_string);
+    entry
 }
 
 #[cfg(test)]
@@ -111,9 +146,25 @@ mod tests {
         cep
     }
 
+    /// The entries of an endpoint that converts without a problem.
+    fn convert_ok(cep: &CiliumEndpoint) -> Vec<Endpoint> {
+        let (entries, problems) = cilium_endpoint_to_model(&mk_cluster3(), cep);
+        assert_eq!(problems, vec![]);
+        entries
+    }
+
+    /// The problems of an endpoint that converts with some, and the IPs it still yields.
+    fn convert_with_problems(cep: &CiliumEndpoint) -> (Vec<String>, Vec<String>) {
+        let (entries, problems) = cilium_endpoint_to_model(&mk_cluster3(), cep);
+        (
+            entries.iter().map(|e| e.prefix.to_string()).collect(),
+            problems.iter().map(ToString::to_string).collect(),
+        )
+    }
+
     #[test]
     fn an_endpoint_yields_one_entry_per_address() {
-        let entries = cilium_endpoint_to_model(&mk_cluster3(), &mk_cep_002()).unwrap();
+        let entries = convert_ok(&mk_cep_002());
         let ips: Vec<String> = entries.iter().map(|e| e.prefix.to_string()).collect();
         assert_eq!(ips, ["10.244.2.74", "fd00:10:244:2::e024"]);
         for entry in &entries {
@@ -131,7 +182,6 @@ mod tests {
 
     #[test]
     fn endpoints_without_addresses_or_identity_yield_nothing() {
-        let cluster = mk_cluster3();
         let mut no_status = mk_cep_002();
         no_status.status = None;
         let mut waiting = mk_cep_002();
@@ -151,58 +201,74 @@ mod tests {
             n.node_ip = None;
         }
         for cep in [no_status, waiting, no_networking, no_addresses] {
-            assert_eq!(cilium_endpoint_to_model(&cluster, &cep), Ok(vec![]));
+            assert_eq!(convert_ok(&cep), vec![]);
         }
     }
 
     #[test]
     fn reserved_identities_are_valid_and_a_missing_node_ip_is_none() {
         let cep = mk_cilium_endpoint("bar", "init", 5, ("10.244.2.9", ""), "");
-        let entries = cilium_endpoint_to_model(&mk_cluster3(), &cep).unwrap();
+        let entries = convert_ok(&cep);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].identity.get(), 5);
         assert_eq!(entries[0].host_ip, None);
     }
 
     #[test]
-    fn invalid_endpoints_are_refused_naming_the_field() {
-        let cluster = mk_cluster3();
+    fn a_bad_address_or_node_ip_is_left_out_and_the_rest_converted() {
+        let bad_ip = mk_cilium_endpoint("bar", "p", 199_475, ("10.244.2.9", "nope"), "172.18.0.2");
+        assert_eq!(
+            convert_with_problems(&bad_ip),
+            (
+                vec!["10.244.2.9".to_string()],
+                vec![
+                    "CiliumEndpoint bar/p: status.networking.addressing[0].ipv6: \"nope\" is not an IP address"
+                        .to_string()
+                ]
+            )
+        );
+
+        let bad_node = mk_cilium_endpoint("bar", "p", 199_475, ("10.244.2.9", ""), "node-1");
+        let (entries, problems) = cilium_endpoint_to_model(&mk_cluster3(), &bad_node);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].host_ip, None);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            ["CiliumEndpoint bar/p: status.networking.node: \"node-1\" is not an IP address"]
+        );
+    }
+
+    #[test]
+    fn identities_and_keys_that_cannot_be_written_refuse_the_endpoint() {
         let refuse = |cep: &CiliumEndpoint| {
-            cilium_endpoint_to_model(&cluster, cep)
-                .unwrap_err()
-                .to_string()
+            let (ips, problems) = convert_with_problems(cep);
+            assert_eq!(ips, Vec::<String>::new());
+            problems
         };
         let out_of_range = mk_cilium_endpoint("bar", "p", 65_541, ("10.244.2.9", ""), "");
         assert_eq!(
             refuse(&out_of_range),
-            "CiliumEndpoint bar/p: status.identity.id: identity 65541 is outside cluster 3's range 196608..=262143"
+            [
+                "CiliumEndpoint bar/p: status.identity.id: identity 65541 is outside cluster 3's range 196608..=262143"
+            ]
         );
         for bad_id in [0, -1, 1 << 24] {
             let cep = mk_cilium_endpoint("bar", "p", bad_id, ("10.244.2.9", ""), "");
             assert_eq!(
                 refuse(&cep),
-                format!(
+                [format!(
                     "CiliumEndpoint bar/p: status.identity.id: {bad_id} is not a numeric identity"
-                )
+                )]
             );
         }
-        let bad_ip = mk_cilium_endpoint("bar", "p", 199_475, ("10.244.2.9", "nope"), "");
-        assert_eq!(
-            refuse(&bad_ip),
-            "CiliumEndpoint bar/p: status.networking.addressing[0].ipv6: \"nope\" is not an IP address"
-        );
-        let bad_node = mk_cilium_endpoint("bar", "p", 199_475, ("10.244.2.9", ""), "node-1");
-        assert_eq!(
-            refuse(&bad_node),
-            "CiliumEndpoint bar/p: status.networking.node: \"node-1\" is not an IP address"
-        );
         let mut bad_key = mk_cep_002();
         if let Some(status) = bad_key.status.as_mut() {
             status.encryption = Some(EncryptionSpec { key: Some(256) });
         }
         assert_eq!(
             refuse(&bad_key),
-            "CiliumEndpoint bar/cep-002: status.encryption.key: 256 is outside 0..=255"
+            ["CiliumEndpoint bar/cep-002: status.encryption.key: 256 is outside 0..=255"]
         );
     }
 }

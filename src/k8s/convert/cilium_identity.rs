@@ -11,10 +11,19 @@ const UNSPEC_SOURCE: &str = "unspec";
 const RESERVED_SOURCE: &str = "reserved";
 
 /// A CiliumIdentity as the mesh sees it, or `None` when its namespace is not global
-/// (Cilium's apiserver leaves it out then). Refused, as Cilium's apiserver refuses them:
-/// an identity without security labels, or whose labels name no namespace. Refused
-/// besides: a name that is not an id inside the cluster's identity range, and labels
-/// that do not name the cluster.
+/// (Cilium's apiserver leaves it out then).
+///
+/// Refused as Cilium's apiserver skips them (reported here as problems, where Cilium logs
+/// them): an identity without security labels (`CiliumIdentityConverter`), or whose
+/// labels name no namespace: the synchronizer filters identities by the namespace label
+/// and skips one where it is absent or empty, logging "Failed to determine namespace"
+/// (`clustermesh-apiserver/clustermesh/synchronizer.go`, `namespacers.go`).
+///
+/// Refused besides, where Cilium writes them: a name that is not an id inside the
+/// cluster's identity range, and labels that do not name the cluster. Every consumer
+/// refuses such an identity from a remote cluster (reference §6: the agent checks the
+/// range and the cluster label), so writing it would only move the failure to every
+/// peer; refusing it here names the object where it can be fixed.
 pub fn cilium_identity_to_model(
     cluster: &Cluster,
     identity: &CiliumIdentity,
@@ -44,17 +53,8 @@ pub fn cilium_identity_to_model(
         .name
         .parse()
         .map_err(|e| obj.problem("metadata.name", e))?;
-    let range = cluster.identity_range();
     // Reserved ids are never CiliumIdentities, so the whole id must be in the range.
-    if !range.contains(id) {
-        return Err(obj.problem(
-            "metadata.name",
-            format!(
-                "identity {id} is outside cluster {}'s range {range}",
-                cluster.id.get()
-            ),
-        ));
-    }
+    obj.require_in_range("metadata.name", cluster, id)?;
 
     let mut labels = Labels::new();
     for (key, value) in security {

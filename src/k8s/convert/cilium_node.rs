@@ -1,6 +1,16 @@
+//! CiliumNode → the node record, as Cilium's clustermesh-apiserver writes it
+//! (`ParseCiliumNode` in `pkg/node/types/node.go`).
+//!
+//! Like Cilium, a value that does not parse (an address, a pod CIDR, a health or
+//! ingress address, or one of the wrong family) is left out and the rest of the node is
+//! still written; unlike Cilium, which drops it silently, it is reported as a problem
+//! naming the field. An IPsec key outside 0..=255 or a node identity outside 32 bits
+//! refuses the node: Cilium truncates them, and a truncated key or identity names
+//! another one.
+
 use std::net::IpAddr;
 
-use super::{ConvertProblem, Obj, string_map};
+use super::{ConvertProblem, Obj, keep_ok, string_map};
 use crate::k8s::cilium::CiliumNode;
 use crate::model::{self, Cluster, IpPrefix, NodeAddress};
 
@@ -16,26 +26,56 @@ const WIREGUARD_KEY_ANNOTATIONS: [&str; 2] = [
 /// it: every address, the first pod CIDR of each family as the allocation CIDR (from
 /// `spec.ipam.podCIDRs`, then multi-pool `spec.ipam.pools.allocated`) and the others as
 /// secondary ones, health and ingress addresses, IPsec key, labels, annotations, node
-/// identity, WireGuard key and boot id. Where Cilium silently drops a value that does
-/// not parse, the node is refused naming the field: a node exported without the address
-/// its owner meant is worse than a reported one.
+/// identity, WireGuard key and boot id. `None` when the node is refused; the problems
+/// name what was left out or why it was refused (see the module doc).
 pub fn cilium_node_to_model(
     cluster: &Cluster,
     node: &CiliumNode,
-) -> Result<model::Node, ConvertProblem> {
+) -> (Option<model::Node>, Vec<ConvertProblem>) {
     let obj = Obj::cluster_scoped("CiliumNode", &node.metadata);
+    let mut problems = Vec::new();
+    let converted = convert(cluster, node, &obj, &mut problems)
+        .map_err(|p| problems.push(p))
+        .ok();
+    (converted, problems)
+}
+
+/// The node, reporting the values left out in `problems`; `Err` refuses it.
+fn convert(
+    cluster: &Cluster,
+    node: &CiliumNode,
+    obj: &Obj<'_>,
+    problems: &mut Vec<ConvertProblem>,
+) -> Result<model::Node, ConvertProblem> {
     obj.require_name()?;
     let mut out = model::Node::new(obj.name, cluster.name.clone(), cluster.id)
         .map_err(|e| obj.problem("metadata.name", e))?;
     let spec = node.spec.clone().unwrap_or_default();
 
+    let raw_key = spec.encryption.as_ref().and_then(|e| e.key).unwrap_or(0);
+    out.encryption_key = u8::try_from(raw_key).map_err(|_| {
+        obj.problem(
+            "spec.encryption.key",
+            format!("{raw_key} is outside 0..=255"),
+        )
+    })?;
+    let raw_identity = spec.node_identity.unwrap_or(0);
+    out.node_identity = u32::try_from(raw_identity).map_err(|_| {
+        obj.problem(
+            "spec.nodeidentity",
+            format!("{raw_identity} is outside the 32-bit range"),
+        )
+    })?;
+
     for (i, address) in spec.addresses.iter().flatten().enumerate() {
         let field = format!("spec.addresses[{i}].ip");
         let ip = address.ip.as_deref().unwrap_or_default();
-        out.addresses.push(NodeAddress {
-            kind: address.type_.clone().unwrap_or_default(),
-            ip: parse_ip(&obj, &field, ip)?,
-        });
+        if let Some(ip) = keep_ok(obj.parse_ip(&field, ip), problems) {
+            out.addresses.push(NodeAddress {
+                kind: address.type_.clone().unwrap_or_default(),
+                ip,
+            });
+        }
     }
 
     let ipam = spec.ipam.unwrap_or_default();
@@ -57,7 +97,10 @@ pub fn cilium_node_to_model(
                 .map(move |(i, c)| (format!("spec.ipam.pools.allocated[{p}].cidrs[{i}]"), c))
         });
     for (field, cidr) in listed.chain(pooled) {
-        let prefix: IpPrefix = cidr.parse().map_err(|e| obj.problem(&field, e))?;
+        let parsed = cidr.parse::<IpPrefix>().map_err(|e| obj.problem(&field, e));
+        let Some(prefix) = keep_ok(parsed, problems) else {
+            continue;
+        };
         let (first, secondary) = match prefix.addr() {
             IpAddr::V4(_) => (
                 &mut out.ipv4_alloc_cidr,
@@ -76,26 +119,14 @@ pub fn cilium_node_to_model(
     }
 
     let health = spec.health.unwrap_or_default();
-    out.ipv4_health_ip = family_ip(&obj, "spec.health.ipv4", health.ipv4.as_deref(), false)?;
-    out.ipv6_health_ip = family_ip(&obj, "spec.health.ipv6", health.ipv6.as_deref(), true)?;
     let ingress = spec.ingress.unwrap_or_default();
-    out.ipv4_ingress_ip = family_ip(&obj, "spec.ingress.ipv4", ingress.ipv4.as_deref(), false)?;
-    out.ipv6_ingress_ip = family_ip(&obj, "spec.ingress.ipv6", ingress.ipv6.as_deref(), true)?;
-
-    let raw_key = spec.encryption.and_then(|e| e.key).unwrap_or(0);
-    out.encryption_key = u8::try_from(raw_key).map_err(|_| {
-        obj.problem(
-            "spec.encryption.key",
-            format!("{raw_key} is outside 0..=255"),
-        )
-    })?;
-    let raw_identity = spec.node_identity.unwrap_or(0);
-    out.node_identity = u32::try_from(raw_identity).map_err(|_| {
-        obj.problem(
-            "spec.nodeidentity",
-            format!("{raw_identity} is outside the 32-bit range"),
-        )
-    })?;
+    let mut optional_ip = |field, ip: Option<String>, v6| {
+        keep_ok(family_ip(obj, field, ip.as_deref(), v6), problems).flatten()
+    };
+    out.ipv4_health_ip = optional_ip("spec.health.ipv4", health.ipv4, false);
+    out.ipv6_health_ip = optional_ip("spec.health.ipv6", health.ipv6, true);
+    out.ipv4_ingress_ip = optional_ip("spec.ingress.ipv4", ingress.ipv4, false);
+    out.ipv6_ingress_ip = optional_ip("spec.ingress.ipv6", ingress.ipv6, true);
 
     out.source = SOURCE.to_string();
     out.labels = string_map(node.metadata.labels.as_ref());
@@ -109,11 +140,6 @@ pub fn cilium_node_to_model(
     Ok(out)
 }
 
-fn parse_ip(obj: &Obj<'_>, field: &str, ip: &str) -> Result<IpAddr, ConvertProblem> {
-    ip.parse()
-        .map_err(|_| obj.problem(field, format!("{ip:?} is not an IP address")))
-}
-
 /// An optional address of one family: empty is none, the other family is refused.
 fn family_ip(
     obj: &Obj<'_>,
@@ -124,7 +150,7 @@ fn family_ip(
     let Some(text) = ip.filter(|ip| !ip.is_empty()) else {
         return Ok(None);
     };
-    let ip = parse_ip(obj, field, text)?;
+    let ip = obj.parse_ip(field, text)?;
     if ip.is_ipv6() != v6 {
         let family = if v6 { "IPv6" } else { "IPv4" };
         return Err(obj.problem(field, format!("{text:?} is not an {family} address")));
@@ -159,9 +185,22 @@ mod tests {
         node
     }
 
+    /// A node that converts without a problem.
+    fn convert_ok(node: &CiliumNode) -> model::Node {
+        let (node, problems) = cilium_node_to_model(&mk_cluster3(), node);
+        assert_eq!(problems, vec![]);
+        node.unwrap()
+    }
+
+    /// A node and its problems, as text.
+    fn convert_with_problems(node: &CiliumNode) -> (Option<model::Node>, Vec<String>) {
+        let (node, problems) = cilium_node_to_model(&mk_cluster3(), node);
+        (node, problems.iter().map(ToString::to_string).collect())
+    }
+
     #[test]
     fn a_cilium_node_converts_as_cilium_parses_it() {
-        let node = cilium_node_to_model(&mk_cluster3(), &mk_node_1()).unwrap();
+        let node = convert_ok(&mk_node_1());
         assert_eq!(node.name(), "test-node-1");
         assert_eq!(node.cluster.as_str(), "cluster3");
         assert_eq!(node.cluster_id.get(), 3);
@@ -218,7 +257,7 @@ mod tests {
             spec.node_identity = Some(42);
             spec.encryption = Some(crate::k8s::cilium::EncryptionSpec { key: Some(7) });
         }
-        let node = cilium_node_to_model(&mk_cluster3(), &node).unwrap();
+        let node = convert_ok(&node);
         assert_eq!(node.ipv4_alloc_cidr.unwrap().to_string(), "10.244.0.0/24");
         let secondary: Vec<_> = node
             .ipv4_secondary_alloc_cidrs
@@ -237,32 +276,69 @@ mod tests {
             metadata: crate::k8s::convert::fixtures::mk_meta("", "bare"),
             spec: None,
         };
-        let node = cilium_node_to_model(&mk_cluster3(), &node).unwrap();
+        let node = convert_ok(&node);
         assert!(node.addresses.is_empty() && node.ipv4_alloc_cidr.is_none());
         assert!(node.labels.is_empty() && node.annotations.is_empty());
         assert_eq!(node.wireguard_pub_key, "");
     }
 
     #[test]
-    fn invalid_cilium_nodes_are_refused_naming_the_field() {
-        let cluster = mk_cluster3();
-        let refuse = |node: &CiliumNode| {
-            cilium_node_to_model(&cluster, node)
-                .unwrap_err()
-                .to_string()
-        };
-        let bad_address = mk_cilium_node("n", &[("InternalIP", "n")], &[], "");
+    fn bad_values_are_left_out_naming_the_field_and_the_rest_converted() {
+        let mut node = mk_cilium_node(
+            "n",
+            &[("InternalIP", "n"), ("InternalIP", "172.18.0.2")],
+            &["10.0.0.0/24", "10.0.1.0/33", "10.0.2.0/24"],
+            "fd00::1",
+        );
+        if let Some(spec) = node.spec.as_mut() {
+            spec.ingress = Some(crate::k8s::cilium::AddressPair {
+                ipv4: Some("10.0.0.5".to_string()),
+                ipv6: Some("ingress".to_string()),
+            });
+        }
+        let (node, problems) = convert_with_problems(&node);
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert_eq!(
-            refuse(&bad_address),
+            problems[0],
             "CiliumNode n: spec.addresses[0].ip: \"n\" is not an IP address"
         );
-        let bad_cidr = mk_cilium_node("n", &[], &["10.0.0.0/24", "10.0.1.0/33"], "");
-        assert!(refuse(&bad_cidr).starts_with("CiliumNode n: spec.ipam.podCIDRs[1]: invalid IP"));
-        let wrong_family = mk_cilium_node("n", &[], &[], "fd00::1");
+        assert!(
+            problems[1].starts_with("CiliumNode n: spec.ipam.podCIDRs[1]: invalid IP"),
+            "{}",
+            problems[1]
+        );
         assert_eq!(
-            refuse(&wrong_family),
+            problems[2],
             "CiliumNode n: spec.health.ipv4: \"fd00::1\" is not an IPv4 address"
         );
+        assert_eq!(
+            problems[3],
+            "CiliumNode n: spec.ingress.ipv6: \"ingress\" is not an IP address"
+        );
+
+        let node = node.unwrap();
+        let addresses: Vec<String> = node.addresses.iter().map(|a| a.ip.to_string()).collect();
+        assert_eq!(addresses, ["172.18.0.2"]);
+        assert_eq!(node.ipv4_alloc_cidr.unwrap().to_string(), "10.0.0.0/24");
+        let secondary: Vec<String> = node
+            .ipv4_secondary_alloc_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(secondary, ["10.0.2.0/24"]);
+        assert_eq!(node.ipv4_health_ip, None);
+        assert_eq!(node.ipv4_ingress_ip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(node.ipv6_ingress_ip, None);
+    }
+
+    #[test]
+    fn nodes_whose_key_identity_or_name_cannot_be_written_are_refused() {
+        let refuse = |node: &CiliumNode| {
+            let (node, problems) = convert_with_problems(node);
+            assert!(node.is_none());
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems[0].clone()
+        };
         let mut bad_key = mk_cilium_node("n", &[], &[], "");
         if let Some(spec) = bad_key.spec.as_mut() {
             spec.encryption = Some(crate::k8s::cilium::EncryptionSpec { key: Some(-1) });

@@ -22,13 +22,16 @@ mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
-use crate::model::{Cluster, DesiredState, Endpoint, Identity, L4Addr, Protocol, Workload};
+use crate::model::{
+    Cluster, DesiredState, Endpoint, Identity, IdentityId, IpPrefix, L4Addr, Protocol, Workload,
+};
 
 pub use cilium_endpoint::cilium_endpoint_to_model;
 pub use cilium_identity::{NAMESPACE_SECURITY_LABEL, cilium_identity_to_model};
@@ -100,15 +103,23 @@ impl std::error::Error for ConvertProblem {}
 /// Services, pods, identities and endpoints of namespaces annotated
 /// `clustermesh.cilium.io/global: "false"` are left out. Each output vector is sorted by
 /// its key (node name, service namespace/name, pod namespace/name, identity id, IP); an
-/// object defined twice keeps its first definition and the second is reported.
+/// object defined twice keeps its first definition and the second is reported. An
+/// address claimed by two CiliumEndpoints is not a problem (it happens whenever a pod is
+/// replaced): the older endpoint keeps it, as in Cilium.
 pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec<ConvertProblem>) {
     let (namespaces, mut problems) = Namespaces::from_objects(&objects.namespaces);
 
     let nodes = match &objects.cilium {
         None => convert_each(&objects.nodes, &mut problems, |n| node_to_model(cluster, n)),
-        Some(cilium) => convert_each(&cilium.nodes, &mut problems, |n| {
-            cilium_node_to_model(cluster, n)
-        }),
+        Some(cilium) => {
+            let mut nodes = Vec::with_capacity(cilium.nodes.len());
+            for node in &cilium.nodes {
+                let (converted, found) = cilium_node_to_model(cluster, node);
+                nodes.extend(converted);
+                problems.extend(found);
+            }
+            nodes
+        }
     };
 
     let slices = endpoint_slice::by_service(&objects.endpoint_slices);
@@ -218,18 +229,61 @@ fn cilium_identities_and_endpoints(
     let identities = convert_each(&cilium.identities, problems, |i| {
         cilium_identity_to_model(cluster, i, namespaces)
     });
-    let mut endpoints = Vec::new();
-    for cep in &cilium.endpoints {
+    let mut endpoints: BTreeMap<IpPrefix, Endpoint> = BTreeMap::new();
+    for cep in endpoints_by_age(&cilium.endpoints) {
         let namespace = Obj::namespaced("CiliumEndpoint", &cep.metadata).namespace;
         if !namespaces.is_global(namespace) {
             continue;
         }
-        match cilium_endpoint_to_model(cluster, cep) {
-            Ok(entries) => endpoints.extend(entries),
-            Err(p) => problems.push(p),
+        let (entries, found) = cilium_endpoint_to_model(cluster, cep);
+        problems.extend(found);
+        for entry in entries {
+            claim_address(&mut endpoints, entry);
         }
     }
-    (identities.into_iter().flatten().collect(), endpoints)
+    (
+        identities.into_iter().flatten().collect(),
+        endpoints.into_values().collect(),
+    )
+}
+
+/// CiliumEndpoints oldest first (creation time, then namespace and name), the order in
+/// which they claim addresses.
+fn endpoints_by_age(endpoints: &[CiliumEndpoint]) -> Vec<&CiliumEndpoint> {
+    let mut sorted: Vec<&CiliumEndpoint> = endpoints.iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = |cep: &&CiliumEndpoint| {
+            let meta = &cep.metadata;
+            (
+                meta.creation_timestamp.as_ref().map(|t| t.0),
+                meta.namespace.clone(),
+                meta.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    sorted
+}
+
+/// Adds an ipcache entry unless an older endpoint already holds its address.
+///
+/// Two CiliumEndpoints share an address during normal churn (a terminating pod's and its
+/// replacement's, while the first is deleted), so this is no problem to report. The
+/// older one keeps it, as Cilium's apiserver keeps the first claimant
+/// (`CachedConverter` in `converters.go`) until it is deleted; the newer one's entry
+/// follows then.
+fn claim_address(endpoints: &mut BTreeMap<IpPrefix, Endpoint>, entry: Endpoint) {
+    match endpoints.entry(entry.prefix) {
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            vacant.insert(entry);
+        }
+        std::collections::btree_map::Entry::Occupied(held) => tracing::debug!(
+            address = %entry.prefix,
+            held_by = ?held.get().pod,
+            claimed_by = ?entry.pod,
+            "address claimed by two CiliumEndpoints; the older one keeps it"
+        ),
+    }
 }
 
 /// Sorts by key, keeping the first of equal keys (the sort is stable) and reporting the
@@ -254,6 +308,12 @@ fn sort_unique<T, K: Ord>(
         }
     }
     out
+}
+
+/// The value, or `None` with its problem reported: for a value left out of an object
+/// that is still converted.
+fn keep_ok<T>(parsed: Result<T, ConvertProblem>, problems: &mut Vec<ConvertProblem>) -> Option<T> {
+    parsed.map_err(|p| problems.push(p)).ok()
 }
 
 /// One object as problems name it.
@@ -292,6 +352,33 @@ impl<'a> Obj<'a> {
     /// A problem with one field of this object.
     fn problem(&self, field: &str, message: impl fmt::Display) -> ConvertProblem {
         ConvertProblem::new(self.what.clone(), format!("{field}: {message}"))
+    }
+
+    /// An IP address read from `field`.
+    fn parse_ip(&self, field: &str, ip: &str) -> Result<IpAddr, ConvertProblem> {
+        ip.parse()
+            .map_err(|_| self.problem(field, format!("{ip:?} is not an IP address")))
+    }
+
+    /// Refuses an identity outside the cluster's range: every consumer (Cilium's agents,
+    /// fleetmesh's peers) would refuse it as a remote cluster's identity.
+    fn require_in_range(
+        &self,
+        field: &str,
+        cluster: &Cluster,
+        id: IdentityId,
+    ) -> Result<(), ConvertProblem> {
+        let range = cluster.identity_range();
+        if range.contains(id) {
+            return Ok(());
+        }
+        Err(self.problem(
+            field,
+            format!(
+                "identity {id} is outside cluster {}'s range {range}",
+                cluster.id.get()
+            ),
+        ))
     }
 
     /// Refuses an object without a name: nothing could refer to it.
@@ -539,7 +626,6 @@ mod tests {
             problems,
             [
                 "CiliumIdentity 5: metadata.name: identity 5 is outside cluster 1's range 65536..=131071",
-                "CiliumEndpoint address 10.244.1.10: defined more than once; the first definition is used",
             ]
         );
 
@@ -564,6 +650,39 @@ mod tests {
         );
         // Services are read the same way in both modes.
         assert_eq!(state.services.len(), 2);
+    }
+
+    #[test]
+    fn a_shared_address_goes_to_the_older_endpoint_without_a_problem() {
+        use cilium_fixtures::mk_cilium_endpoint;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let created = |mut cep: CiliumEndpoint, at: &str| {
+            cep.metadata.creation_timestamp = Some(Time(at.parse().unwrap()));
+            cep
+        };
+        // The replacement sorts first by name, but the terminating pod is older.
+        let new = mk_cilium_endpoint("shop", "a-new", 65537, ("10.244.1.10", ""), "");
+        let old = mk_cilium_endpoint("shop", "z-old", 65540, ("10.244.1.10", ""), "");
+        let mut objects = mk_objects();
+        for endpoints in [
+            vec![
+                created(new.clone(), "2026-01-02T00:00:00Z"),
+                created(old.clone(), "2026-01-01T00:00:00Z"),
+            ],
+            vec![
+                created(old, "2026-01-01T00:00:00Z"),
+                created(new, "2026-01-02T00:00:00Z"),
+            ],
+        ] {
+            objects.cilium = Some(CiliumObjects {
+                endpoints,
+                ..CiliumObjects::default()
+            });
+            let (state, problems) = desired_state(&mk_cluster(), &objects);
+            assert_eq!(problems, vec![]);
+            let owners: Vec<_> = state.endpoints.iter().map(|e| e.pod.as_deref()).collect();
+            assert_eq!(owners, [Some("z-old")]);
+        }
     }
 
     #[test]

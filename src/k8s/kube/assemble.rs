@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use super::store::KindStore;
+use super::store::{KindSnapshot, KindStore};
 use crate::k8s::Snapshot;
 use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
 use crate::k8s::convert::{self, CiliumObjects, Objects};
@@ -60,25 +60,61 @@ impl Stores {
         common && workloads
     }
 
-    /// What every store holds, and a problem line for each object that could not be read.
-    fn objects(&self) -> (Objects, Vec<String>) {
+    /// What every watched store holds, as pointers: taken under the lock, so it copies
+    /// no object.
+    fn snapshot(&self) -> StoresSnapshot {
+        let cilium = self.cilium.then(|| CiliumSnapshot {
+            identities: self.cilium_identities.snapshot(),
+            endpoints: self.cilium_endpoints.snapshot(),
+            nodes: self.cilium_nodes.snapshot(),
+        });
+        let kube = (!self.cilium).then(|| (self.pods.snapshot(), self.nodes.snapshot()));
+        StoresSnapshot {
+            services: self.services.snapshot(),
+            endpoint_slices: self.endpoint_slices.snapshot(),
+            namespaces: self.namespaces.snapshot(),
+            kube,
+            cilium,
+        }
+    }
+}
+
+/// What the watched stores held at one moment (see [`Stores::snapshot`]).
+struct StoresSnapshot {
+    services: KindSnapshot<Service>,
+    endpoint_slices: KindSnapshot<EndpointSlice>,
+    namespaces: KindSnapshot<Namespace>,
+    /// Pods and Nodes, without Cilium.
+    kube: Option<(KindSnapshot<Pod>, KindSnapshot<Node>)>,
+    cilium: Option<CiliumSnapshot>,
+}
+
+/// Cilium's kinds in a [`StoresSnapshot`].
+struct CiliumSnapshot {
+    identities: KindSnapshot<CiliumIdentity>,
+    endpoints: KindSnapshot<CiliumEndpoint>,
+    nodes: KindSnapshot<CiliumNode>,
+}
+
+impl StoresSnapshot {
+    /// The objects to convert, and a problem line for each object that could not be read.
+    fn into_objects(self) -> (Objects, Vec<String>) {
         let mut problems = Vec::new();
         let mut objects = Objects {
-            services: self.services.objects(&mut problems),
-            endpoint_slices: self.endpoint_slices.objects(&mut problems),
-            namespaces: self.namespaces.objects(&mut problems),
+            services: self.services.into_objects(&mut problems),
+            endpoint_slices: self.endpoint_slices.into_objects(&mut problems),
+            namespaces: self.namespaces.into_objects(&mut problems),
             ..Objects::default()
         };
-        if self.cilium {
-            objects.cilium = Some(CiliumObjects {
-                identities: self.cilium_identities.objects(&mut problems),
-                endpoints: self.cilium_endpoints.objects(&mut problems),
-                nodes: self.cilium_nodes.objects(&mut problems),
-            });
-        } else {
-            objects.pods = self.pods.objects(&mut problems);
-            objects.nodes = self.nodes.objects(&mut problems);
+        if let Some((pods, nodes)) = self.kube {
+            objects.pods = pods.into_objects(&mut problems);
+            objects.nodes = nodes.into_objects(&mut problems);
         }
+        objects.cilium = self.cilium.map(|cilium| CiliumObjects {
+            identities: cilium.identities.into_objects(&mut problems),
+            endpoints: cilium.endpoints.into_objects(&mut problems),
+            nodes: cilium.nodes.into_objects(&mut problems),
+        });
         (objects, problems)
     }
 }
@@ -106,8 +142,9 @@ pub(super) async fn publish(
         }
         tokio::time::sleep(COALESCE).await;
         let (cluster, stores) = (Arc::clone(&cluster), Arc::clone(&stores));
-        // Cloning and converting every object is CPU work proportional to the cluster:
-        // kept off the async workers.
+        // Copying and converting every object is CPU work proportional to the cluster:
+        // kept off the async workers, and (but for pointer copies) outside the lock the
+        // watchers take.
         let assembled = tokio::task::spawn_blocking(move || assemble(&cluster, &stores)).await;
         let snapshot = match assembled {
             Ok(Some(snapshot)) => snapshot,
@@ -139,13 +176,14 @@ pub(super) async fn publish(
 
 /// The snapshot of what the stores hold, or `None` while some kind is not listed yet.
 fn assemble(cluster: &Cluster, stores: &Mutex<Stores>) -> Option<Snapshot> {
-    let (objects, mut problems) = {
+    let snapshot = {
         let stores = stores.lock();
         if !stores.synced() {
             return None;
         }
-        stores.objects()
+        stores.snapshot()
     };
+    let (objects, mut problems) = snapshot.into_objects();
     let (state, convert_problems) = convert::desired_state(cluster, &objects);
     problems.extend(convert_problems.iter().map(ToString::to_string));
     Some(Snapshot { state, problems })
@@ -154,6 +192,7 @@ fn assemble(cluster: &Cluster, stores: &Mutex<Stores>) -> Option<Snapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::kube::store::read;
     use crate::model::{ClusterId, ClusterName, IdMode};
     use ::kube::api::DynamicObject;
     use ::kube::runtime::watcher::Event;
@@ -175,11 +214,11 @@ mod tests {
     where
         K: ::kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone,
     {
-        store.apply(Event::Init);
+        store.apply(read(Event::Init));
         for object in objects {
-            store.apply(Event::InitApply(mk_object(object)));
+            store.apply(read(Event::InitApply(mk_object(object))));
         }
-        store.apply(Event::InitDone);
+        store.apply(read(Event::InitDone));
     }
 
     fn mk_node(name: &str) -> Value {
@@ -219,7 +258,7 @@ mod tests {
         }
         assert_eq!(assemble(&mk_cluster(), &stores), None);
         list(&mut stores.lock().cilium_nodes, vec![]);
-        let (objects, _) = stores.lock().objects();
+        let (objects, _) = stores.lock().snapshot().into_objects();
         assert!(objects.nodes.is_empty());
         assert_eq!(objects.cilium, Some(CiliumObjects::default()));
         let snapshot = assemble(&mk_cluster(), &stores).unwrap();

@@ -5,21 +5,29 @@
 //! - Identities, ipcache entries and nodes come from Cilium's `CiliumIdentity`,
 //!   `CiliumEndpoint` and `CiliumNode` when the API server serves them (asked once, at
 //!   start, through discovery), as Cilium's clustermesh-apiserver reads them; from Pods
-//!   and Nodes otherwise.
+//!   and Nodes otherwise. The kube source decides by what the API server serves, even
+//!   when no Cilium object exists yet; the manifest source (see
+//!   [`crate::k8s::manifests`]) decides by what the directory holds: any Cilium object.
+//! - `CiliumEndpointSlice` (`cilium.io/v2alpha1`) is not read: ipcache entries come from
+//!   CiliumEndpoints, as Cilium's apiserver does without `--enable-cilium-endpoint-slice`.
+//!   Where slices are enabled, Cilium's operator builds them from the CiliumEndpoints,
+//!   which still exist: the same entries, read one endpoint at a time.
 //! - Nothing is published until every watched kind has completed its initial list, so the
 //!   first [`Snapshot`] is the cluster's full state and the export that follows it marks
 //!   the apiserver ready. Changes are then gathered for [`COALESCE`] and published as a
 //!   new snapshot when the converted state differs.
 //! - A failed watch backs off and resumes, or re-lists when its resourceVersion is gone
 //!   (`410 Gone`); each kind keeps what it last listed until the re-list is complete, so
-//!   nothing that still exists is ever withdrawn.
+//!   nothing that still exists is ever withdrawn. A watcher that ends or panics is
+//!   logged and restarted (see `supervise`).
 //! - An object that cannot be read as its kind is a problem naming it; the rest are
-//!   exported. Problems are logged once per published snapshot, as the manifest source
-//!   does.
+//!   exported, and an object read before keeps its last readable version exported.
+//!   Problems are logged once per published snapshot, as the manifest source does.
 
 mod assemble;
 mod detect;
 mod store;
+mod supervise;
 mod watcher;
 
 use std::path::Path;
@@ -33,7 +41,6 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::k8s::Snapshot;
@@ -42,6 +49,7 @@ use crate::k8s::client::ConnectError;
 use crate::model::Cluster;
 use crate::report::error_chain;
 use assemble::Stores;
+use supervise::Watchers;
 
 pub use assemble::COALESCE;
 pub use detect::cilium_installed;
@@ -109,7 +117,7 @@ async fn run(source: KubeSource, tx: watch::Sender<Option<Snapshot>>) {
     let stores = Arc::new(Mutex::new(Stores::new(cilium)));
     let changed = Arc::new(Notify::new());
     // Dropped when publishing ends, which aborts every watcher.
-    let mut watchers = JoinSet::new();
+    let mut watchers = Watchers::default();
     let mut spawn = Spawner {
         client: &source.client,
         stores: &stores,
@@ -127,7 +135,10 @@ async fn run(source: KubeSource, tx: watch::Sender<Option<Snapshot>>) {
         spawn.watch::<Pod>(|s| &mut s.pods);
         spawn.watch::<Node>(|s| &mut s.nodes);
     }
-    assemble::publish(source.cluster, stores, changed, tx).await;
+    tokio::select! {
+        () = assemble::publish(source.cluster, stores, changed, tx) => {}
+        never = watchers.supervise() => match never {},
+    }
 }
 
 /// Asks whether Cilium is installed until the API server answers.
@@ -165,7 +176,7 @@ struct Spawner<'a> {
     client: &'a Client,
     stores: &'a Arc<Mutex<Stores>>,
     changed: &'a Arc<Notify>,
-    watchers: &'a mut JoinSet<()>,
+    watchers: &'a mut Watchers,
 }
 
 impl Spawner<'_> {
@@ -173,16 +184,19 @@ impl Spawner<'_> {
     where
         K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + 'static,
     {
-        let span = tracing::info_span!("watch", kind = %K::kind(&()));
-        self.watchers.spawn(
-            watcher::watch_kind(
-                self.client.clone(),
-                Arc::clone(self.stores),
-                select,
-                Arc::clone(self.changed),
-            )
-            .instrument(span),
+        let (client, stores, changed) = (
+            self.client.clone(),
+            Arc::clone(self.stores),
+            Arc::clone(self.changed),
         );
+        self.watchers.spawn(K::kind(&()), move || {
+            Box::pin(watcher::watch_kind(
+                client.clone(),
+                Arc::clone(&stores),
+                select,
+                Arc::clone(&changed),
+            ))
+        });
     }
 }
 
@@ -191,7 +205,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_bad_kubeconfig_names_its_file_and_an_unreachable_server_is_retried() {
+    async fn a_bad_kubeconfig_names_its_file_and_an_unreachable_server_is_a_discovery_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
         let Err(err) = connect(Some(&missing)).await else {

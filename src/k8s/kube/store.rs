@@ -6,8 +6,12 @@
 //! `InitDone`, so a watch that fails (a `410 Gone`, a dropped connection) keeps exporting
 //! what was last listed until the new list is complete; objects the new list no longer
 //! has disappear at the swap, exactly once.
+//!
+//! Objects are read ([`read`]) before the stores' lock is taken and kept behind an `Arc`,
+//! so the lock is held for map updates and pointer copies only.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ::kube::Resource;
 use ::kube::api::DynamicObject;
@@ -18,14 +22,78 @@ use serde::de::DeserializeOwned;
 type ObjectKey = (String, String);
 
 /// An object as read: the typed object, or why it could not be read (naming it).
-type Parsed<K> = Result<K, String>;
+type Parsed<K> = Result<Arc<K>, String>;
+
+/// A watcher event with its object read as a `K`.
+#[derive(Debug)]
+pub(super) enum Read<K> {
+    Init,
+    InitApply(ObjectKey, Parsed<K>),
+    InitDone,
+    Apply(ObjectKey, Parsed<K>),
+    Delete(ObjectKey),
+}
+
+/// Reads the object of a watcher event as a `K` (CPU work done outside the lock).
+pub(super) fn read<K>(event: Event<DynamicObject>) -> Read<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    match event {
+        Event::Init => Read::Init,
+        Event::InitApply(object) => {
+            let (key, parsed) = parse(object);
+            Read::InitApply(key, parsed)
+        }
+        Event::InitDone => Read::InitDone,
+        Event::Apply(object) => {
+            let (key, parsed) = parse(object);
+            Read::Apply(key, parsed)
+        }
+        Event::Delete(object) => Read::Delete(object_key(&object)),
+    }
+}
+
+/// One object: its latest readable version, and why its latest version could not be
+/// read when it could not.
+#[derive(Debug)]
+struct Entry<K> {
+    /// Exported, even when a later version could not be read: withdrawing what the
+    /// object last said for a version nobody can read would break what still works.
+    good: Option<Arc<K>>,
+    problem: Option<Arc<str>>,
+}
+
+impl<K> Entry<K> {
+    /// The entry for `parsed`, replacing `previous` (the entry of the same object).
+    fn new(parsed: Parsed<K>, previous: Option<&Self>) -> Self {
+        match parsed {
+            Ok(object) => Self {
+                good: Some(object),
+                problem: None,
+            },
+            Err(problem) => {
+                let good = previous.and_then(|p| p.good.clone());
+                let problem = if good.is_some() {
+                    format!("{problem} (its last readable version is still exported)")
+                } else {
+                    problem
+                };
+                Self {
+                    good,
+                    problem: Some(problem.into()),
+                }
+            }
+        }
+    }
+}
 
 /// The objects of one kind.
 #[derive(Debug)]
 pub(super) struct KindStore<K> {
-    objects: BTreeMap<ObjectKey, Parsed<K>>,
+    objects: BTreeMap<ObjectKey, Entry<K>>,
     /// The re-list in progress, from `Init` to `InitDone`.
-    relist: Option<BTreeMap<ObjectKey, Parsed<K>>>,
+    relist: Option<BTreeMap<ObjectKey, Entry<K>>>,
     /// A list has completed at least once: `objects` is the kind's full state.
     synced: bool,
 }
@@ -40,39 +108,58 @@ impl<K> Default for KindStore<K> {
     }
 }
 
-impl<K> KindStore<K>
-where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone,
-{
+/// What one kind's store holds at one moment, copied cheaply (pointers) under the lock.
+#[derive(Debug)]
+pub(super) struct KindSnapshot<K> {
+    objects: Vec<Arc<K>>,
+    problems: Vec<Arc<str>>,
+}
+
+impl<K: Clone> KindSnapshot<K> {
+    /// The objects, in namespace/name order, adding a problem line for each object whose
+    /// latest version could not be read. Copies each object: done outside the lock.
+    pub(super) fn into_objects(self, problems: &mut Vec<String>) -> Vec<K> {
+        problems.extend(self.problems.iter().map(ToString::to_string));
+        self.objects.into_iter().map(Arc::unwrap_or_clone).collect()
+    }
+}
+
+impl<K> KindStore<K> {
     /// Applies one watcher event; returns whether the visible state (`objects`, `synced`)
     /// changed.
-    pub(super) fn apply(&mut self, event: Event<DynamicObject>) -> bool {
+    pub(super) fn apply(&mut self, event: Read<K>) -> bool {
         match event {
-            Event::Init => {
+            Read::Init => {
                 self.relist = Some(BTreeMap::new());
                 false
             }
-            Event::InitApply(object) => {
-                let (key, parsed) = parse::<K>(object);
-                self.relist
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key, parsed);
+            Read::InitApply(key, parsed) => {
+                let relist = self.relist.get_or_insert_with(BTreeMap::new);
+                // A re-list may bring an unreadable version of an object read before.
+                let previous = relist.get(&key).or_else(|| self.objects.get(&key));
+                let entry = Entry::new(parsed, previous);
+                relist.insert(key, entry);
                 false
             }
-            Event::InitDone => {
-                self.objects = self.relist.take().unwrap_or_default();
-                self.synced = true;
+            Read::InitDone => match self.relist.take() {
+                Some(relist) => {
+                    self.objects = relist;
+                    self.synced = true;
+                    true
+                }
+                None => {
+                    // kube-runtime always starts a list with `Init`: swapping in nothing
+                    // would withdraw every object of the kind.
+                    tracing::error!("a list ended that never started; keeping what was listed");
+                    false
+                }
+            },
+            Read::Apply(key, parsed) => {
+                let entry = Entry::new(parsed, self.objects.get(&key));
+                self.objects.insert(key, entry);
                 true
             }
-            Event::Apply(object) => {
-                let (key, parsed) = parse::<K>(object);
-                self.objects.insert(key, parsed);
-                true
-            }
-            Event::Delete(object) => {
-                let key = object_key(&object);
-                self.objects.remove(&key).is_some()
-            }
+            Read::Delete(key) => self.objects.remove(&key).is_some(),
         }
     }
 
@@ -86,17 +173,18 @@ where
         self.objects.len()
     }
 
-    /// The readable objects, in namespace/name order, and a problem line for each
-    /// unreadable one.
-    pub(super) fn objects(&self, problems: &mut Vec<String>) -> Vec<K> {
-        let mut objects = Vec::with_capacity(self.objects.len());
-        for parsed in self.objects.values() {
-            match parsed {
-                Ok(object) => objects.push(object.clone()),
-                Err(problem) => problems.push(problem.clone()),
-            }
+    /// The readable objects and the problems, as pointers: cheap enough to take under
+    /// the stores' lock.
+    pub(super) fn snapshot(&self) -> KindSnapshot<K> {
+        let mut snapshot = KindSnapshot {
+            objects: Vec::with_capacity(self.objects.len()),
+            problems: Vec::new(),
+        };
+        for entry in self.objects.values() {
+            snapshot.objects.extend(entry.good.clone());
+            snapshot.problems.extend(entry.problem.clone());
         }
-        objects
+        snapshot
     }
 }
 
@@ -125,6 +213,7 @@ where
     });
     let parsed = serde_json::to_value(&object)
         .and_then(serde_json::from_value::<K>)
+        .map(Arc::new)
         .map_err(|e| format!("{}: {e}", describe::<K>(&key)));
     (key, parsed)
 }
@@ -154,10 +243,11 @@ mod tests {
         .unwrap()
     }
 
-    fn names(store: &KindStore<Pod>) -> Vec<(String, Option<String>)> {
+    fn names_and_ips(store: &KindStore<Pod>) -> Vec<(String, Option<String>)> {
         let mut problems = Vec::new();
         store
-            .objects(&mut problems)
+            .snapshot()
+            .into_objects(&mut problems)
             .into_iter()
             .map(|p| {
                 let ip = p.status.and_then(|s| s.pod_ip);
@@ -169,29 +259,38 @@ mod tests {
     #[test]
     fn a_relist_is_swapped_in_whole_when_it_completes() {
         let mut store = KindStore::<Pod>::default();
-        assert!(!store.apply(Event::Init));
-        assert!(!store.apply(Event::InitApply(mk_pod("a", "10.0.0.1"))));
-        assert!(!store.apply(Event::InitApply(mk_pod("b", "10.0.0.2"))));
+        assert!(!store.apply(read(Event::Init)));
+        assert!(!store.apply(read(Event::InitApply(mk_pod("a", "10.0.0.1")))));
+        assert!(!store.apply(read(Event::InitApply(mk_pod("b", "10.0.0.2")))));
         assert!(!store.synced());
-        assert!(store.apply(Event::InitDone));
+        assert!(store.apply(read(Event::InitDone)));
         assert!(store.synced());
-        assert_eq!(names(&store).len(), 2);
+        assert_eq!(names_and_ips(&store).len(), 2);
 
-        assert!(store.apply(Event::Apply(mk_pod("a", "10.0.0.9"))));
-        assert!(store.apply(Event::Delete(mk_pod("b", "10.0.0.2"))));
-        assert!(!store.apply(Event::Delete(mk_pod("b", "10.0.0.2"))));
-        assert_eq!(names(&store), [("a".into(), Some("10.0.0.9".into()))]);
+        assert!(store.apply(read(Event::Apply(mk_pod("a", "10.0.0.9")))));
+        assert!(store.apply(read(Event::Delete(mk_pod("b", "10.0.0.2")))));
+        assert!(!store.apply(read(Event::Delete(mk_pod("b", "10.0.0.2")))));
+        assert_eq!(
+            names_and_ips(&store),
+            [("a".into(), Some("10.0.0.9".into()))]
+        );
 
         // A watch error forces a re-list: until it completes, the last state stays.
-        assert!(!store.apply(Event::Init));
-        assert!(!store.apply(Event::InitApply(mk_pod("c", "10.0.0.3"))));
-        assert_eq!(names(&store), [("a".into(), Some("10.0.0.9".into()))]);
+        assert!(!store.apply(read(Event::Init)));
+        assert!(!store.apply(read(Event::InitApply(mk_pod("c", "10.0.0.3")))));
+        assert_eq!(
+            names_and_ips(&store),
+            [("a".into(), Some("10.0.0.9".into()))]
+        );
         assert!(store.synced());
         // A re-list restarted half-way (an error during it) starts its buffer over.
-        assert!(!store.apply(Event::Init));
-        assert!(!store.apply(Event::InitApply(mk_pod("d", "10.0.0.4"))));
-        assert!(store.apply(Event::InitDone));
-        assert_eq!(names(&store), [("d".into(), Some("10.0.0.4".into()))]);
+        assert!(!store.apply(read(Event::Init)));
+        assert!(!store.apply(read(Event::InitApply(mk_pod("d", "10.0.0.4")))));
+        assert!(store.apply(read(Event::InitDone)));
+        assert_eq!(
+            names_and_ips(&store),
+            [("d".into(), Some("10.0.0.4".into()))]
+        );
     }
 
     #[test]
@@ -202,12 +301,12 @@ mod tests {
             "spec": {"containers": 3},
         }))
         .unwrap();
-        store.apply(Event::Init);
-        store.apply(Event::InitApply(broken));
-        store.apply(Event::InitApply(mk_pod("a", "10.0.0.1")));
-        store.apply(Event::InitDone);
+        store.apply(read(Event::Init));
+        store.apply(read(Event::InitApply(broken)));
+        store.apply(read(Event::InitApply(mk_pod("a", "10.0.0.1"))));
+        store.apply(read(Event::InitDone));
         let mut problems = Vec::new();
-        let pods = store.objects(&mut problems);
+        let pods = store.snapshot().into_objects(&mut problems);
         assert_eq!(pods.len(), 1);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
@@ -226,9 +325,74 @@ mod tests {
             "spec": {"podCIDRs": "10.244.0.0/24"},
         }))
         .unwrap();
-        store.apply(Event::Apply(node));
+        store.apply(read(Event::Apply(node)));
         let mut problems = Vec::new();
-        assert!(store.objects(&mut problems).is_empty());
+        assert!(store.snapshot().into_objects(&mut problems).is_empty());
         assert!(problems[0].starts_with("Node worker: "), "{problems:?}");
+    }
+
+    fn mk_broken_pod(name: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"containers": 3},
+        }))
+        .unwrap()
+    }
+
+    /// The readable pods' names and the problems.
+    fn contents(store: &KindStore<Pod>) -> (Vec<String>, Vec<String>) {
+        let mut problems = Vec::new();
+        let pods = store.snapshot().into_objects(&mut problems);
+        let names = pods.into_iter().filter_map(|p| p.metadata.name).collect();
+        (names, problems)
+    }
+
+    #[test]
+    fn an_unreadable_version_keeps_the_last_readable_one_exported() {
+        let mut store = KindStore::<Pod>::default();
+        store.apply(read(Event::Init));
+        store.apply(read(Event::InitApply(mk_pod("a", "10.0.0.1"))));
+        store.apply(read(Event::InitDone));
+
+        assert!(store.apply(read(Event::Apply(mk_broken_pod("a")))));
+        let (names, problems) = contents(&store);
+        assert_eq!(names, ["a"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("Pod shop/a: invalid type"));
+        assert!(
+            problems[0].ends_with("(its last readable version is still exported)"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            names_and_ips(&store),
+            [("a".into(), Some("10.0.0.1".into()))]
+        );
+
+        // A re-list that brings the unreadable version keeps it too.
+        store.apply(read(Event::Init));
+        store.apply(read(Event::InitApply(mk_broken_pod("a"))));
+        store.apply(read(Event::InitDone));
+        assert_eq!(contents(&store).0, ["a"]);
+        assert_eq!(contents(&store).1.len(), 1);
+
+        // A readable version clears the problem.
+        store.apply(read(Event::Apply(mk_pod("a", "10.0.0.2"))));
+        assert_eq!(contents(&store), (vec!["a".to_string()], vec![]));
+        assert_eq!(
+            names_and_ips(&store),
+            [("a".into(), Some("10.0.0.2".into()))]
+        );
+    }
+
+    #[test]
+    fn a_list_end_without_a_start_keeps_the_objects() {
+        let mut store = KindStore::<Pod>::default();
+        store.apply(read(Event::Init));
+        store.apply(read(Event::InitApply(mk_pod("a", "10.0.0.1"))));
+        store.apply(read(Event::InitDone));
+        assert!(!store.apply(read(Event::InitDone)));
+        assert_eq!(contents(&store).0, ["a"]);
+        assert!(store.synced());
     }
 }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::assemble::Stores;
-use super::store::KindStore;
+use super::store::{self, KindStore};
 use crate::report::error_chain;
 
 /// The HTTP status of a watch whose resourceVersion is too old: the watcher re-lists.
@@ -45,6 +45,8 @@ pub(super) async fn watch_kind<K>(
         match event {
             Ok(event) => {
                 let done = matches!(event, Event::InitDone);
+                // Typed before the lock is taken: parsing is the costly part.
+                let event = store::read::<K>(event);
                 let mut stores = stores.lock();
                 let store = select(&mut stores);
                 let visible = store.apply(event);
