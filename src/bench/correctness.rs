@@ -6,16 +6,16 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::workload::Workload;
 use crate::mesh::{Counts, MeshView};
 use crate::model::{Resource, ResourceKey};
 
 /// The correctness counters of a run, summed over its agents. `None`: what this side
-/// cannot observe (a fleetmesh agent's listing is swapped into its view whole, so a
+/// cannot observe (a fleetmesh agent's listing goes into its view by key, so a
 /// duplicate in it could not show; its final view is checked instead).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Correctness {
     pub lost: u64,
     pub phantom: u64,
@@ -165,7 +165,8 @@ mod tests {
     fn a_view_holding_exactly_the_workload_is_clean() {
         let w = mk_workload();
         let mut view = MeshView::new(mk_cluster("agent", 1), StalePolicy::default());
-        view.replace(&w.cluster.name, w.resources.clone());
+        let upserts = w.resources.iter().cloned().map(Change::Upsert).collect();
+        view.apply(&w.cluster.name, upserts);
         assert_eq!(check_view(&view, &w), Correctness::default());
     }
 
@@ -184,7 +185,10 @@ mod tests {
         extra.prefix = crate::model::IpPrefix::host("192.168.0.1".parse().unwrap());
         held.push(Resource::Endpoint(changed));
         held.push(Resource::Endpoint(extra));
-        view.replace(&w.cluster.name, held);
+        view.apply(
+            &w.cluster.name,
+            held.into_iter().map(Change::Upsert).collect(),
+        );
         let c = check_view(&view, &w);
         assert_eq!((c.lost, c.phantom), (2, 2), "{c:?}");
         view.apply(&w.cluster.name, vec![Change::Upsert(removed)]);

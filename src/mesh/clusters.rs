@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{ClusterName, IdentityId, Labels, Node, Service, ServiceName};
+use crate::model::{ClusterName, IdentityId, Node, Service, ServiceName};
 
+use super::labels::CompactLabels;
 use super::stale::Reachability;
 
 /// A cluster's slot in the [`ClusterTable`]. A slot is never reused for another name
@@ -24,7 +25,7 @@ pub(super) struct ClusterSlot {
     pub present: bool,
     pub reachability: Reachability,
     pub nodes: BTreeMap<String, Node>,
-    pub identities: BTreeMap<IdentityId, Labels>,
+    pub identities: BTreeMap<IdentityId, CompactLabels>,
     pub services: BTreeMap<ServiceName, Service>,
     /// How many ipcache entries this cluster holds.
     pub endpoints: usize,

@@ -7,10 +7,10 @@
 //! validated: DESIGN.md §6 rule 3), and reads it for its sinks and the query API.
 //!
 //! - **Per-cluster state.** Everything is held per source cluster. A cluster's changes
-//!   touch only what that cluster contributed; [`MeshView::replace`] is the sweep after
-//!   a resync (DESIGN.md §6 rule 1: nothing is deleted because a peer went away, only
-//!   what a complete new listing no longer has), and [`MeshView::drain`] removes a
-//!   cluster whose peer file was removed.
+//!   touch only what that cluster contributed. A resync applies its listing as it
+//!   comes and ends with [`MeshView::sweep`] (DESIGN.md §6 rule 1: nothing is deleted
+//!   because a peer went away, only what a complete new listing no longer has), and
+//!   [`MeshView::drain`] removes a cluster whose peer file was removed.
 //! - **Changes are minimal.** Every update returns the [`MeshChange`]s it made; writing
 //!   what is already held changes nothing and returns nothing.
 //! - **Time comes from the caller.** Staleness (module `stale`) is decided at query time from
@@ -26,12 +26,13 @@ mod fixtures;
 mod intern;
 mod ipcache;
 mod json;
+mod labels;
 mod select;
 mod services;
 mod stale;
 mod status;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -43,6 +44,7 @@ use crate::model::{
 
 use self::clusters::{ClusterIdx, ClusterTable, LOCAL};
 use self::ipcache::{IpCache, Upserted};
+use self::labels::CompactLabels;
 use self::stale::Withdrawal;
 
 pub use self::ipcache::{IpConflict, IpcacheEntryView};
@@ -114,27 +116,22 @@ impl MeshView {
             .collect()
     }
 
-    /// Sets `cluster`'s complete state, as listed after a (re)sync's synced marker:
-    /// entries equal to what is held change nothing, changed or new ones are upserted,
-    /// then held ones missing from `full` are deleted. What stayed the same is never
-    /// removed, not even for a moment. Covers every kind: `full` must hold all of them.
-    pub fn replace(&mut self, cluster: &ClusterName, full: Vec<Resource>) -> Vec<MeshChange> {
+    /// Ends a resync of `cluster`: deletes every entry it holds that `is_listed` does
+    /// not name, and returns those deletions. The new listing's entries were already
+    /// applied as upserts as they came (equal ones changed nothing), so what the peer
+    /// still has is never removed, not even for a moment; call this only at the synced
+    /// marker of a complete listing. Covers every kind: `is_listed` must name them all.
+    pub fn sweep(
+        &mut self,
+        cluster: &ClusterName,
+        is_listed: impl Fn(&ResourceKey) -> bool,
+    ) -> Vec<MeshChange> {
         let idx = self.clusters.enter(cluster);
-        let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
-        let mut changes: Vec<MeshChange> = full
-            .into_iter()
-            .filter_map(|r| self.apply_one(idx, Change::Upsert(r)))
-            .collect();
-        let gone: Vec<ResourceKey> = self
-            .held_keys(idx)
-            .into_iter()
-            .filter(|k| !listed.contains(k))
-            .collect();
-        changes.extend(
-            gone.into_iter()
-                .filter_map(|k| self.apply_one(idx, Change::Delete(k))),
-        );
-        changes
+        // Only the keys to delete are collected: a listing mostly names what is held.
+        let gone: Vec<ResourceKey> = self.held_keys(idx).filter(|k| !is_listed(k)).collect();
+        gone.into_iter()
+            .filter_map(|k| self.apply_one(idx, Change::Delete(k)))
+            .collect()
     }
 
     /// Records that the link to `cluster` went down or came back at `now`. The local
@@ -158,8 +155,8 @@ impl MeshView {
         let Some(idx) = self.clusters.find(cluster) else {
             return Vec::new();
         };
-        let changes = self
-            .held_keys(idx)
+        let held: Vec<ResourceKey> = self.held_keys(idx).collect();
+        let changes = held
             .into_iter()
             .filter_map(|k| self.apply_one(idx, Change::Delete(k)))
             .collect();
@@ -234,7 +231,7 @@ impl MeshView {
             .get(idx)
             .identities
             .get(&entry.identity)
-            .cloned()
+            .and_then(CompactLabels::labels)
             .or_else(|| self.identity(entry.identity).map(|(_, l)| l));
         Some(IpcacheEntryView::new(
             self.clusters.name(idx).clone(),
@@ -267,8 +264,8 @@ impl MeshView {
     pub fn identity(&self, id: IdentityId) -> Option<(ClusterName, Labels)> {
         self.clusters.ordered().into_iter().find_map(|idx| {
             let slot = self.clusters.get(idx);
-            let labels = slot.identities.get(&id)?;
-            Some((slot.name.clone(), labels.clone()))
+            let labels = slot.identities.get(&id)?.labels()?;
+            Some((slot.name.clone(), labels))
         })
     }
 
@@ -285,7 +282,7 @@ impl MeshView {
     }
 
     /// Every key `idx` holds, sorted by kind then key.
-    fn held_keys(&self, idx: ClusterIdx) -> Vec<ResourceKey> {
+    fn held_keys(&self, idx: ClusterIdx) -> impl Iterator<Item = ResourceKey> + '_ {
         let slot = self.clusters.get(idx);
         let nodes = slot.nodes.keys().cloned().map(ResourceKey::Node);
         let services = slot.services.keys().cloned().map(ResourceKey::Service);
@@ -295,11 +292,7 @@ impl MeshView {
             .prefixes_of(idx)
             .into_iter()
             .map(ResourceKey::Endpoint);
-        nodes
-            .chain(services)
-            .chain(identities)
-            .chain(endpoints)
-            .collect()
+        nodes.chain(services).chain(identities).chain(endpoints)
     }
 
     fn apply_one(&mut self, idx: ClusterIdx, change: Change) -> Option<MeshChange> {
@@ -325,7 +318,11 @@ impl MeshView {
         let changed = match &resource {
             Resource::Node(n) => put(&mut slot.nodes, n.name().to_string(), n),
             Resource::Service(s) => put(&mut slot.services, s.name.clone(), s),
-            Resource::Identity(i) => put(&mut slot.identities, i.id(), i.labels()),
+            Resource::Identity(i) => put(
+                &mut slot.identities,
+                i.id(),
+                &CompactLabels::new(i.labels()),
+            ),
             Resource::Endpoint(e) => match self.ipcache.upsert(idx, e) {
                 Upserted::Unchanged => false,
                 Upserted::Replaced => true,
@@ -368,8 +365,14 @@ fn put<K: Ord, V: Clone + PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: &V
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::mesh::fixtures::*;
+
+    fn upserts(full: Vec<Resource>) -> Vec<Change> {
+        full.into_iter().map(Change::Upsert).collect()
+    }
 
     fn keys(changes: &[MeshChange]) -> Vec<(String, String)> {
         changes
@@ -407,12 +410,17 @@ mod tests {
     }
 
     #[test]
-    fn replace_of_an_identical_state_changes_nothing() {
+    fn a_resync_of_an_identical_state_changes_nothing() {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let full = mk_full_state(&c1, 3);
-        assert_eq!(view.replace(&c1.name, full.clone()).len(), full.len());
-        assert!(view.replace(&c1.name, full).is_empty());
+        assert_eq!(
+            view.apply(&c1.name, upserts(full.clone())).len(),
+            full.len()
+        );
+        let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
+        assert!(view.apply(&c1.name, upserts(full)).is_empty());
+        assert!(view.sweep(&c1.name, |k| listed.contains(k)).is_empty());
         assert_eq!(
             view.counts(&c1.name),
             Some(Counts {
@@ -425,13 +433,14 @@ mod tests {
     }
 
     #[test]
-    fn replace_after_a_peer_lost_one_entry_deletes_exactly_it() {
+    fn a_sweep_after_a_peer_lost_one_entry_deletes_exactly_it() {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let mut full = mk_full_state(&c1, 3);
-        view.replace(&c1.name, full.clone());
+        view.apply(&c1.name, upserts(full.clone()));
         let lost = full.pop().unwrap();
-        let changes = view.replace(&c1.name, full);
+        let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
+        let changes = view.sweep(&c1.name, |k| listed.contains(k));
         assert_eq!(
             changes,
             vec![MeshChange {
@@ -443,20 +452,37 @@ mod tests {
     }
 
     #[test]
-    fn replace_upserts_changed_entries_and_keeps_the_rest() {
+    fn a_resync_upserts_changed_entries_and_the_sweep_keeps_them() {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let mut full = mk_full_state(&c1, 2);
-        view.replace(&c1.name, full.clone());
+        view.apply(&c1.name, upserts(full.clone()));
         let Some(Resource::Endpoint(e)) = full.last_mut() else {
             panic!("the full state ends with endpoints");
         };
         e.pod = Some("moved".into());
-        let changes = view.replace(&c1.name, full);
+        let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
+        let changes = view.apply(&c1.name, upserts(full));
         assert_eq!(
             keys(&changes),
             vec![("c1".into(), "upsert endpoint 10.2.0.1".into())]
         );
+        assert!(view.sweep(&c1.name, |k| listed.contains(k)).is_empty());
+        let moved = view.lookup("10.2.0.1".parse().unwrap()).unwrap();
+        assert_eq!(moved.pod.as_deref(), Some("moved"));
+    }
+
+    #[test]
+    fn sweeping_after_an_empty_listing_empties_the_peer_but_keeps_it_known() {
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let full = mk_full_state(&c1, 2);
+        view.apply(&c1.name, upserts(full.clone()));
+        assert_eq!(view.sweep(&c1.name, |_| false).len(), full.len());
+        assert_eq!(view.counts(&c1.name), Some(Counts::default()));
+        let c2 = mk_cluster("c2", 3);
+        assert!(view.sweep(&c2.name, |_| false).is_empty());
+        assert_eq!(view.counts(&c2.name), Some(Counts::default()));
     }
 
     #[test]
@@ -464,9 +490,9 @@ mod tests {
         let (mut view, local) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let c2 = mk_cluster("c2", 3);
-        view.replace(&local.name, mk_full_state(&local, 2));
-        view.replace(&c1.name, mk_full_state(&c1, 2));
-        view.replace(&c2.name, mk_full_state(&c2, 2));
+        view.apply(&local.name, upserts(mk_full_state(&local, 2)));
+        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
+        view.apply(&c2.name, upserts(mk_full_state(&c2, 2)));
 
         let changes = view.drain(&c1.name);
         assert_eq!(changes.len(), 5);
@@ -492,10 +518,10 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let v0 = view.services_version();
-        view.replace(&c1.name, mk_full_state(&c1, 2));
+        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
         let v1 = view.services_version();
         assert!(v1 > v0, "a service arrived");
-        view.replace(&c1.name, mk_full_state(&c1, 3));
+        view.apply(&c1.name, upserts(mk_full_state(&c1, 3)));
         assert_eq!(view.services_version(), v1, "only an endpoint changed");
 
         let now = Instant::now();
@@ -516,7 +542,7 @@ mod tests {
     fn lookup_names_cluster_pod_and_identity_labels() {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
-        view.replace(&c1.name, mk_full_state(&c1, 2));
+        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
         let found = view.lookup("10.2.0.1".parse().unwrap()).unwrap();
         assert_eq!(found.cluster, c1.name);
         assert_eq!(found.namespace.as_deref(), Some("test"));
@@ -559,7 +585,7 @@ mod tests {
     #[test]
     fn views_serialize_for_the_query_api() {
         let (mut view, local) = mk_view();
-        view.replace(&local.name, mk_full_state(&local, 1));
+        view.apply(&local.name, upserts(mk_full_state(&local, 1)));
         let svc = view.service(&mk_service_name(), Instant::now()).unwrap();
         let json = serde_json::to_value(&svc).unwrap();
         assert_eq!(json["name"], "test/echo");

@@ -312,8 +312,10 @@ mod tests {
         let c1 = mk_cluster("c1", 1);
         let c2 = mk_cluster("c2", 2);
         let mut view = MeshView::new(c1.clone(), StalePolicy::default());
-        view.replace(&c1.name, mk_state(&c1));
-        view.replace(&c2.name, mk_state(&c2));
+        for c in [&c1, &c2] {
+            let upserts = mk_state(c).into_iter().map(Change::Upsert).collect();
+            view.apply(&c.name, upserts);
+        }
         let view = Arc::new(RwLock::new(view));
         router(ApiState::new(view, Arc::new(FakeLinks(links))))
     }

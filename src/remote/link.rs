@@ -22,7 +22,10 @@ use super::credentials::credentials;
 use super::status::{Reporter, unix_ms};
 use super::sync::{FrameReport, WatchState};
 use super::validate::check_info;
-use super::{Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedView, ValidationError};
+use super::{
+    Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedView,
+    ValidationError,
+};
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
 use crate::proto::{CAP_RESUME, WatchFrame, server_info_from_wire, v1};
@@ -30,8 +33,10 @@ use crate::report::error_chain;
 use crate::tls::client::{ServerCert, channel_to_cluster};
 use crate::tls::{RELOAD_INTERVAL, ReloadingClientConfig, spawn_reload};
 
-/// First retry delay: quick enough that a peer restart costs a fraction of a second,
-/// long enough that a peer refusing at once is not dialed in a tight loop.
+/// First retry delay after a failed dial: quick enough that a peer coming up is noticed
+/// within a fraction of a second, long enough that a peer refusing at once is not dialed
+/// in a tight loop. (After a broken stream the first retry is spread wider:
+/// `backoff::BROKEN_STREAM_SPREAD`.)
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest retry delay: a peer that is down for long is noticed back within 30 s, and
 /// thousands of agents retrying stay a trickle (Cilium caps its retries at 30 s too).
@@ -58,6 +63,8 @@ pub struct LinkSettings {
     /// How often the peer's TLS files are checked for changes; a new client certificate
     /// is used from the next connection on.
     pub tls_reload: Duration,
+    /// Told about every change applied to the view (benchmarks); `None` in production.
+    pub observer: Option<SharedObserver>,
 }
 
 impl Default for LinkSettings {
@@ -68,6 +75,7 @@ impl Default for LinkSettings {
             stable_after: STABLE_AFTER,
             call_timeout: CALL_TIMEOUT,
             tls_reload: RELOAD_INTERVAL,
+            observer: None,
         }
     }
 }
@@ -330,7 +338,8 @@ impl Link {
         let revision = frame.revision;
         let epoch = frame.epoch.clone();
         let events = frame.events.len();
-        let report = state.on_frame(frame, peer, &self.view);
+        let observer = self.settings.observer.as_deref();
+        let report = state.on_frame(frame, peer, &self.view, observer);
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
         }

@@ -4,8 +4,9 @@
 //! ```text
 //!  remotes/<name>.yaml ─► PeerConfig ─► spawn_link ─► task (span peer = <name>)
 //!     connect (mTLS, server cert must name <name>) ─► Info ─► validate, reserve the id
-//!     ─► Watch(resume?) ─► full state buffered until `synced` ─► MeshView::replace
-//!                       └► or resumed: only what was missed  ─► MeshView::apply
+//!     ─► Watch(resume?) ─► full state, applied as it comes     ─► MeshView::apply
+//!                          at `synced`: what it did not list    ─► MeshView::sweep
+//!                       └► or resumed: only what was missed     ─► MeshView::apply
 //!     ─► deltas ─► MeshView::apply          (every event checked before it is applied)
 //!     stream ends ─► set_reachable(false), back off with jitter, reconnect and resume
 //! ```
@@ -14,8 +15,9 @@
 //!
 //! - **Nothing is deleted because a peer went away.** A lost stream marks the peer
 //!   unreachable and keeps its entries; after a reconnect that could not resume, the new
-//!   listing is buffered and swapped in at the synced marker, which is the only place an
-//!   entry the peer no longer has disappears (mark and sweep, [`MeshView::replace`]).
+//!   listing is applied as it comes and its keys are kept until the synced marker, which
+//!   is the only place an entry the peer no longer has disappears (mark and sweep,
+//!   [`MeshView::sweep`]).
 //! - **A peer's data is accepted only after its `Info` is validated**: the name equals
 //!   the peer file's name and the server certificate's cluster, the id mode equals ours,
 //!   the id is not the local one nor another peer's ([`IdRegistry`]). Each event is
@@ -35,6 +37,7 @@ mod credentials;
 mod error;
 mod ids;
 mod link;
+mod observer;
 mod status;
 mod sync;
 mod validate;
@@ -47,6 +50,7 @@ pub use self::config::{PeerConfig, PeerConfigError};
 pub use self::error::LinkError;
 pub use self::ids::{IdConflict, IdRegistry};
 pub use self::link::{LinkSettings, PeerLink, spawn_link};
+pub use self::observer::{ApplyObserver, SharedObserver};
 pub use self::validate::ValidationError;
 pub use crate::mesh::{Failure, PeerStatus, SyncedKinds};
 

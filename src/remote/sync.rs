@@ -2,28 +2,77 @@
 //!
 //! A stream is either **full** (the peer's whole state in frames, the last one marked
 //! `synced`, then deltas) or **resumed** (only what the link missed since its last
-//! revision, then deltas). A full state is buffered and swapped in with
-//! [`MeshView::replace`](crate::mesh::MeshView::replace) at the synced marker: entries
-//! that did not change are never touched, entries the peer no longer has disappear only
-//! then. Everything else is applied as it comes. Every event is decoded and checked
-//! against the peer's cluster first; a refused event is reported and skipped, and the
-//! rest of its frame still applies.
+//! revision, then deltas). Every frame is applied as it comes, a full state's too: its
+//! entries are the peer's current values, and holding them back until the marker would
+//! cost a second copy of the peer's state (the view's is the compact one). What a full
+//! state keeps until the synced marker is only the keys it named; at the marker,
+//! [`MeshView::sweep`](crate::mesh::MeshView::sweep) deletes what the peer holds beyond
+//! them, so an entry the peer no longer has disappears only then, and one it still has
+//! is never removed, not even for a moment. Until the marker the view holds the new
+//! state over the old one; the link reads as ready only at the marker. Every event is
+//! decoded and checked against the peer's cluster first; a refused event is reported and
+//! skipped, and the rest of its frame still applies.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::net::IpAddr;
 
 use super::SharedView;
-use crate::model::{Change, Cluster, Resource, ResourceKey};
+use super::observer::{ApplyObserver, apply_observed, sweep_observed};
+use crate::model::{Change, Cluster, ResourceKey};
 use crate::proto::{ProtoError, WatchFrame, decode_event, v1};
 
 /// Where one stream is.
 pub(super) enum WatchState {
     /// No frame yet: the first one says whether the stream resumed.
     Start,
-    /// Receiving the full state, buffered by key until the synced marker.
-    /// The full state so far, and whether any of it was refused.
-    Listing(HashMap<ResourceKey, Resource>, bool),
-    /// The view holds everything the stream delivered: frames apply directly.
+    /// Receiving the full state, applied as it comes: the keys it named so far, and
+    /// whether any of it was refused.
+    Listing(ListedKeys, bool),
+    /// The full state is complete (or was never needed): nothing is left to sweep.
     Live,
+}
+
+/// The keys a full state named so far: all the sweep at its synced marker needs of it.
+/// IPv4 host endpoints, the bulk of a listing, are kept as bare addresses (4 bytes where
+/// a [`ResourceKey`] takes more than ten times that).
+#[derive(Debug, Default)]
+pub(super) struct ListedKeys {
+    v4_hosts: HashSet<u32>,
+    others: HashSet<ResourceKey>,
+}
+
+impl ListedKeys {
+    fn insert(&mut self, key: ResourceKey) {
+        match v4_host(&key) {
+            Some(addr) => self.v4_hosts.insert(addr),
+            None => self.others.insert(key),
+        };
+    }
+
+    fn remove(&mut self, key: &ResourceKey) {
+        match v4_host(key) {
+            Some(addr) => self.v4_hosts.remove(&addr),
+            None => self.others.remove(key),
+        };
+    }
+
+    fn contains(&self, key: &ResourceKey) -> bool {
+        match v4_host(key) {
+            Some(addr) => self.v4_hosts.contains(&addr),
+            None => self.others.contains(key),
+        }
+    }
+}
+
+/// The address of an IPv4 host endpoint's key, as a number.
+fn v4_host(key: &ResourceKey) -> Option<u32> {
+    match key {
+        ResourceKey::Endpoint(prefix) if prefix.is_host() => match prefix.addr() {
+            IpAddr::V4(addr) => Some(u32::from(addr)),
+            IpAddr::V6(_) => None,
+        },
+        _ => None,
+    }
 }
 
 /// What one frame did.
@@ -43,15 +92,17 @@ pub(super) struct FrameReport {
 
 impl WatchState {
     /// Decodes `frame`'s events against `peer` and applies them to `view` as the stream's
-    /// phase requires.
+    /// phase requires, telling `observer` what was applied.
     pub(super) fn on_frame(
         &mut self,
         frame: WatchFrame,
         peer: &Cluster,
         view: &SharedView,
+        observer: Option<&dyn ApplyObserver>,
     ) -> FrameReport {
         let mut report = FrameReport::default();
-        // The buffer while a full state is coming in; `None` once frames apply directly.
+        // The keys listed while a full state is coming in; `None` once nothing is left to
+        // sweep.
         let mut listing = match std::mem::replace(self, Self::Live) {
             Self::Start if frame.resumed => {
                 report.resumed = true;
@@ -59,9 +110,9 @@ impl WatchState {
             }
             Self::Start => {
                 report.listing = true;
-                Some((HashMap::new(), false))
+                Some((ListedKeys::default(), false))
             }
-            Self::Listing(buffer, refused) => Some((buffer, refused)),
+            Self::Listing(listed, refused) => Some((listed, refused)),
             Self::Live => None,
         };
         let mut changes = Vec::with_capacity(frame.events.len());
@@ -71,39 +122,29 @@ impl WatchState {
                 Err(e) => report.refused.push(e),
             }
         }
-        match listing.as_mut() {
-            Some((buffer, refused)) => {
-                *refused |= !report.refused.is_empty();
-                for change in changes {
-                    match change {
-                        Change::Upsert(resource) => {
-                            buffer.insert(resource.key(), resource);
-                        }
-                        Change::Delete(key) => {
-                            buffer.remove(&key);
-                        }
-                    }
+        if let Some((listed, refused)) = listing.as_mut() {
+            *refused |= !report.refused.is_empty();
+            for change in &changes {
+                match change {
+                    Change::Upsert(resource) => listed.insert(resource.key()),
+                    Change::Delete(key) => listed.remove(key),
                 }
             }
-            None if !changes.is_empty() => {
-                view.write().apply(&peer.name, changes);
+        }
+        if !changes.is_empty() {
+            apply_observed(view, &peer.name, changes, observer);
+        }
+        match listing {
+            Some((listed, refused)) if !frame.synced => *self = Self::Listing(listed, refused),
+            // Something of the full state was refused: the sweep cannot tell a refused
+            // entry from one the peer removed, so nothing held is swept (rule 1: never
+            // delete what cannot be confirmed gone); the next full resync sweeps what is
+            // really gone.
+            Some((_, true)) => {}
+            Some((listed, false)) => {
+                sweep_observed(view, &peer.name, |k| listed.contains(k), observer);
             }
             None => {}
-        }
-        if let Some((buffer, refused)) = listing.take() {
-            if frame.synced && refused {
-                // Something of the full state was refused: the sweep cannot tell a
-                // refused entry from one the peer removed, so nothing held is swept
-                // (rule 1: never delete what cannot be confirmed gone); the next full
-                // resync sweeps what is really gone.
-                let upserts = buffer.into_values().map(Change::Upsert).collect();
-                view.write().apply(&peer.name, upserts);
-            } else if frame.synced {
-                view.write()
-                    .replace(&peer.name, buffer.into_values().collect());
-            } else {
-                *self = Self::Listing(buffer, refused);
-            }
         }
         report.synced = frame.synced;
         if matches!(self, Self::Live) {
@@ -119,12 +160,13 @@ impl WatchState {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Instant;
 
-    use parking_lot::RwLock;
+    use parking_lot::{Mutex, RwLock};
 
     use super::*;
     use crate::mesh::{Counts, MeshView, StalePolicy};
-    use crate::model::{Event, IdentityId};
+    use crate::model::{ClusterName, Event, IdentityId, Resource};
     use crate::proto::encode_event;
     use crate::proto::fixtures::{mk_cluster, mk_endpoint, mk_identity, mk_node, mk_service};
 
@@ -160,8 +202,48 @@ mod tests {
         view.read().counts(&peer.name).unwrap_or_default()
     }
 
+    /// What `peer` held before the stream, applied as earlier deltas would have.
+    fn hold(view: &SharedView, peer: &Cluster, held: Vec<Resource>) {
+        let upserts = held.into_iter().map(Change::Upsert).collect();
+        view.write().apply(&peer.name, upserts);
+    }
+
+    /// Every call of the observer, in order.
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<Vec<Change>>>);
+
+    impl ApplyObserver for Seen {
+        fn applied(&self, _peer: &ClusterName, changes: &[Change], _at: Instant) {
+            self.0.lock().push(changes.to_vec());
+        }
+    }
+
     #[test]
-    fn a_full_state_reaches_the_view_only_at_the_synced_marker() {
+    fn listed_keys_keep_v4_hosts_apart_from_wider_and_v6_prefixes() {
+        let endpoint = |p: &str| ResourceKey::Endpoint(p.parse().unwrap());
+        let mut listed = ListedKeys::default();
+        for key in ["10.2.0.1", "10.2.0.0/24", "fd00::1", "fd00::/64"] {
+            listed.insert(endpoint(key));
+        }
+        listed.insert(ResourceKey::Node("n1".into()));
+        assert!(
+            ["10.2.0.1", "10.2.0.0/24", "fd00::1", "fd00::/64"]
+                .iter()
+                .all(|k| listed.contains(&endpoint(k)))
+        );
+        // The same address as another prefix, or as v6, is another key.
+        assert!(!listed.contains(&endpoint("10.2.0.1/24")));
+        assert!(!listed.contains(&endpoint("10.2.0.0")));
+        assert!(!listed.contains(&endpoint("::ffff:10.2.0.1")));
+        listed.remove(&endpoint("10.2.0.1"));
+        listed.remove(&ResourceKey::Node("n1".into()));
+        assert!(!listed.contains(&endpoint("10.2.0.1")));
+        assert!(!listed.contains(&ResourceKey::Node("n1".into())));
+        assert!(listed.contains(&endpoint("10.2.0.0/24")));
+    }
+
+    #[test]
+    fn a_full_state_applies_as_it_comes_and_is_synced_only_at_the_marker() {
         let view = mk_shared_view();
         let c2 = mk_cluster("c2", 2);
         let mut state = WatchState::Start;
@@ -175,10 +257,11 @@ mod tests {
             false,
             10,
         );
-        let report = state.on_frame(first, &c2, &view);
+        let report = state.on_frame(first, &c2, &view, None);
         assert!(report.listing && !report.synced);
         assert!(report.resume_point.is_none());
-        assert_eq!(view.read().counts(&c2.name), None);
+        let held = counts(&view, &c2);
+        assert_eq!((held.nodes, held.endpoints, held.services), (1, 1, 0));
 
         let last = mk_frame(
             &[upsert(Resource::Service(mk_service(&c2, "shop", "cart")))],
@@ -186,7 +269,7 @@ mod tests {
             false,
             10,
         );
-        let report = state.on_frame(last, &c2, &view);
+        let report = state.on_frame(last, &c2, &view, None);
         assert!(report.synced && !report.listing);
         assert_eq!(report.resume_point.unwrap().revision, 10);
         let held = counts(&view, &c2);
@@ -198,9 +281,59 @@ mod tests {
             false,
             11,
         );
-        let report = state.on_frame(delta, &c2, &view);
+        let report = state.on_frame(delta, &c2, &view, None);
         assert_eq!(report.resume_point.unwrap().revision, 11);
         assert_eq!(counts(&view, &c2).nodes, 0);
+    }
+
+    #[test]
+    fn a_resync_deletes_nothing_held_before_the_marker_then_exactly_the_unlisted() {
+        let view = mk_shared_view();
+        let c2 = mk_cluster("c2", 2);
+        let kept_node = Resource::Node(mk_node(&c2, "n1"));
+        let gone_node = Resource::Node(mk_node(&c2, "n-old"));
+        let gone_ep = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.2"));
+        let mut moved = mk_endpoint(&c2, "10.2.0.1");
+        hold(
+            &view,
+            &c2,
+            vec![
+                kept_node.clone(),
+                gone_node.clone(),
+                Resource::Endpoint(moved.clone()),
+                gone_ep.clone(),
+            ],
+        );
+        let seen = Seen::default();
+        let mut state = WatchState::Start;
+
+        moved.pod = Some("moved".into());
+        let first = vec![
+            upsert(kept_node),
+            upsert(Resource::Endpoint(moved)),
+            upsert(Resource::Endpoint(mk_endpoint(&c2, "10.2.0.3"))),
+        ];
+        let report = state.on_frame(mk_frame(&first, false, false, 60), &c2, &view, Some(&seen));
+        assert!(report.listing && !report.synced);
+        // The listing's values are in the view already; nothing held went away.
+        let pod = |ip: &str| view.read().lookup(ip.parse().unwrap()).map(|e| e.pod);
+        assert_eq!(pod("10.2.0.1"), Some(Some("moved".into())));
+        assert!(pod("10.2.0.3").is_some() && pod("10.2.0.2").is_some());
+        let held = counts(&view, &c2);
+        assert_eq!((held.nodes, held.endpoints, held.identities), (2, 3, 0));
+
+        let last = vec![upsert(Resource::Identity(mk_identity(&c2, 7)))];
+        let report = state.on_frame(mk_frame(&last, true, false, 60), &c2, &view, Some(&seen));
+        assert!(report.synced && report.resume_point.is_some());
+        let held = counts(&view, &c2);
+        assert_eq!((held.nodes, held.endpoints, held.identities), (1, 2, 1));
+        assert!(pod("10.2.0.2").is_none());
+        // The observer saw each frame as it was applied, then exactly the sweep's deletes.
+        let sweep = vec![
+            Change::Delete(gone_node.key()),
+            Change::Delete(gone_ep.key()),
+        ];
+        assert_eq!(*seen.0.lock(), [first, last, sweep]);
     }
 
     #[test]
@@ -209,8 +342,7 @@ mod tests {
         let c2 = mk_cluster("c2", 2);
         let kept = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
         let gone = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.2"));
-        view.write()
-            .replace(&c2.name, vec![kept.clone(), gone.clone()]);
+        hold(&view, &c2, vec![kept.clone(), gone.clone()]);
 
         let mut state = WatchState::Start;
         // A listing that also deletes within itself: only what is left at `synced` counts.
@@ -225,7 +357,7 @@ mod tests {
             false,
             20,
         );
-        state.on_frame(frame, &c2, &view);
+        state.on_frame(frame, &c2, &view, None);
         let held = counts(&view, &c2);
         assert_eq!((held.endpoints, held.nodes), (1, 0));
         let gone_ip = "10.2.0.2".parse().unwrap();
@@ -237,7 +369,7 @@ mod tests {
         let view = mk_shared_view();
         let c2 = mk_cluster("c2", 2);
         let held = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
-        view.write().replace(&c2.name, vec![held]);
+        hold(&view, &c2, vec![held]);
 
         let mut state = WatchState::Start;
         let catch_up = mk_frame(
@@ -246,14 +378,14 @@ mod tests {
             true,
             31,
         );
-        let report = state.on_frame(catch_up, &c2, &view);
+        let report = state.on_frame(catch_up, &c2, &view, None);
         assert!(report.resumed && !report.synced);
         assert_eq!(report.resume_point.unwrap().revision, 31);
         let held = counts(&view, &c2);
         assert_eq!((held.endpoints, held.nodes), (1, 1));
 
         let done = mk_frame(&[], true, true, 31);
-        let report = state.on_frame(done, &c2, &view);
+        let report = state.on_frame(done, &c2, &view, None);
         assert!(report.synced && !report.resumed);
     }
 
@@ -287,7 +419,7 @@ mod tests {
             .push(prost::Message::encode_to_vec(&mislabelled).into());
         frame.events.push(bytes::Bytes::from_static(&[0xff, 0x01]));
 
-        let report = WatchState::Start.on_frame(frame, &c2, &view);
+        let report = WatchState::Start.on_frame(frame, &c2, &view, None);
         assert_eq!(report.refused.len(), 3, "{:?}", report.refused);
         assert_eq!(counts(&view, &c2).identities, 1);
         let id = IdentityId::new(c2.identity_range().first() + 7).unwrap();
@@ -303,7 +435,7 @@ mod tests {
         let c2 = mk_cluster("c2", 2);
         let held = Resource::Node(mk_node(&c2, "n1"));
         let other = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
-        view.write().replace(&c2.name, vec![held, other]);
+        hold(&view, &c2, vec![held, other]);
 
         // The peer's next full state: n1 arrives malformed, the endpoint is gone, a new
         // node comes. The sweep cannot tell "refused" from "gone": it holds everything.
@@ -314,7 +446,7 @@ mod tests {
             50,
         );
         frame.events.push(bytes::Bytes::from_static(&[0xff, 0x01]));
-        let report = WatchState::Start.on_frame(frame, &c2, &view);
+        let report = WatchState::Start.on_frame(frame, &c2, &view, None);
         assert_eq!(report.refused.len(), 1);
         let now = counts(&view, &c2);
         assert_eq!((now.nodes, now.endpoints), (2, 1));
