@@ -16,9 +16,9 @@ use crate::kvstore::{KeyValue, Store, WatchEvent, WatchStart};
 use crate::model::{Cluster, Resource, ResourceKey, Revision};
 
 /// The prefix a Cilium agent reads a remote cluster's state under.
-const STATE_PREFIX: &str = "cilium/state/";
+pub(super) const STATE_PREFIX: &str = "cilium/state/";
 /// An agent's etcd client gives up connecting after this.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one etcd-direct agent saw until its list was complete.
 pub struct DirectSync {
@@ -85,7 +85,7 @@ pub async fn sync_direct(
 }
 
 /// Decodes a listed key-value as a Cilium agent does; `None` when it does not decode.
-fn decode(kv: &KeyValue, source: &Cluster) -> Option<Resource> {
+pub(super) fn decode(kv: &KeyValue, source: &Cluster) -> Option<Resource> {
     let mode = source.mode;
     match StateKey::parse(&kv.key)? {
         StateKey::Node { .. } => codec::decode_node(&kv.value, mode).ok().map(Resource::Node),

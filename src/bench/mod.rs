@@ -13,15 +13,19 @@
 //! Every run checks its result, not only its speed: each agent's final state is compared
 //! with the source's, object by object ([`correctness`]).
 
+pub mod churn;
 pub mod correctness;
 mod direct;
 mod etcd;
+pub mod memory;
+pub mod merge;
 mod pki;
 mod progress;
 pub mod report;
 mod server;
 mod setup;
 pub mod stats;
+pub mod storm;
 pub mod sync;
 pub mod workload;
 

@@ -60,7 +60,7 @@ fn sync_row(r: &SyncResult) -> Vec<String> {
     row
 }
 
-fn correctness_cells(c: &Correctness) -> Vec<String> {
+pub(super) fn correctness_cells(c: &Correctness) -> Vec<String> {
     // A counter a system cannot observe shows as `-`, never as a zero it did not check.
     let maybe = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     vec![
@@ -72,7 +72,7 @@ fn correctness_cells(c: &Correctness) -> Vec<String> {
     ]
 }
 
-fn ms(value: f64) -> String {
+pub(super) fn ms(value: f64) -> String {
     if value >= 1000.0 {
         format!("{:.2} s", value / 1000.0)
     } else {
@@ -81,7 +81,7 @@ fn ms(value: f64) -> String {
 }
 
 /// Left-aligned columns two spaces apart.
-fn columns(rows: &[Vec<String>]) -> String {
+pub(super) fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rustls::ServerConfig;
@@ -20,6 +21,23 @@ use crate::kvstore::state_watch::{StateWatchStats, follow};
 use crate::model::Cluster;
 use crate::proto::encode_event;
 use crate::tls::{RELOAD_INTERVAL, TlsFiles, spawn_reload};
+
+/// How often a server told to report its sync looks at its cache: cheap next to a sync
+/// (the cache's own notification is for its subscribers).
+const SYNCED_POLL: Duration = Duration::from_millis(10);
+
+/// Where and when a [`BenchServer`] serves; the default listens on a free port of
+/// 127.0.0.1 and serves the store's state at once.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// Listen here (an apiserver restarting on its old address) instead of a free port.
+    pub addr: Option<SocketAddr>,
+    /// Feed the cache only once this fires, as the apiserver feeds it only once the
+    /// export has written the source's whole state: until then watchers wait.
+    pub feed_after: Option<oneshot::Receiver<()>>,
+    /// Told when the cache has synced: the apiserver serves the whole state.
+    pub synced_tx: Option<oneshot::Sender<()>>,
+}
 
 /// A running apiserver; stopped when dropped.
 pub struct BenchServer {
@@ -37,11 +55,21 @@ impl BenchServer {
         store: Arc<dyn Store>,
         tls: TlsFiles,
     ) -> anyhow::Result<Self> {
+        Self::start_with(cluster, store, tls, ServeOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with `options`.
+    pub async fn start_with(
+        cluster: Cluster,
+        store: Arc<dyn Store>,
+        tls: TlsFiles,
+        options: ServeOptions,
+    ) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-apiserver".into())
-            .spawn(move || serve_thread(cluster, store, tls, ready_tx, stop_rx))
+            .spawn(move || serve_thread(cluster, store, tls, options, ready_tx, stop_rx))
             .context("cannot start the apiserver thread")?;
         let addr = ready_rx
             .await
@@ -54,8 +82,10 @@ impl BenchServer {
     }
 }
 
-impl Drop for BenchServer {
-    fn drop(&mut self) {
+impl BenchServer {
+    /// Stops serving: every connection closes at once, as when the process dies; the
+    /// address is free again when this returns. Stopping twice does nothing.
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop_tx.take() {
             // An error means the server already ended.
             let _ = stop.send(());
@@ -67,10 +97,17 @@ impl Drop for BenchServer {
     }
 }
 
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn serve_thread(
     cluster: Cluster,
     store: Arc<dyn Store>,
     tls: TlsFiles,
+    options: ServeOptions,
     ready_tx: oneshot::Sender<anyhow::Result<SocketAddr>>,
     stop_rx: oneshot::Receiver<()>,
 ) {
@@ -90,9 +127,12 @@ fn serve_thread(
         let listening = async {
             let configs = spawn_reload::<ServerConfig>(tls, RELOAD_INTERVAL)
                 .context("cannot load the apiserver's certificates")?;
-            let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            let addr = options
+                .addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            let listener = TcpListener::bind(addr)
                 .await
-                .context("cannot listen on 127.0.0.1")?;
+                .with_context(|| format!("cannot listen on {addr}"))?;
             Ok::<_, anyhow::Error>((configs, listener))
         };
         let (configs, listener) = match listening.await {
@@ -104,12 +144,25 @@ fn serve_thread(
         };
         let addr = listener.local_addr();
         let cache = Arc::new(WatchCache::new(encode_event, CacheSettings::default()));
-        tokio::spawn(follow(
+        let feed = follow(
             store,
             cluster.clone(),
             CacheSink(cache.clone()),
             StateWatchStats::default(),
-        ));
+        );
+        let feed_after = options.feed_after;
+        tokio::spawn(async move {
+            if let Some(after) = feed_after {
+                // Dropped unsent: the run is ending, nothing is served.
+                if after.await.is_err() {
+                    return;
+                }
+            }
+            feed.await;
+        });
+        if let Some(synced_tx) = options.synced_tx {
+            tokio::spawn(tell_synced(cache.clone(), synced_tx));
+        }
         let server = GrpcServer::new(cache, cluster, AllowedPeers::Any);
         let incoming = crate::tls::server::incoming(listener, configs.config_rx());
         let _ = ready_tx.send(addr.context("no local address"));
@@ -124,4 +177,13 @@ fn serve_thread(
     });
     // Dropping the runtime ends every task of the server: its connections close.
     drop(runtime);
+}
+
+/// Sends on `synced_tx` once `cache` has synced.
+async fn tell_synced(cache: Arc<WatchCache>, synced_tx: oneshot::Sender<()>) {
+    while !cache.stats().synced {
+        tokio::time::sleep(SYNCED_POLL).await;
+    }
+    // Nobody waiting any more is fine.
+    let _ = synced_tx.send(());
 }

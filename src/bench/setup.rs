@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tokio::sync::oneshot;
 
 use super::etcd::LocalEtcd;
 use super::pki::BenchPki;
-use super::server::BenchServer;
+use super::server::{BenchServer, ServeOptions};
 use super::workload::{Sizes, Workload};
 use crate::kvstore::Store;
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::{IdRegistry, LinkSettings, PeerConfig, spawn_link};
+use crate::tls::TlsFiles;
 
 /// The cluster whose state is served.
 const SOURCE: (&str, u32) = ("bench-source", 2);
@@ -62,10 +64,24 @@ pub struct Bench {
     pub agent_cluster: Cluster,
     /// How an agent reaches the source's apiserver.
     pub peer_config: PeerConfig,
+    /// The apiserver's store.
+    store: Arc<dyn Store>,
     server: BenchServer,
+    /// The apiserver's certificate, kept for its restarts.
+    server_tls: TlsFiles,
     etcd: Option<EtcdTarget>,
     // Dropped last: the certificate files must outlive the server and the links.
     pki: BenchPki,
+}
+
+/// When an apiserver restart began, and how long after that it had closed every
+/// connection, listened again and written the source's state again.
+#[derive(Clone, Copy, Debug)]
+pub struct Restart {
+    pub at: Instant,
+    pub stopped: Duration,
+    pub listening: Duration,
+    pub written: Duration,
 }
 
 /// The etcd of a run and the namespace its keys are under.
@@ -111,8 +127,8 @@ impl Bench {
                 .context("cannot write the state into etcd")?;
         }
 
-        let server =
-            BenchServer::start(source.clone(), store, pki.server_files(&source.name)?).await?;
+        let server_tls = pki.server_files(&source.name)?;
+        let server = BenchServer::start(source.clone(), store.clone(), server_tls.clone()).await?;
         let peer_config = PeerConfig {
             name: source.name.clone(),
             address: server.addr.to_string(),
@@ -124,7 +140,9 @@ impl Bench {
             workload,
             agent_cluster,
             peer_config,
+            store,
             server,
+            server_tls,
             etcd,
             pki,
         };
@@ -139,6 +157,58 @@ impl Bench {
             .as_ref()
             .filter(|e| e.direct)
             .map(EtcdTarget::config)
+    }
+
+    /// Restarts the source's apiserver the way Cilium's restarts with its embedded store:
+    /// the process dies (every connection closes at once), comes back on the same address
+    /// with an empty store — a new epoch — writes the source's state again, and serves
+    /// it once written (watchers that connect meanwhile wait, as they wait for the
+    /// apiserver's export to sync). Only for the embedded store: an etcd outlives its
+    /// apiserver.
+    pub async fn restart_apiserver(&mut self) -> anyhow::Result<Restart> {
+        if self.etcd.is_some() {
+            bail!("an apiserver restart is measured on the embedded store only");
+        }
+        let addr = self.server.addr;
+        let stopping = Instant::now();
+        self.server.stop();
+        let stopped = stopping.elapsed();
+        let store: Arc<dyn Store> = MemoryStore::new();
+        let (feed_tx, feed_rx) = oneshot::channel();
+        let options = ServeOptions {
+            addr: Some(addr),
+            feed_after: Some(feed_rx),
+            synced_tx: None,
+        };
+        self.server = BenchServer::start_with(
+            self.workload.cluster.clone(),
+            store.clone(),
+            self.server_tls.clone(),
+            options,
+        )
+        .await
+        .context("cannot restart the apiserver on its address")?;
+        self.store = store.clone();
+        let listening = stopping.elapsed();
+        self.workload
+            .write(&store)
+            .await
+            .context("cannot write the source's state again")?;
+        // An error means the server already stopped; the run notices when agents do not
+        // resync.
+        let _ = feed_tx.send(());
+        Ok(Restart {
+            at: stopping,
+            stopped,
+            listening,
+            written: stopping.elapsed(),
+        })
+    }
+
+    /// The store the apiserver serves: writing into it is how a scenario changes the
+    /// source's state.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     /// Stops the apiserver and removes what the run wrote into an etcd it did not start.

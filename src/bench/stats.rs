@@ -30,6 +30,41 @@ impl Percentiles {
     }
 }
 
+/// Latency percentiles down to the tail (p99.9), in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Tail {
+    /// How many samples.
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Tail {
+    /// Summarizes `samples` in microseconds (any order); all zero when there are none.
+    pub fn of_micros(mut samples: Vec<u32>) -> Self {
+        samples.sort_unstable();
+        let ms = |q: f64| {
+            samples
+                .get(nearest_rank(samples.len(), q))
+                .map_or(0.0, |us| f64::from(*us) / 1000.0)
+        };
+        Self {
+            count: samples.len(),
+            p50_ms: ms(0.50),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: ms(1.0),
+        }
+    }
+}
+
+/// The index of the nearest-rank percentile `q` (0..=1) among `len` sorted samples.
+fn nearest_rank(len: usize, q: f64) -> usize {
+    ((q * len as f64).ceil() as usize).clamp(1, len.max(1)) - 1
+}
+
 /// The nearest-rank percentile `q` (0..=1) of `sorted`.
 fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
@@ -52,6 +87,18 @@ mod tests {
         assert_eq!(p.p50_ms, 50.0);
         assert_eq!(p.p99_ms, 99.0);
         assert_eq!(p.max_ms, 100.0);
+    }
+
+    #[test]
+    fn the_tail_uses_the_nearest_rank_too() {
+        let samples: Vec<u32> = (1..=1000).rev().map(|ms| ms * 1000).collect();
+        let t = Tail::of_micros(samples);
+        assert_eq!(t.count, 1000);
+        assert_eq!(
+            (t.p50_ms, t.p99_ms, t.p999_ms, t.max_ms),
+            (500.0, 990.0, 999.0, 1000.0)
+        );
+        assert_eq!(Tail::of_micros(Vec::new()), Tail::default());
     }
 
     #[test]

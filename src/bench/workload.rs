@@ -72,23 +72,46 @@ impl Sizes {
 impl Workload {
     /// `cluster`'s state of `sizes`.
     pub fn generate(cluster: &Cluster, sizes: Sizes) -> anyhow::Result<Self> {
-        let mut resources = Vec::with_capacity(sizes.total() as usize);
-        for n in 0..sizes.nodes {
-            resources.push(Resource::Node(node(cluster, n)?));
-        }
-        for i in 0..sizes.identities {
-            resources.push(Resource::Identity(identity(cluster, i)?));
-        }
-        for s in 0..sizes.services {
-            resources.push(Resource::Service(service(cluster, s, sizes.endpoints)?));
-        }
-        for e in 0..sizes.endpoints {
-            resources.push(Resource::Endpoint(endpoint(cluster, e, &sizes)?));
-        }
+        Self::generate_at(cluster, sizes, 0)
+    }
+
+    /// `cluster`'s state of `sizes`, its endpoint and node addresses in the `slot`-th
+    /// block of `sizes`' size: workloads of distinct slots share no address, so one
+    /// agent can merge many clusters without an ipcache conflict.
+    pub fn generate_at(cluster: &Cluster, sizes: Sizes, slot: u32) -> anyhow::Result<Self> {
+        let resources = generated(cluster, sizes, slot).collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             cluster: cluster.clone(),
             resources,
         })
+    }
+
+    /// Writes the workload `generate_at(cluster, sizes, slot)` would hold into `store`,
+    /// generating each resource as it is written: nothing of it stays allocated, so a
+    /// process measuring its own memory holds only what the store keeps.
+    pub async fn write_generated(
+        cluster: &Cluster,
+        sizes: Sizes,
+        slot: u32,
+        store: &Arc<dyn Store>,
+    ) -> anyhow::Result<()> {
+        let resources = futures::stream::iter(generated(cluster, sizes, slot));
+        let writes =
+            resources.map_ok(|r| futures::stream::iter(encode(cluster, &r).into_iter().map(Ok)));
+        writes
+            .try_flatten()
+            .map_ok(|(key, value)| {
+                let store = store.clone();
+                async move {
+                    store
+                        .put(&key, value, None)
+                        .await
+                        .with_context(|| format!("cannot write {key}"))
+                }
+            })
+            .try_buffer_unordered(WRITES_IN_FLIGHT)
+            .try_for_each(|_| async { Ok(()) })
+            .await
     }
 
     /// Writes every resource into `store`, several writes in flight.
@@ -132,19 +155,60 @@ pub fn encode(cluster: &Cluster, resource: &Resource) -> Vec<(String, Bytes)> {
     }
 }
 
-fn node_ip(n: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(NODE_BASE + n))
+/// Every resource of the workload of `sizes` in `slot`, in the order nodes, identities,
+/// services, endpoints.
+fn generated(
+    cluster: &Cluster,
+    sizes: Sizes,
+    slot: u32,
+) -> impl Iterator<Item = anyhow::Result<Resource>> + '_ {
+    let block = Block::new(sizes, slot);
+    let nodes = (0..sizes.nodes).map(move |n| Ok(Resource::Node(node(cluster, n, block)?)));
+    let identities =
+        (0..sizes.identities).map(move |i| Ok(Resource::Identity(identity(cluster, i)?)));
+    let services = (0..sizes.services).map(move |s| {
+        Ok(Resource::Service(service(
+            cluster,
+            s,
+            sizes.endpoints,
+            block,
+        )?))
+    });
+    let endpoints = (0..sizes.endpoints)
+        .map(move |e| Ok(Resource::Endpoint(endpoint(cluster, e, &sizes, block)?)));
+    nodes.chain(identities).chain(services).chain(endpoints)
 }
 
-fn endpoint_ip(e: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(ENDPOINT_BASE + e))
+/// Where a slot's addresses start: slot k's endpoints follow slot k−1's (wrapping past
+/// 10/8 into the next networks, never into another slot's).
+#[derive(Clone, Copy)]
+struct Block {
+    endpoints: u32,
+    nodes: u32,
 }
 
-fn node(cluster: &Cluster, n: u32) -> anyhow::Result<Node> {
+impl Block {
+    fn new(sizes: Sizes, slot: u32) -> Self {
+        Self {
+            endpoints: ENDPOINT_BASE.wrapping_add(slot.wrapping_mul(sizes.endpoints)),
+            nodes: NODE_BASE.wrapping_add(slot.wrapping_mul(sizes.nodes)),
+        }
+    }
+}
+
+fn node_ip(n: u32, block: Block) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(block.nodes.wrapping_add(n)))
+}
+
+fn endpoint_ip(e: u32, block: Block) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(block.endpoints.wrapping_add(e)))
+}
+
+fn node(cluster: &Cluster, n: u32, block: Block) -> anyhow::Result<Node> {
     let mut node = Node::new(&format!("node-{n}"), cluster.name.clone(), cluster.id)?;
     node.addresses.push(NodeAddress {
         kind: "InternalIP".into(),
-        ip: node_ip(n),
+        ip: node_ip(n, block),
     });
     Ok(node)
 }
@@ -161,10 +225,10 @@ fn identity(cluster: &Cluster, i: u32) -> anyhow::Result<Identity> {
     Ok(Identity::new(cluster, id, labels)?)
 }
 
-fn endpoint(cluster: &Cluster, e: u32, sizes: &Sizes) -> anyhow::Result<Endpoint> {
+fn endpoint(cluster: &Cluster, e: u32, sizes: &Sizes, block: Block) -> anyhow::Result<Endpoint> {
     let identity = IdentityId::new(cluster.identity_range().first() + 1 + e % sizes.identities)?;
-    let mut endpoint = Endpoint::new(IpPrefix::host(endpoint_ip(e)), identity);
-    endpoint.host_ip = Some(node_ip(e % sizes.nodes));
+    let mut endpoint = Endpoint::new(IpPrefix::host(endpoint_ip(e, block)), identity);
+    endpoint.host_ip = Some(node_ip(e % sizes.nodes, block));
     endpoint.namespace = Some("bench".into());
     endpoint.pod = Some(format!("pod-{e}"));
     endpoint.service_account = Some("default".into());
@@ -172,7 +236,7 @@ fn endpoint(cluster: &Cluster, e: u32, sizes: &Sizes) -> anyhow::Result<Endpoint
 }
 
 /// Service `s` with one ready backend: an endpoint of the workload.
-fn service(cluster: &Cluster, s: u32, endpoints: u32) -> anyhow::Result<Service> {
+fn service(cluster: &Cluster, s: u32, endpoints: u32, block: Block) -> anyhow::Result<Service> {
     let ports = [(
         "http".to_string(),
         L4Addr {
@@ -186,7 +250,7 @@ fn service(cluster: &Cluster, s: u32, endpoints: u32) -> anyhow::Result<Service>
         conditions: BackendConditions::READY,
         ..Backend::default()
     };
-    let ip = endpoint_ip((s * ENDPOINTS_PER_NODE) % endpoints.max(1));
+    let ip = endpoint_ip((s * ENDPOINTS_PER_NODE) % endpoints.max(1), block);
     Ok(Service {
         cluster: cluster.name.clone(),
         cluster_id: cluster.id,
@@ -232,5 +296,58 @@ mod tests {
         let w = Workload::generate(&c, sizes).unwrap();
         let keys: std::collections::HashSet<_> = w.resources.iter().map(Resource::key).collect();
         assert_eq!(keys.len() as u64, sizes.total());
+    }
+
+    #[test]
+    fn workloads_of_distinct_slots_share_no_address() {
+        let c = mk_cluster();
+        let sizes = Sizes::for_endpoints(1_000, &c);
+        let addresses = |slot| {
+            let w = Workload::generate_at(&c, sizes, slot).unwrap();
+            w.resources
+                .into_iter()
+                .filter_map(|r| match r {
+                    Resource::Endpoint(e) => Some(e.prefix.addr()),
+                    Resource::Node(n) => n.addresses.first().map(|a| a.ip),
+                    _ => None,
+                })
+                .collect::<std::collections::HashSet<_>>()
+        };
+        let (a, b) = (addresses(0), addresses(1));
+        assert_eq!(a.len() as u32, sizes.endpoints + sizes.nodes);
+        assert!(a.is_disjoint(&b));
+    }
+
+    #[tokio::test]
+    async fn writing_as_generated_writes_what_the_workload_holds() {
+        let c = mk_cluster();
+        let sizes = Sizes::for_endpoints(500, &c);
+        let (held, streamed): (Arc<dyn Store>, Arc<dyn Store>) = (
+            crate::kvstore::memory::MemoryStore::new(),
+            crate::kvstore::memory::MemoryStore::new(),
+        );
+        Workload::generate_at(&c, sizes, 3)
+            .unwrap()
+            .write(&held)
+            .await
+            .unwrap();
+        Workload::write_generated(&c, sizes, 3, &streamed)
+            .await
+            .unwrap();
+        let list = |store: Arc<dyn Store>| async move {
+            let mut kvs: Vec<(String, Bytes)> = store
+                .list("")
+                .await
+                .unwrap()
+                .kvs
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect();
+            kvs.sort();
+            kvs
+        };
+        let expected = list(held).await;
+        assert!(expected.len() as u64 > sizes.total());
+        assert_eq!(list(streamed).await, expected);
     }
 }

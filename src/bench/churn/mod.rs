@@ -1,0 +1,342 @@
+//! `bench churn`: R writes per second for T seconds — of every 10, 7 endpoint upserts, 2
+//! endpoint deletes (re-created later, so the set stays about constant) and 1 identity,
+//! node or service — into the source's store, fanned out to W agents through the
+//! production path (store → state watch → watch cache → gRPC with mTLS → remote link →
+//! mesh view). With the etcd-direct baseline, the same load is then written to etcd
+//! and W agents watch it directly, in the same run.
+//!
+//! The load is open loop ([`writer`]): each write has an intended send time and its
+//! latency counts from then, so a stall cannot hide; the latency from the store's
+//! acknowledgement is reported too. Every write's value is unique ([`keys`]), so each
+//! agent's observations ([`recorder`]) are matched write by write ([`verify`]): lost,
+//! phantom, duplicate, out-of-order and flapping changes must all be zero, and every
+//! write must reach every agent.
+
+mod cpu;
+mod direct;
+mod keys;
+mod phase;
+mod plan;
+mod recorder;
+mod table;
+mod verify;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use self::direct::DirectAgent;
+use self::keys::KeySpace;
+use self::phase::{PhaseRun, Server, drive, summarize};
+use self::plan::Plan;
+use self::recorder::Recorder;
+use super::correctness::Correctness;
+use super::setup::{Bench, BenchOptions, StoreChoice};
+use super::stats::Tail;
+use super::workload::Sizes;
+use crate::kvstore::Store;
+use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
+use crate::mesh::{MeshView, StalePolicy};
+use crate::remote::{IdRegistry, LinkSettings, PeerLink, spawn_link};
+
+pub use self::table::churn_table;
+
+/// Writes per second when `--rate` is not given: the issue's target rate.
+pub const DEFAULT_RATE: u32 = 1_000;
+/// Seconds of churn when `--seconds` is not given: the whole run stays well under a
+/// minute.
+pub const DEFAULT_SECONDS: u32 = 10;
+/// Agents when `--agents` is not given (the target is 255).
+pub const DEFAULT_AGENTS: u32 = 32;
+/// Endpoints the source holds before the churn starts.
+pub const DEFAULT_ENDPOINTS: u32 = 10_000;
+
+/// The bench apiserver's runtime names its threads so (see `bench::server`).
+const APISERVER_THREADS: &str = "bench-apiserver";
+
+/// The process name of the etcd the bench starts (see `bench::etcd`).
+const ETCD_PROCESS: &str = "etcd";
+
+/// How the deliveries-per-second and p99 ratios are computed, printed with them.
+pub const RATIO_DEFINITION: &str = "deliveries/s ratio = fleetmesh ÷ etcd-direct, each \
+    = deliveries ÷ (last delivery − first intended send) under the same offered load, so \
+    it is ≈1× whenever both keep up and grows only when the baseline falls behind; p99 \
+    ratio = etcd-direct p99 ÷ fleetmesh p99 (above 1: fleetmesh is faster); server CPU \
+    ratio = etcd's CPU per delivery ÷ the apiserver's";
+
+/// What `bench churn` runs.
+#[derive(Clone, Debug)]
+pub struct ChurnOptions {
+    /// Writes per second.
+    pub rate: u32,
+    pub seconds: u32,
+    pub agents: u32,
+    /// Endpoints before the churn starts.
+    pub endpoints: u32,
+    pub bench: BenchOptions,
+}
+
+/// One system's figures: fleetmesh's, or the etcd-direct baseline's.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnResult {
+    /// `fleetmesh` or `etcd-direct`.
+    pub system: &'static str,
+    pub writes: u64,
+    /// Writes the store refused (the first reason), which fails the run.
+    pub write_failure: Option<String>,
+    /// Writes seen by agents, summed over agents.
+    pub deliveries: u64,
+    /// Writes × agents.
+    pub expected_deliveries: u64,
+    /// From the first write's intended send time to the last delivery.
+    pub duration_s: f64,
+    pub deliveries_per_s: f64,
+    /// From each write's intended send time to each agent's view.
+    pub latency: Tail,
+    /// From the store's acknowledgement of each write to each agent's view.
+    pub latency_from_ack: Tail,
+    /// The server's CPU over the run, in cores: the apiserver's threads (fleetmesh;
+    /// with the embedded store, the store's work included), or the etcd process the
+    /// bench started (etcd-direct; `None` with `--etcd URL`).
+    pub server_cpu_cores: Option<f64>,
+    /// The server's CPU per delivery, in µs.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// The agents' CPU (with the load generator's), in cores: this process less the
+    /// apiserver's threads.
+    pub agents_cpu_cores: f64,
+    /// The most a write went out after its intended time (the load generator's lag;
+    /// already inside `latency`).
+    pub writer_max_lag_ms: f64,
+    /// Times an agent's link reconnected during the run: a link that drops under
+    /// churn is a failure of the run, as in the other scenarios.
+    pub reconnects: u64,
+    pub correctness: Correctness,
+}
+
+impl ChurnResult {
+    /// Correct, and every write reached every agent.
+    pub fn is_correct(&self) -> bool {
+        self.correctness.is_clean()
+            && self.write_failure.is_none()
+            && self.deliveries == self.expected_deliveries
+            && self.reconnects == 0
+    }
+}
+
+/// fleetmesh against the baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnRatio {
+    /// fleetmesh ÷ etcd-direct deliveries per second.
+    pub deliveries_per_s: f64,
+    /// etcd-direct ÷ fleetmesh p99 latency.
+    pub p99: f64,
+    /// etcd-direct ÷ fleetmesh p99.9 latency.
+    pub p999: f64,
+    /// etcd-direct ÷ fleetmesh server CPU per delivery, when both were measured.
+    pub server_cpu_per_delivery: Option<f64>,
+    pub definition: &'static str,
+}
+
+/// The report of one `bench churn` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnReport {
+    pub scenario: &'static str,
+    pub store: &'static str,
+    pub rate: u32,
+    pub seconds: u32,
+    pub agents: u32,
+    /// The source's state before the churn.
+    pub sizes: Sizes,
+    pub fleetmesh: ChurnResult,
+    pub baseline: Option<ChurnResult>,
+    pub ratio: Option<ChurnRatio>,
+}
+
+impl ChurnReport {
+    /// Every system was correct and complete.
+    pub fn is_correct(&self) -> bool {
+        self.fleetmesh.is_correct() && self.baseline.as_ref().is_none_or(ChurnResult::is_correct)
+    }
+}
+
+/// Runs the scenario.
+pub async fn run(options: &ChurnOptions) -> anyhow::Result<ChurnReport> {
+    if options.agents == 0 || options.endpoints == 0 || options.rate == 0 || options.seconds == 0 {
+        bail!("--agents, --endpoints, --rate and --seconds must be at least 1");
+    }
+    let writes = options.rate as usize * options.seconds as usize;
+    let bench = Bench::start(&options.bench, options.endpoints).await?;
+    let space = Arc::new(KeySpace::new(&bench.workload));
+    let mut plan = Plan::new(space.clone());
+    let phase = plan.phase(writes)?;
+    let fleetmesh = run_fleetmesh(&bench, &space, &plan, phase, options).await?;
+    let baseline = match bench.direct_config() {
+        Some(config) => {
+            // The baseline's etcd holds what the fleetmesh phase left when it was the
+            // apiserver's store too, else the initial state.
+            if options.bench.store != StoreChoice::Etcd {
+                plan = Plan::new(space.clone());
+            }
+            let phase = plan.phase(writes)?;
+            Some(run_direct(&bench, config, &space, &plan, phase, options).await?)
+        }
+        None => None,
+    };
+    let ratio = baseline.as_ref().map(|b| ChurnRatio {
+        deliveries_per_s: fleetmesh.deliveries_per_s / b.deliveries_per_s.max(f64::MIN_POSITIVE),
+        p99: b.latency.p99_ms / fleetmesh.latency.p99_ms.max(f64::MIN_POSITIVE),
+        p999: b.latency.p999_ms / fleetmesh.latency.p999_ms.max(f64::MIN_POSITIVE),
+        server_cpu_per_delivery: b
+            .server_cpu_us_per_delivery
+            .zip(fleetmesh.server_cpu_us_per_delivery)
+            .map(|(b, f)| b / f.max(f64::MIN_POSITIVE)),
+        definition: RATIO_DEFINITION,
+    });
+    let report = ChurnReport {
+        scenario: "churn",
+        store: options.bench.store.as_str(),
+        rate: options.rate,
+        seconds: options.seconds,
+        agents: options.agents,
+        sizes: bench.sizes,
+        fleetmesh,
+        baseline,
+        ratio,
+    };
+    bench.finish().await?;
+    Ok(report)
+}
+
+/// W fleetmesh agents — the agent's own links into mesh views — each observed.
+async fn run_fleetmesh(
+    bench: &Bench,
+    space: &Arc<KeySpace>,
+    plan: &Plan,
+    phase: plan::Phase,
+    options: &ChurnOptions,
+) -> anyhow::Result<ChurnResult> {
+    let observed = Arc::new(AtomicUsize::new(0));
+    let local = bench.agent_cluster.clone();
+    let mut recorders = Vec::with_capacity(options.agents as usize);
+    let mut links: Vec<PeerLink> = Vec::with_capacity(options.agents as usize);
+    for _ in 0..options.agents {
+        let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
+        let view = Arc::new(parking_lot::RwLock::new(MeshView::new(
+            local.clone(),
+            StalePolicy::default(),
+        )));
+        let settings = LinkSettings {
+            observer: Some(recorder.clone()),
+            ..LinkSettings::default()
+        };
+        links.push(spawn_link(
+            bench.peer_config.clone(),
+            local.clone(),
+            view,
+            IdRegistry::new(&local),
+            settings,
+        ));
+        recorders.push(recorder);
+    }
+    let waits = links.iter().map(|link| {
+        let mut status = link.status_rx();
+        async move { status.wait_for(|s| s.ready && s.synced.all()).await.is_ok() }
+    });
+    let synced = tokio::time::timeout(options.bench.timeout, futures::future::join_all(waits))
+        .await
+        .context("the fleetmesh agents did not sync before the churn")?;
+    if !synced.iter().all(|ok| *ok) {
+        bail!("a fleetmesh agent's link ended before it synced");
+    }
+    let reconnects_before: u64 = links
+        .iter()
+        .map(|l| l.status_rx().borrow().reconnects)
+        .sum();
+
+    let run = drive(
+        bench.store(),
+        plan,
+        &phase,
+        &observed,
+        options,
+        "churn fleetmesh",
+        Server::Threads(APISERVER_THREADS),
+    )
+    .await;
+    let reconnects: u64 = links
+        .iter()
+        .map(|l| l.status_rx().borrow().reconnects)
+        .sum();
+    for link in links {
+        link.stop().await;
+    }
+    let run: PhaseRun = run?;
+    let mut result = summarize("fleetmesh", &phase, &run, &recorders, options);
+    result.reconnects = reconnects - reconnects_before;
+    Ok(result)
+}
+
+/// W etcd-direct agents watching the source etcd.
+async fn run_direct(
+    bench: &Bench,
+    config: EtcdConfig,
+    space: &Arc<KeySpace>,
+    plan: &Plan,
+    phase: plan::Phase,
+    options: &ChurnOptions,
+) -> anyhow::Result<ChurnResult> {
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(config.clone())
+            .await
+            .context("cannot connect to the baseline's etcd")?,
+    );
+    let observed = Arc::new(AtomicUsize::new(0));
+    let mut recorders = Vec::with_capacity(options.agents as usize);
+    let mut agents = Vec::with_capacity(options.agents as usize);
+    let mut synced = Vec::with_capacity(options.agents as usize);
+    for _ in 0..options.agents {
+        let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
+        let (agent, synced_rx) = DirectAgent::spawn(
+            config.clone(),
+            bench.workload.cluster.clone(),
+            recorder.clone(),
+        );
+        agents.push(agent);
+        synced.push(synced_rx);
+        recorders.push(recorder);
+    }
+    let listed = tokio::time::timeout(options.bench.timeout, futures::future::join_all(synced))
+        .await
+        .context("the etcd-direct agents did not list before the churn")?;
+    if listed.iter().any(Result::is_err) {
+        // An agent that ended reports why when stopped.
+        for agent in agents {
+            agent.stop().await?;
+        }
+        bail!("an etcd-direct agent ended before it listed");
+    }
+    let run = drive(
+        store,
+        plan,
+        &phase,
+        &observed,
+        options,
+        "churn etcd-direct",
+        Server::Child(ETCD_PROCESS),
+    )
+    .await;
+    let mut failure = None;
+    for agent in agents {
+        if let Err(err) = agent.stop().await {
+            failure.get_or_insert(err);
+        }
+    }
+    let run = run?;
+    if let Some(err) = failure {
+        return Err(err.context("an etcd-direct agent failed during the churn"));
+    }
+    Ok(summarize("etcd-direct", &phase, &run, &recorders, options))
+}

@@ -1,0 +1,142 @@
+//! An agent's observations: every change it applied, named by key number and version,
+//! with the moment it was in the agent's view. The fleetmesh agents report through the
+//! link's [`ApplyObserver`] hook; the etcd-direct agents call [`Recorder::record`]
+//! themselves after applying an event.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::keys::KeySpace;
+use crate::model::{Change, ClusterName};
+use crate::remote::ApplyObserver;
+
+/// What an observation saw of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The value of this version.
+    Version(u32),
+    Deleted,
+    /// A value no version of the key has.
+    Phantom,
+}
+
+/// One observation.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation {
+    pub key: u32,
+    pub seen: Seen,
+    pub at: Instant,
+}
+
+/// One agent's observations, in the order it applied them.
+pub struct Recorder {
+    space: Arc<KeySpace>,
+    log: Mutex<Vec<Observation>>,
+    /// Changes of keys outside the workload: phantoms with no key to file them under.
+    unknown: AtomicUsize,
+    /// Shared by every agent of a run: changes observed so far, for the progress line
+    /// and to know when every write has arrived.
+    observed: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    pub fn new(space: Arc<KeySpace>, observed: Arc<AtomicUsize>) -> Self {
+        Self {
+            space,
+            log: Mutex::new(Vec::new()),
+            unknown: AtomicUsize::new(0),
+            observed,
+        }
+    }
+
+    /// `changes` are in the agent's view since `at`.
+    pub fn record(&self, changes: &[Change], at: Instant) {
+        let mut unknown = 0;
+        let mut log = self.log.lock();
+        for change in changes {
+            let Some(key) = self.space.key_of(&change.key()) else {
+                unknown += 1;
+                continue;
+            };
+            let seen = match change {
+                Change::Upsert(resource) => self
+                    .space
+                    .version_of(key, resource)
+                    .map_or(Seen::Phantom, Seen::Version),
+                Change::Delete(_) => Seen::Deleted,
+            };
+            log.push(Observation { key, seen, at });
+        }
+        drop(log);
+        if unknown > 0 {
+            self.unknown.fetch_add(unknown, Ordering::Relaxed);
+        }
+        self.observed.fetch_add(changes.len(), Ordering::Relaxed);
+    }
+
+    /// The observations so far, and how many changes were of unknown keys; the log
+    /// starts over.
+    pub fn take(&self) -> (Vec<Observation>, u64) {
+        let log = std::mem::take(&mut *self.log.lock());
+        (log, self.unknown.swap(0, Ordering::Relaxed) as u64)
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("observations", &self.log.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplyObserver for Recorder {
+    fn applied(&self, _peer: &ClusterName, changes: &[Change], at: Instant) {
+        self.record(changes, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::churn::keys::mk_space;
+    use crate::model::{Endpoint, IpPrefix, Resource};
+
+    #[test]
+    fn changes_are_filed_by_key_and_version() {
+        let space = Arc::new(mk_space(100));
+        let observed = Arc::new(AtomicUsize::new(0));
+        let recorder = Recorder::new(space.clone(), observed.clone());
+        let key = space.len() as u32 - 1;
+        let value = space.tagged(key, 42).unwrap();
+        let stranger = Endpoint::new(
+            IpPrefix::host("192.168.0.9".parse().unwrap()),
+            crate::model::IdentityId::new(70_000).unwrap(),
+        );
+        let mut wrong = space.tagged(key, 43).unwrap();
+        if let Resource::Endpoint(e) = &mut wrong {
+            e.pod = None;
+        }
+        let at = Instant::now();
+        recorder.record(
+            &[
+                Change::Upsert(value.clone()),
+                Change::Delete(value.key()),
+                Change::Upsert(wrong),
+                Change::Upsert(Resource::Endpoint(stranger)),
+            ],
+            at,
+        );
+        let (log, unknown) = recorder.take();
+        let seen: Vec<Seen> = log.iter().map(|o| o.seen).collect();
+        assert_eq!(seen, [Seen::Version(42), Seen::Deleted, Seen::Phantom]);
+        assert!(log.iter().all(|o| o.key == key && o.at == at));
+        assert_eq!(unknown, 1);
+        assert_eq!(observed.load(Ordering::Relaxed), 4);
+        assert!(recorder.take().0.is_empty());
+    }
+}

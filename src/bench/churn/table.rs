@@ -1,0 +1,131 @@
+//! The table of a `bench churn` run, with the ratio to the baseline (and how it is
+//! computed) and the issue's targets.
+
+use std::fmt::Write;
+
+use super::{ChurnReport, ChurnResult};
+use crate::bench::report::{columns, correctness_cells, ms};
+
+/// The issue's targets, judged at its load (1,000 writes/s to 255 agents).
+const TARGET_P99_MS: f64 = 15.0;
+const TARGET_P999_MS: f64 = 50.0;
+const TARGET_CPU_CORES: f64 = 1.0;
+
+/// The table of a `bench churn` run.
+pub fn churn_table(report: &ChurnReport) -> String {
+    let s = &report.sizes;
+    let mut out = format!(
+        "churn: {} writes/s for {} s (of every 10: 7 endpoint upserts, 2 endpoint deletes, \
+         1 identity/node/service) to {} agents, store {}; {} endpoints (+{} identities, {} \
+         nodes, {} services) before\n\n",
+        report.rate,
+        report.seconds,
+        report.agents,
+        report.store,
+        s.endpoints,
+        s.identities,
+        s.nodes,
+        s.services
+    );
+    let header = [
+        "SYSTEM",
+        "DELIVERED",
+        "DELIVERIES/S",
+        "P50",
+        "P99",
+        "P99.9",
+        "MAX",
+        "P99 FROM ACK",
+        "SERVER CPU",
+        "µs/DELIVERY",
+        "AGENTS CPU",
+        "LOST",
+        "PHANTOM",
+        "DUPLICATE",
+        "OUT-OF-ORDER",
+        "FLAPS",
+    ];
+    let mut rows = vec![header.iter().map(ToString::to_string).collect::<Vec<_>>()];
+    rows.push(row(&report.fleetmesh));
+    if let Some(baseline) = &report.baseline {
+        rows.push(row(baseline));
+    }
+    out.push_str(&columns(&rows));
+    out.push_str(
+        "\nlatency: from each write's intended send time (open loop) to the agent's view; \
+         server CPU: the apiserver's threads, or the etcd process; µs/delivery: server CPU \
+         per delivery\n",
+    );
+    if let Some(ratio) = &report.ratio {
+        let cpu = ratio.server_cpu_per_delivery.map_or_else(String::new, |r| {
+            format!(", server CPU per delivery {r:.1}×")
+        });
+        let _ = writeln!(
+            out,
+            "fleetmesh vs etcd-direct: deliveries/s {:.2}×, p99 {:.1}×, p99.9 {:.1}×{cpu}\n  ({})",
+            ratio.deliveries_per_s, ratio.p99, ratio.p999, ratio.definition
+        );
+    }
+    let f = &report.fleetmesh;
+    let cpu = f.server_cpu_cores.unwrap_or(0.0);
+    let judge = |ok: bool| if ok { "met" } else { "MISSED" };
+    let _ = writeln!(
+        out,
+        "targets (issue 6, at 1000/s to 255 agents): p99 ≤ {TARGET_P99_MS} ms {}, p99.9 ≤ \
+         {TARGET_P999_MS} ms {}, apiserver ≤ {TARGET_CPU_CORES} core {}",
+        judge(f.latency.p99_ms <= TARGET_P99_MS),
+        judge(f.latency.p999_ms <= TARGET_P999_MS),
+        judge(cpu <= TARGET_CPU_CORES),
+    );
+    let mut problems = Vec::new();
+    for r in std::iter::once(f).chain(report.baseline.as_ref()) {
+        if let Some(failure) = &r.write_failure {
+            problems.push(format!("{}: a write failed: {failure}", r.system));
+        }
+        if r.deliveries != r.expected_deliveries {
+            problems.push(format!(
+                "{}: {} of {} deliveries",
+                r.system, r.deliveries, r.expected_deliveries
+            ));
+        }
+        if r.reconnects > 0 {
+            problems.push(format!(
+                "{}: {} link reconnects during the run",
+                r.system, r.reconnects
+            ));
+        }
+    }
+    if report.is_correct() {
+        out.push_str(
+            "correct: every write reached every agent once, in order; nothing lost, phantom \
+             or flapping\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "INCORRECT: see the counters above. {}",
+            problems.join("; ")
+        );
+    }
+    out
+}
+
+fn row(r: &ChurnResult) -> Vec<String> {
+    let mut row = vec![
+        r.system.to_string(),
+        r.deliveries.to_string(),
+        format!("{:.0}", r.deliveries_per_s),
+        ms(r.latency.p50_ms),
+        ms(r.latency.p99_ms),
+        ms(r.latency.p999_ms),
+        ms(r.latency.max_ms),
+        ms(r.latency_from_ack.p99_ms),
+        r.server_cpu_cores
+            .map_or_else(|| "-".to_string(), |c| format!("{c:.2} cores")),
+        r.server_cpu_us_per_delivery
+            .map_or_else(|| "-".to_string(), |us| format!("{us:.2}")),
+        format!("{:.2} cores", r.agents_cpu_cores),
+    ];
+    row.extend(correctness_cells(&r.correctness));
+    row
+}

@@ -1,0 +1,72 @@
+//! The table of a `bench memory` run.
+
+use std::fmt::Write;
+
+use super::{Fit, MemoryReport};
+use crate::bench::report::{columns, correctness_cells};
+
+/// Every point, every slope against its target, and the verdict.
+pub fn memory_table(report: &MemoryReport) -> String {
+    let mut out = format!(
+        "memory: resident memory of separate processes, read {:.0} ms after each holds its state\n\n",
+        report.settle_ms
+    );
+    let mut rows = vec![
+        ["WHAT", "POINTS (size: RSS)", "SLOPE", "TARGET", ""]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+    ];
+    let met = |ok: bool| if ok { "met" } else { "MISSED" }.to_string();
+    rows.push(vec![
+        "apiserver per 100k endpoints".into(),
+        points(&report.apiserver),
+        format!("{:.1} MiB", report.apiserver_mib_per_100k),
+        "≤ 40 MiB".into(),
+        met(report.apiserver_target_met),
+    ]);
+    rows.push(vec![
+        format!(
+            "apiserver per idle agent ({} endpoints)",
+            report.idle_agents_endpoints
+        ),
+        points(&report.idle_agents),
+        format!("{:.1} KiB", report.kib_per_idle_agent),
+        "≤ 64 KiB".into(),
+        met(report.idle_agent_target_met),
+    ]);
+    rows.push(vec![
+        format!(
+            "agent per 100k merged endpoints ({} clusters)",
+            report.agent_clusters
+        ),
+        points(&report.agent),
+        format!("{:.1} MiB", report.agent_mib_per_100k),
+        "≤ 16 MiB".into(),
+        met(report.agent_target_met),
+    ]);
+    out.push_str(&columns(&rows));
+
+    let header = ["LOST", "PHANTOM", "DUPLICATE", "OUT-OF-ORDER", "FLAPS"];
+    let _ = writeln!(out, "\nevery probe's state checked afterwards:");
+    out.push_str(&columns(&[
+        header.iter().map(ToString::to_string).collect(),
+        correctness_cells(&report.correctness),
+    ]));
+    let verdict = if report.is_correct() {
+        "correct: every probe held exactly its state; no flaps"
+    } else {
+        "INCORRECT: see the counters above"
+    };
+    let _ = writeln!(out, "{verdict}");
+    out
+}
+
+/// `25000: 31.2 MiB, 50000: 40.1 MiB` — each point's size and RSS.
+fn points(fit: &Fit) -> String {
+    fit.points
+        .iter()
+        .map(|p| format!("{}: {:.1} MiB", p.size, p.rss_kib as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,77 @@
+//! Small, fast runs of `fleetmesh bench churn`, asserting what a run must get right —
+//! every write delivered to every agent, once and in order, nothing lost, phantom or
+//! flapping — and never how fast it was (too noisy to gate on).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use fleetmesh::bench::churn::{self, ChurnOptions, ChurnReport, ChurnResult};
+use fleetmesh::bench::{BenchOptions, StoreChoice};
+
+/// A small run takes a couple of seconds; this only catches a hang.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn mk_options(store: StoreChoice, etcd: Option<String>, etcd_direct: bool) -> ChurnOptions {
+    ChurnOptions {
+        rate: 200,
+        seconds: 2,
+        agents: 3,
+        endpoints: 500,
+        bench: BenchOptions {
+            store,
+            etcd,
+            etcd_direct,
+            timeout: TIMEOUT,
+            progress: false,
+        },
+    }
+}
+
+fn assert_complete(result: &ChurnResult, options: &ChurnOptions) {
+    let writes = u64::from(options.rate * options.seconds);
+    assert_eq!(result.writes, writes);
+    assert_eq!(
+        result.deliveries,
+        writes * u64::from(options.agents),
+        "{result:#?}"
+    );
+    assert_eq!(result.latency.count as u64, result.deliveries);
+    let c = &result.correctness;
+    assert_eq!((c.lost, c.phantom, c.flaps), (0, 0, 0), "{result:#?}");
+    assert_eq!(
+        (c.duplicate, c.out_of_order),
+        (Some(0), Some(0)),
+        "{result:#?}"
+    );
+    assert!(result.write_failure.is_none(), "{result:#?}");
+}
+
+fn assert_correct(report: &ChurnReport, options: &ChurnOptions) {
+    assert_complete(&report.fleetmesh, options);
+    if let Some(baseline) = &report.baseline {
+        assert_complete(baseline, options);
+    }
+    assert!(report.is_correct());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_on_the_embedded_store_reaches_every_agent_exactly() {
+    let options = mk_options(StoreChoice::Memory, None, false);
+    let report = churn::run(&options).await.unwrap();
+    assert_correct(&report, &options);
+    assert!(report.fleetmesh.server_cpu_cores.is_some());
+    assert!(report.baseline.is_none());
+    // The table says so too.
+    assert!(churn::churn_table(&report).contains("\ncorrect: "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_on_etcd_with_the_etcd_direct_baseline_is_exact_on_both_sides() {
+    let etcd = support::etcd().await;
+    let options = mk_options(StoreChoice::Etcd, Some(etcd.endpoints[0].clone()), true);
+    let report = churn::run(&options).await.unwrap();
+    assert_correct(&report, &options);
+    assert!(report.baseline.is_some() && report.ratio.is_some());
+}
