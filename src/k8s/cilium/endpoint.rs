@@ -1,11 +1,6 @@
-use std::borrow::Cow;
-
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::{Deserialize, Serialize};
-
-use super::{GROUP, VERSION};
 
 /// The status Cilium's agent publishes for one pod's endpoint (namespaced; named like the
 /// pod).
@@ -86,33 +81,12 @@ pub struct NamedPort {
     pub protocol: Option<String>,
 }
 
-impl Resource for CiliumEndpoint {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "CiliumEndpoint".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "ciliumendpoints".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+cilium_resource!(CiliumEndpoint, kind: "CiliumEndpoint", plural: "ciliumendpoints", scope: NamespaceResourceScope);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::Resource;
 
     #[test]
     fn an_endpoint_reads_from_ciliums_json_ignoring_unknown_fields() {

@@ -1,12 +1,8 @@
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::{Deserialize, Serialize};
-
-use super::{GROUP, VERSION};
 
 /// A security identity allocated by Cilium in CRD identity mode (cluster-scoped).
 ///
@@ -23,33 +19,12 @@ pub struct CiliumIdentity {
     pub security_labels: Option<BTreeMap<String, String>>,
 }
 
-impl Resource for CiliumIdentity {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "CiliumIdentity".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "ciliumidentities".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+cilium_resource!(CiliumIdentity, kind: "CiliumIdentity", plural: "ciliumidentities", scope: ClusterResourceScope);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::Resource;
 
     #[test]
     fn an_identity_reads_from_ciliums_json_ignoring_unknown_fields() {

@@ -8,6 +8,38 @@
 //! [`kube::Resource`], so `kube::Api<CiliumIdentity>` and friends work without the CRD
 //! schema at hand.
 
+/// Implements [`kube::Resource`] for a Cilium type whose `metadata` field holds its
+/// object metadata. Defined before the modules below, which use it.
+macro_rules! cilium_resource {
+    ($type:ty, kind: $kind:literal, plural: $plural:literal, scope: $scope:ty) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                super::GROUP.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                super::VERSION.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 mod endpoint;
 mod identity;
 mod node;
@@ -25,36 +57,16 @@ pub use node::{
 pub const GROUP: &str = "cilium.io";
 /// The version of that group fleetmesh reads (Cilium's storage version).
 pub const VERSION: &str = "v2";
-/// `apiVersion` of the objects, as manifests spell it: `GROUP/VERSION`.
-pub const API_VERSION: &str = match std::str::from_utf8(&API_VERSION_BYTES) {
-    Ok(api_version) => api_version,
-    Err(_) => panic!("GROUP and VERSION are ASCII"),
-};
-
-/// The bytes of [`API_VERSION`], joined at compile time (`concat!` takes only literals).
-const API_VERSION_BYTES: [u8; GROUP.len() + 1 + VERSION.len()] = join_with_slash(GROUP, VERSION);
-
-/// `a/b`, in an array exactly that long.
-const fn join_with_slash<const N: usize>(a: &str, b: &str) -> [u8; N] {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut out = [b'/'; N];
-    let mut i = 0;
-    while i < a.len() {
-        out[i] = a[i];
-        i += 1;
-    }
-    let mut j = 0;
-    while j < b.len() {
-        out[a.len() + 1 + j] = b[j];
-        j += 1;
-    }
-    out
-}
+/// `apiVersion` of the objects, as manifests spell it: `GROUP/VERSION` (a test checks).
+pub const API_VERSION: &str = "cilium.io/v2";
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_api_version_joins_group_and_version() {
-        assert_eq!(super::API_VERSION, "cilium.io/v2");
+        assert_eq!(
+            super::API_VERSION,
+            format!("{}/{}", super::GROUP, super::VERSION)
+        );
     }
 }

@@ -1,11 +1,8 @@
-use std::borrow::Cow;
-
 use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-use super::{AddressPair, EncryptionSpec, GROUP, VERSION};
+use super::{AddressPair, EncryptionSpec};
 
 /// A node as Cilium manages it (cluster-scoped; named like the Kubernetes node).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -87,33 +84,12 @@ pub struct AllocatedPool {
     pub cidrs: Option<Vec<String>>,
 }
 
-impl Resource for CiliumNode {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "CiliumNode".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "ciliumnodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+cilium_resource!(CiliumNode, kind: "CiliumNode", plural: "ciliumnodes", scope: ClusterResourceScope);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::Resource;
 
     #[test]
     fn a_node_reads_from_ciliums_json_ignoring_unknown_fields() {
