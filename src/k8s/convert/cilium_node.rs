@@ -10,6 +10,7 @@
 
 use std::net::IpAddr;
 
+use super::node::push_alloc_cidr;
 use super::{ConvertProblem, Obj, keep_ok, string_map};
 use crate::k8s::cilium::CiliumNode;
 use crate::model::{self, Cluster, IpPrefix, NodeAddress};
@@ -101,21 +102,7 @@ fn convert(
         let Some(prefix) = keep_ok(parsed, problems) else {
             continue;
         };
-        let (first, secondary) = match prefix.addr() {
-            IpAddr::V4(_) => (
-                &mut out.ipv4_alloc_cidr,
-                &mut out.ipv4_secondary_alloc_cidrs,
-            ),
-            IpAddr::V6(_) => (
-                &mut out.ipv6_alloc_cidr,
-                &mut out.ipv6_secondary_alloc_cidrs,
-            ),
-        };
-        if first.is_none() {
-            *first = Some(prefix);
-        } else {
-            secondary.push(prefix);
-        }
+        push_alloc_cidr(&mut out, prefix);
     }
 
     let health = spec.health.unwrap_or_default();

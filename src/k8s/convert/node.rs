@@ -48,26 +48,32 @@ pub fn node_to_model(cluster: &Cluster, node: &Node) -> Result<model::Node, Conv
     let single = spec.and_then(|s| s.pod_cidr.as_deref());
     for (field, cidr) in list_or_single(("spec.podCIDRs", listed), ("spec.podCIDR", single)) {
         let prefix: IpPrefix = cidr.parse().map_err(|e| obj.problem(&field, e))?;
-        let (first, secondary) = match prefix.addr() {
-            IpAddr::V4(_) => (
-                &mut out.ipv4_alloc_cidr,
-                &mut out.ipv4_secondary_alloc_cidrs,
-            ),
-            IpAddr::V6(_) => (
-                &mut out.ipv6_alloc_cidr,
-                &mut out.ipv6_secondary_alloc_cidrs,
-            ),
-        };
-        if first.is_none() {
-            *first = Some(prefix);
-        } else {
-            secondary.push(prefix);
-        }
+        push_alloc_cidr(&mut out, prefix);
     }
 
     out.source = SOURCE.to_string();
     out.labels = string_map(node.metadata.labels.as_ref());
     Ok(out)
+}
+
+/// Adds a pod CIDR to `node`: the first of each address family is its allocation CIDR,
+/// the others secondary ones, as Cilium's node type holds them.
+pub(super) fn push_alloc_cidr(node: &mut model::Node, prefix: IpPrefix) {
+    let (first, secondary) = match prefix.addr() {
+        IpAddr::V4(_) => (
+            &mut node.ipv4_alloc_cidr,
+            &mut node.ipv4_secondary_alloc_cidrs,
+        ),
+        IpAddr::V6(_) => (
+            &mut node.ipv6_alloc_cidr,
+            &mut node.ipv6_secondary_alloc_cidrs,
+        ),
+    };
+    if first.is_none() {
+        *first = Some(prefix);
+    } else {
+        secondary.push(prefix);
+    }
 }
 
 #[cfg(test)]
