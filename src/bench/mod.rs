@@ -13,6 +13,7 @@
 //! Every run checks its result, not only its speed: each agent's final state is compared
 //! with the source's, object by object ([`correctness`]).
 
+mod agents;
 pub mod churn;
 pub mod correctness;
 mod direct;

@@ -12,20 +12,14 @@ pub fn sync_table(report: &SyncReport) -> String {
         "sync: {} endpoints (+{} identities, {} nodes, {} services) to {} agents at once, store {}\n\n",
         s.endpoints, s.identities, s.nodes, s.services, report.agents, report.store
     );
-    let header = [
+    let mut rows = vec![header(&[
         "SYSTEM",
         "P50",
         "P99",
         "MAX",
         "ALL SYNCED",
         "OBJECTS/S",
-        "LOST",
-        "PHANTOM",
-        "DUPLICATE",
-        "OUT-OF-ORDER",
-        "FLAPS",
-    ];
-    let mut rows = vec![header.iter().map(ToString::to_string).collect::<Vec<_>>()];
+    ])];
     rows.push(sync_row(&report.fleetmesh));
     if let Some(baseline) = &report.baseline {
         rows.push(sync_row(baseline));
@@ -38,12 +32,14 @@ pub fn sync_table(report: &SyncReport) -> String {
             ratio.p99, ratio.all_synced
         );
     }
-    let verdict = if report.is_correct() {
-        "correct: nothing lost, phantom, duplicate or out of order; no flaps"
-    } else {
-        "INCORRECT: see the counters above"
-    };
-    let _ = writeln!(out, "{verdict}");
+    let _ = writeln!(
+        out,
+        "{}",
+        verdict(
+            report.is_correct(),
+            "nothing lost, phantom, duplicate or out of order; no flaps"
+        )
+    );
     out
 }
 
@@ -60,6 +56,32 @@ fn sync_row(r: &SyncResult) -> Vec<String> {
     row
 }
 
+/// The correctness counters' columns, in the order of [`correctness_cells`].
+const CORRECTNESS_HEADER: [&str; 5] = ["LOST", "PHANTOM", "DUPLICATE", "OUT-OF-ORDER", "FLAPS"];
+
+/// Cells of `texts`, as a row of [`columns`].
+pub(super) fn cells(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(ToString::to_string).collect()
+}
+
+/// A header row: `names`, then the correctness counters' columns.
+pub(super) fn header(names: &[&str]) -> Vec<String> {
+    let mut row = cells(names);
+    row.extend(cells(&CORRECTNESS_HEADER));
+    row
+}
+
+/// A table's last line: `correct: ` and what that means for the scenario, or that the
+/// counters show it is not.
+pub(super) fn verdict(correct: bool, meaning: &str) -> String {
+    if correct {
+        format!("correct: {meaning}")
+    } else {
+        "INCORRECT: see the counters above".to_string()
+    }
+}
+
+/// The cells under [`header`]'s correctness columns.
 pub(super) fn correctness_cells(c: &Correctness) -> Vec<String> {
     // A counter a system cannot observe shows as `-`, never as a zero it did not check.
     let maybe = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
@@ -117,5 +139,25 @@ mod tests {
     fn unobserved_counters_are_dashes() {
         let cells = correctness_cells(&Correctness::default());
         assert_eq!(cells, ["0", "0", "-", "-", "0"]);
+    }
+
+    #[test]
+    fn headers_end_with_the_counters_and_verdicts_say_why() {
+        assert_eq!(
+            header(&["SYSTEM"]),
+            [
+                "SYSTEM",
+                "LOST",
+                "PHANTOM",
+                "DUPLICATE",
+                "OUT-OF-ORDER",
+                "FLAPS"
+            ]
+        );
+        assert_eq!(verdict(true, "all there"), "correct: all there");
+        assert_eq!(
+            verdict(false, "all there"),
+            "INCORRECT: see the counters above"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 
+use super::agents::{spawn_agent, wait_ready};
 use super::etcd::LocalEtcd;
 use super::pki::BenchPki;
 use super::server::{BenchServer, ServeOptions};
@@ -16,7 +17,7 @@ use crate::kvstore::Store;
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
-use crate::remote::{IdRegistry, LinkSettings, PeerConfig, spawn_link};
+use crate::remote::{LinkSettings, PeerConfig};
 use crate::tls::TlsFiles;
 
 /// The cluster whose state is served.
@@ -223,35 +224,27 @@ impl Bench {
 
     /// Waits until the apiserver serves the whole state: one probe agent syncs.
     async fn wait_served(&self) -> anyhow::Result<()> {
-        let local = self.agent_cluster.clone();
-        let view = Arc::new(parking_lot::RwLock::new(crate::mesh::MeshView::new(
-            local.clone(),
-            crate::mesh::StalePolicy::default(),
-        )));
-        let link = spawn_link(
-            self.peer_config.clone(),
-            local.clone(),
-            view,
-            IdRegistry::new(&local),
+        let started = Instant::now();
+        let (_view, link) = spawn_agent(
+            &self.peer_config,
+            &self.agent_cluster,
             LinkSettings::default(),
         );
-        let mut status = link.status_rx();
-        let started = Instant::now();
-        let waited = tokio::time::timeout(
+        let waited = wait_ready(
+            std::slice::from_ref(&link),
+            started,
+            None,
             SERVER_SYNC_TIMEOUT,
-            status.wait_for(|s| s.ready && s.synced.all()),
         )
-        .await
-        .map(|synced| synced.is_ok());
-        let last = status.borrow().clone();
+        .await;
+        let last = link.status_rx().borrow().clone();
         link.stop().await;
-        match waited {
-            Ok(true) => Ok(()),
-            _ => bail!(
+        waited.map(drop).with_context(|| {
+            format!(
                 "the apiserver did not serve its state within {:?}: {last:?}",
                 started.elapsed()
-            ),
-        }
+            )
+        })
     }
 }
 

@@ -45,11 +45,7 @@ impl Tail {
     /// Summarizes `samples` in microseconds (any order); all zero when there are none.
     pub fn of_micros(mut samples: Vec<u32>) -> Self {
         samples.sort_unstable();
-        let ms = |q: f64| {
-            samples
-                .get(nearest_rank(samples.len(), q))
-                .map_or(0.0, |us| f64::from(*us) / 1000.0)
-        };
+        let ms = |q: f64| percentile(&samples, q).map_or(0.0, |us| f64::from(us) / 1000.0);
         Self {
             count: samples.len(),
             p50_ms: ms(0.50),
@@ -60,19 +56,11 @@ impl Tail {
     }
 }
 
-/// The index of the nearest-rank percentile `q` (0..=1) among `len` sorted samples.
-fn nearest_rank(len: usize, q: f64) -> usize {
-    ((q * len as f64).ceil() as usize).clamp(1, len.max(1)) - 1
-}
-
-/// The nearest-rank percentile `q` (0..=1) of `sorted`.
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
+/// The nearest-rank percentile `q` (0..=1) of `sorted`; `None` when it is empty.
+fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     // Nearest rank: the smallest sample with at least q of the samples at or below it.
     let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 #[cfg(test)]

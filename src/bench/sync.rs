@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::agents::{spawn_agents, wait_ready};
 use super::correctness::{Correctness, check_decoded, check_view};
 use super::direct::sync_direct;
 use super::progress::Progress;
@@ -18,8 +19,7 @@ use super::setup::{Bench, BenchOptions};
 use super::stats::Percentiles;
 use super::workload::Sizes;
 use crate::kvstore::etcd::EtcdConfig;
-use crate::mesh::{MeshView, StalePolicy};
-use crate::remote::{IdRegistry, LinkSettings, PeerLink, SharedView, spawn_link};
+use crate::remote::LinkSettings;
 
 /// Endpoints when `--endpoints` is not given: a full sync in a fraction of a second.
 pub const DEFAULT_ENDPOINTS: u32 = 10_000;
@@ -109,43 +109,22 @@ pub async fn run(options: &SyncOptions) -> anyhow::Result<SyncReport> {
 /// W agents' links (the agent's own code: `remote::spawn_link` into a `MeshView`), all
 /// started at once.
 async fn run_fleetmesh(bench: &Bench, options: &SyncOptions) -> anyhow::Result<SyncResult> {
-    let synced_count = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start(
-        options.bench.progress,
-        "sync fleetmesh",
-        options.agents as usize,
-        synced_count.clone(),
-    );
-    let local = bench.agent_cluster.clone();
     let started = Instant::now();
-    let mut agents: Vec<(SharedView, PeerLink)> = Vec::with_capacity(options.agents as usize);
-    for _ in 0..options.agents {
-        let view: SharedView = Arc::new(parking_lot::RwLock::new(MeshView::new(
-            local.clone(),
-            StalePolicy::default(),
-        )));
-        let link = spawn_link(
-            bench.peer_config.clone(),
-            local.clone(),
-            view.clone(),
-            IdRegistry::new(&local),
-            LinkSettings::default(),
-        );
-        agents.push((view, link));
-    }
-    let mut waits = JoinSet::new();
-    for (_, link) in &agents {
-        let mut status = link.status_rx();
-        let synced_count = synced_count.clone();
-        waits.spawn(async move {
-            status.wait_for(|s| s.ready && s.synced.all()).await.ok()?;
-            synced_count.fetch_add(1, Ordering::Relaxed);
-            Some(started.elapsed())
-        });
-    }
-    let times = collect(waits, options.bench.timeout, options.agents).await;
-    progress.stop().await;
-    let times = times.context("fleetmesh agents did not sync")?;
+    let agents = spawn_agents(
+        &bench.peer_config,
+        &bench.agent_cluster,
+        options.agents,
+        LinkSettings::default,
+    );
+    let progress = options.bench.progress.then_some("sync fleetmesh");
+    let times = wait_ready(
+        agents.iter().map(|(_, link)| link),
+        started,
+        progress,
+        options.bench.timeout,
+    )
+    .await
+    .context("fleetmesh agents did not sync")?;
 
     let mut correctness = Correctness::default();
     for (view, link) in &agents {
@@ -204,32 +183,6 @@ async fn run_direct(
     }
     progress.stop().await;
     Ok(result("etcd-direct", &times, bench, options, correctness))
-}
-
-/// Every agent's time to synced, or `None` if one never synced within `timeout`.
-async fn collect(
-    mut waits: JoinSet<Option<Duration>>,
-    timeout: Duration,
-    agents: u32,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut times = Vec::with_capacity(agents as usize);
-    let collecting = async {
-        while let Some(joined) = waits.join_next().await {
-            times.push(
-                joined
-                    .context("a waiting task panicked")?
-                    .context("a link ended")?,
-            );
-        }
-        Ok::<_, anyhow::Error>(())
-    };
-    match tokio::time::timeout(timeout, collecting).await {
-        Ok(done) => done.map(|()| times),
-        Err(_) => bail!(
-            "only {} of {agents} agents synced within {timeout:?}",
-            times.len()
-        ),
-    }
 }
 
 /// One system's figures; "all synced" is the last agent's time, so that checking the

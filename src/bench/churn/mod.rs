@@ -24,6 +24,7 @@ mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -33,14 +34,14 @@ use self::keys::KeySpace;
 use self::phase::{PhaseRun, Server, drive, summarize};
 use self::plan::Plan;
 use self::recorder::Recorder;
+use super::agents::{spawn_agents, wait_ready};
 use super::correctness::Correctness;
 use super::setup::{Bench, BenchOptions, StoreChoice};
 use super::stats::Tail;
 use super::workload::Sizes;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
-use crate::mesh::{MeshView, StalePolicy};
-use crate::remote::{IdRegistry, LinkSettings, PeerLink, spawn_link};
+use crate::remote::{LinkSettings, PeerLink};
 
 pub use self::table::churn_table;
 
@@ -219,38 +220,25 @@ async fn run_fleetmesh(
     options: &ChurnOptions,
 ) -> anyhow::Result<ChurnResult> {
     let observed = Arc::new(AtomicUsize::new(0));
-    let local = bench.agent_cluster.clone();
     let mut recorders = Vec::with_capacity(options.agents as usize);
-    let mut links: Vec<PeerLink> = Vec::with_capacity(options.agents as usize);
-    for _ in 0..options.agents {
-        let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
-        let view = Arc::new(parking_lot::RwLock::new(MeshView::new(
-            local.clone(),
-            StalePolicy::default(),
-        )));
-        let settings = LinkSettings {
-            observer: Some(recorder.clone()),
-            ..LinkSettings::default()
-        };
-        links.push(spawn_link(
-            bench.peer_config.clone(),
-            local.clone(),
-            view,
-            IdRegistry::new(&local),
-            settings,
-        ));
-        recorders.push(recorder);
-    }
-    let waits = links.iter().map(|link| {
-        let mut status = link.status_rx();
-        async move { status.wait_for(|s| s.ready && s.synced.all()).await.is_ok() }
-    });
-    let synced = tokio::time::timeout(options.bench.timeout, futures::future::join_all(waits))
+    let agents = spawn_agents(
+        &bench.peer_config,
+        &bench.agent_cluster,
+        options.agents,
+        || {
+            let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
+            recorders.push(recorder.clone());
+            LinkSettings {
+                observer: Some(recorder),
+                ..LinkSettings::default()
+            }
+        },
+    );
+    // The views are read through the recorders only.
+    let links: Vec<PeerLink> = agents.into_iter().map(|(_, link)| link).collect();
+    wait_ready(&links, Instant::now(), None, options.bench.timeout)
         .await
         .context("the fleetmesh agents did not sync before the churn")?;
-    if !synced.iter().all(|ok| *ok) {
-        bail!("a fleetmesh agent's link ended before it synced");
-    }
     let reconnects_before: u64 = links
         .iter()
         .map(|l| l.status_rx().borrow().reconnects)

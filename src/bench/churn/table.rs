@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{ChurnReport, ChurnResult};
-use crate::bench::report::{columns, correctness_cells, ms};
+use crate::bench::report::{columns, correctness_cells, header, ms, verdict};
 
 /// The issue's targets, judged at its load (1,000 writes/s to 255 agents).
 const TARGET_P99_MS: f64 = 15.0;
@@ -27,7 +27,7 @@ pub fn churn_table(report: &ChurnReport) -> String {
         s.nodes,
         s.services
     );
-    let header = [
+    let mut rows = vec![header(&[
         "SYSTEM",
         "DELIVERED",
         "DELIVERIES/S",
@@ -39,13 +39,7 @@ pub fn churn_table(report: &ChurnReport) -> String {
         "SERVER CPU",
         "µs/DELIVERY",
         "AGENTS CPU",
-        "LOST",
-        "PHANTOM",
-        "DUPLICATE",
-        "OUT-OF-ORDER",
-        "FLAPS",
-    ];
-    let mut rows = vec![header.iter().map(ToString::to_string).collect::<Vec<_>>()];
+    ])];
     rows.push(row(&report.fleetmesh));
     if let Some(baseline) = &report.baseline {
         rows.push(row(baseline));
@@ -95,18 +89,14 @@ pub fn churn_table(report: &ChurnReport) -> String {
             ));
         }
     }
-    if report.is_correct() {
-        out.push_str(
-            "correct: every write reached every agent once, in order; nothing lost, phantom \
-             or flapping\n",
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "INCORRECT: see the counters above. {}",
-            problems.join("; ")
-        );
+    let mut line = verdict(
+        report.is_correct(),
+        "every write reached every agent once, in order; nothing lost, phantom or flapping",
+    );
+    if !report.is_correct() {
+        let _ = write!(line, ". {}", problems.join("; "));
     }
+    let _ = writeln!(out, "{line}");
     out
 }
 

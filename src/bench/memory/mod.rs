@@ -21,7 +21,7 @@ mod table;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -32,14 +32,14 @@ pub use self::slope::{Fit, Point};
 pub use self::table::memory_table;
 
 use self::child::ProbeProcess;
+use super::agents::{spawn_agent, wait_ready};
 use super::correctness::{Correctness, check_view};
 use super::merge::start_member;
 use super::pki::BenchPki;
 use super::progress::Progress;
 use super::setup::BenchOptions;
-use crate::mesh::{MeshView, StalePolicy};
 use crate::model::{ClusterName, IdMode};
-use crate::remote::{IdRegistry, LinkSettings, PeerConfig, SharedView, spawn_link};
+use crate::remote::{LinkSettings, PeerConfig};
 use crate::tls::TlsFiles;
 
 /// Apiserver sizes (endpoints) when not given: a slope over a 4× range in seconds.
@@ -327,33 +327,26 @@ impl Run<'_> {
     /// what it gets with the source's state.
     async fn check_apiserver(&self, source: &ProbePeer) -> anyhow::Result<Correctness> {
         let local = probe_cluster(AGENT)?;
-        let view: SharedView = Arc::new(parking_lot::RwLock::new(MeshView::new(
-            local.clone(),
-            StalePolicy::default(),
-        )));
         let config = PeerConfig {
             name: ClusterName::new(&source.name)?,
             address: source.address.clone(),
             server_name: None,
             tls: self.client_tls.clone(),
         };
-        let link = spawn_link(
-            config,
-            local.clone(),
-            view.clone(),
-            IdRegistry::new(&local),
-            LinkSettings::default(),
-        );
-        let ready = tokio::time::timeout(
+        let (view, link) = spawn_agent(&config, &local, LinkSettings::default());
+        let ready = wait_ready(
+            std::slice::from_ref(&link),
+            Instant::now(),
+            None,
             self.options.bench.timeout,
-            link.status_rx().wait_for(|s| s.ready),
         )
-        .await
-        .map(|r| r.is_ok());
+        .await;
         let status = link.status_rx().borrow().clone();
         link.stop().await;
-        if ready != Ok(true) {
-            bail!("no agent synced with the apiserver probe: {status:?}");
+        if let Err(err) = ready {
+            return Err(err.context(format!(
+                "no agent synced with the apiserver probe: {status:?}"
+            )));
         }
         let mut checked = check_view(&view.read(), &source.workload()?);
         checked.flaps = status.reconnects;

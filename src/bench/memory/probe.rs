@@ -8,19 +8,20 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use crate::bench::agents::{spawn_merging, wait_ready};
 use crate::bench::correctness::{Correctness, check_view};
 use crate::bench::server::{BenchServer, ServeOptions};
 use crate::bench::workload::{Sizes, Workload};
 use crate::kvstore::Store;
 use crate::kvstore::memory::MemoryStore;
-use crate::mesh::{MeshView, StalePolicy};
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
-use crate::remote::{IdRegistry, LinkSettings, PeerConfig, PeerLink, SharedView, spawn_link};
+use crate::remote::{PeerConfig, PeerLink, SharedView};
 use crate::tls::TlsFiles;
 
 /// What a probe process does.
@@ -135,14 +136,14 @@ pub async fn run_probe(probe: Probe) -> anyhow::Result<()> {
         } => {
             let local = cluster(&local.0, local.1)?;
             let agents = link_views(&local, views, &peers, &tls)?;
-            for (_, links) in &agents {
-                for link in links {
-                    link.status_rx()
-                        .wait_for(|s| s.ready)
-                        .await
-                        .context("a link ended before it synced")?;
-                }
-            }
+            // No timeout of its own: the bench times out waiting for the `ready` line.
+            wait_ready(
+                agents.iter().flat_map(|(_, links)| links),
+                Instant::now(),
+                None,
+                Duration::MAX,
+            )
+            .await?;
             say("ready").await?;
             serve_commands(|| check_views(&agents, &peers)).await
         }
@@ -167,29 +168,7 @@ fn link_views(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let agents = (0..views)
-        .map(|_| {
-            let view: SharedView = Arc::new(parking_lot::RwLock::new(MeshView::new(
-                local.clone(),
-                StalePolicy::default(),
-            )));
-            let ids = IdRegistry::new(local);
-            let links = configs
-                .iter()
-                .map(|config| {
-                    spawn_link(
-                        config.clone(),
-                        local.clone(),
-                        view.clone(),
-                        ids.clone(),
-                        LinkSettings::default(),
-                    )
-                })
-                .collect();
-            (view, links)
-        })
-        .collect();
-    Ok(agents)
+    Ok((0..views).map(|_| spawn_merging(local, &configs)).collect())
 }
 
 /// Every view compared with every peer's workload; a link that is not ready, or

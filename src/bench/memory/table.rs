@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Fit, MemoryReport};
-use crate::bench::report::{columns, correctness_cells};
+use crate::bench::report::{cells, columns, correctness_cells, header, verdict};
 
 /// Every point, every slope against its target, and the verdict.
 pub fn memory_table(report: &MemoryReport) -> String {
@@ -11,12 +11,13 @@ pub fn memory_table(report: &MemoryReport) -> String {
         "memory: resident memory of separate processes, read {:.0} ms after each holds its state\n\n",
         report.settle_ms
     );
-    let mut rows = vec![
-        ["WHAT", "POINTS (size: RSS)", "SLOPE", "TARGET", ""]
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-    ];
+    let mut rows = vec![cells(&[
+        "WHAT",
+        "POINTS (size: RSS)",
+        "SLOPE",
+        "TARGET",
+        "",
+    ])];
     let met = |ok: bool| if ok { "met" } else { "MISSED" }.to_string();
     rows.push(vec![
         "apiserver per 100k endpoints".into(),
@@ -47,18 +48,19 @@ pub fn memory_table(report: &MemoryReport) -> String {
     ]);
     out.push_str(&columns(&rows));
 
-    let header = ["LOST", "PHANTOM", "DUPLICATE", "OUT-OF-ORDER", "FLAPS"];
     let _ = writeln!(out, "\nevery probe's state checked afterwards:");
     out.push_str(&columns(&[
-        header.iter().map(ToString::to_string).collect(),
+        header(&[]),
         correctness_cells(&report.correctness),
     ]));
-    let verdict = if report.is_correct() {
-        "correct: every probe held exactly its state; no flaps"
-    } else {
-        "INCORRECT: see the counters above"
-    };
-    let _ = writeln!(out, "{verdict}");
+    let _ = writeln!(
+        out,
+        "{}",
+        verdict(
+            report.is_correct(),
+            "every probe held exactly its state; no flaps"
+        )
+    );
     out
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 pub use self::table::merge_table;
 
+use super::agents::{spawn_merging, wait_ready};
 use super::correctness::{Correctness, check_view};
 use super::memory::rss_kib;
 use super::pki::BenchPki;
@@ -29,9 +30,8 @@ use super::stats::Percentiles;
 use super::workload::{Sizes, Workload};
 use crate::kvstore::Store;
 use crate::kvstore::memory::MemoryStore;
-use crate::mesh::{MeshView, StalePolicy};
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
-use crate::remote::{IdRegistry, LinkSettings, PeerConfig, SharedView, spawn_link};
+use crate::remote::PeerConfig;
 
 /// Clusters when `--clusters` is not given: a run of seconds.
 pub const DEFAULT_CLUSTERS: u32 = 32;
@@ -125,56 +125,18 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
         .map(|m| Sizes::for_endpoints(options.endpoints, &m.workload.cluster))
         .unwrap_or_default();
 
+    let peers: Vec<PeerConfig> = members.iter().map(|m| m.peer.clone()).collect();
     let rss_before = rss_kib(None)?;
-    let view: SharedView = Arc::new(parking_lot::RwLock::new(MeshView::new(
-        local.clone(),
-        StalePolicy::default(),
-    )));
-    let ids = IdRegistry::new(&local);
-    let synced_count = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start(
-        options.bench.progress,
-        "merge: clusters synced",
-        members.len(),
-        synced_count.clone(),
-    );
     let merging = Instant::now();
-    let links: Vec<_> = members
-        .iter()
-        .map(|m| {
-            spawn_link(
-                m.peer.clone(),
-                local.clone(),
-                view.clone(),
-                ids.clone(),
-                LinkSettings::default(),
-            )
-        })
-        .collect();
-    let waits = links.iter().map(|link| {
-        let mut status = link.status_rx();
-        let synced_count = synced_count.clone();
-        async move {
-            status
-                .wait_for(|s| s.ready)
-                .await
-                .context("a link ended before it synced")?;
-            synced_count.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, anyhow::Error>(merging.elapsed())
-        }
-    });
-    let times =
-        tokio::time::timeout(options.bench.timeout, futures::future::try_join_all(waits)).await;
-    progress.stop().await;
-    let times = match times {
-        Ok(times) => times?,
-        Err(_) => bail!(
-            "only {} of {} clusters synced within {:?}",
-            synced_count.load(Ordering::Relaxed),
-            members.len(),
-            options.bench.timeout
-        ),
-    };
+    let (view, links) = spawn_merging(&local, &peers);
+    let times = wait_ready(
+        &links,
+        merging,
+        options.bench.progress.then_some("merge: clusters synced"),
+        options.bench.timeout,
+    )
+    .await
+    .context("the agent did not sync with every cluster")?;
     let rss_after = rss_kib(None)?;
 
     let mut correctness = Correctness::default();

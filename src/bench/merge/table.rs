@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::MergeReport;
-use crate::bench::report::{columns, correctness_cells, ms};
+use crate::bench::report::{columns, correctness_cells, header, ms, verdict};
 
 /// The run's figures and verdicts.
 pub fn merge_table(report: &MergeReport) -> String {
@@ -20,20 +20,6 @@ pub fn merge_table(report: &MergeReport) -> String {
         report.id_mode,
         ms(report.apiservers_ready_ms),
     );
-    let header = [
-        "P50",
-        "P99",
-        "MAX",
-        "ALL SYNCED",
-        "OBJECTS/S",
-        "RSS GROWTH",
-        "PER 100K",
-        "LOST",
-        "PHANTOM",
-        "DUPLICATE",
-        "OUT-OF-ORDER",
-        "FLAPS",
-    ];
     let mut row = vec![
         ms(report.synced.p50_ms),
         ms(report.synced.p99_ms),
@@ -44,10 +30,16 @@ pub fn merge_table(report: &MergeReport) -> String {
         format!("{:.1} MiB", report.rss_growth_mib_per_100k),
     ];
     row.extend(correctness_cells(&report.correctness));
-    out.push_str(&columns(&[
-        header.iter().map(ToString::to_string).collect(),
-        row,
-    ]));
+    let header = header(&[
+        "P50",
+        "P99",
+        "MAX",
+        "ALL SYNCED",
+        "OBJECTS/S",
+        "RSS GROWTH",
+        "PER 100K",
+    ]);
+    out.push_str(&columns(&[header, row]));
     let target = match report.target_met {
         Some(true) => "met",
         Some(false) => "MISSED",
@@ -59,11 +51,13 @@ pub fn merge_table(report: &MergeReport) -> String {
         "RSS growth is the whole process's (apiservers included): an upper bound of the view; \
          `bench memory` measures an agent process alone"
     );
-    let verdict = if report.is_correct() {
-        "correct: the view holds exactly every cluster's state; nothing lost or phantom; no flaps"
-    } else {
-        "INCORRECT: see the counters above"
-    };
-    let _ = writeln!(out, "{verdict}");
+    let _ = writeln!(
+        out,
+        "{}",
+        verdict(
+            report.is_correct(),
+            "the view holds exactly every cluster's state; nothing lost or phantom; no flaps"
+        )
+    );
     out
 }

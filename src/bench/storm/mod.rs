@@ -25,13 +25,14 @@ pub use self::table::storm_table;
 
 use self::spread::{busiest_window, per_second};
 use self::trace::Tracer;
+use super::agents::{spawn_agents, wait_ready};
 use super::correctness::{Correctness, check_view};
 use super::progress::Progress;
 use super::setup::{Bench, BenchOptions, StoreChoice};
 use super::stats::Percentiles;
 use super::workload::Sizes;
-use crate::mesh::{Counts, MeshView, StalePolicy};
-use crate::remote::{IdRegistry, LinkSettings, PeerLink, SharedView, spawn_link};
+use crate::mesh::Counts;
+use crate::remote::LinkSettings;
 
 /// Endpoints when `--endpoints` is not given.
 pub const DEFAULT_ENDPOINTS: u32 = 10_000;
@@ -106,8 +107,23 @@ pub async fn run(options: &StormOptions) -> anyhow::Result<StormReport> {
         );
     }
     let mut bench = Bench::start(&options.bench, options.endpoints).await?;
-    let agents = spawn_agents(&bench, options.agents);
-    let initial = wait_synced(&agents, &options.bench).await?;
+    let agents = spawn_agents(
+        &bench.peer_config,
+        &bench.agent_cluster,
+        options.agents,
+        LinkSettings::default,
+    );
+    let initial = wait_ready(
+        agents.iter().map(|(_, link)| link),
+        Instant::now(),
+        options.bench.progress.then_some("storm: agents synced"),
+        options.bench.timeout,
+    )
+    .await
+    .context("the agents did not sync before the restart")?;
+
+    // The resync is timed from each link's own trace of dials and readiness (not by
+    // `wait_ready`): the spread of the reconnects is what this scenario measures.
 
     let expected = expected_counts(&bench.sizes);
     let resynced = Arc::new(AtomicUsize::new(0));
@@ -170,66 +186,6 @@ pub async fn run(options: &StormOptions) -> anyhow::Result<StormReport> {
     };
     bench.finish().await?;
     Ok(report)
-}
-
-/// W agents' links (the agent's own code) to the source, started at once, each with its
-/// own view.
-fn spawn_agents(bench: &Bench, agents: u32) -> Vec<(SharedView, PeerLink)> {
-    let local = bench.agent_cluster.clone();
-    (0..agents)
-        .map(|_| {
-            let view: SharedView = Arc::new(parking_lot::RwLock::new(MeshView::new(
-                local.clone(),
-                StalePolicy::default(),
-            )));
-            let link = spawn_link(
-                bench.peer_config.clone(),
-                local.clone(),
-                view.clone(),
-                IdRegistry::new(&local),
-                LinkSettings::default(),
-            );
-            (view, link)
-        })
-        .collect()
-}
-
-/// Every link's time from now to ready.
-async fn wait_synced(
-    agents: &[(SharedView, PeerLink)],
-    options: &BenchOptions,
-) -> anyhow::Result<Vec<Duration>> {
-    let done = Arc::new(AtomicUsize::new(0));
-    let progress = Progress::start(
-        options.progress,
-        "storm: agents synced",
-        agents.len(),
-        done.clone(),
-    );
-    let started = Instant::now();
-    let waits = agents.iter().map(|(_, link)| {
-        let mut status = link.status_rx();
-        let done = done.clone();
-        async move {
-            status
-                .wait_for(|s| s.ready)
-                .await
-                .context("a link ended before it synced")?;
-            done.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, anyhow::Error>(started.elapsed())
-        }
-    });
-    let times = tokio::time::timeout(options.timeout, futures::future::try_join_all(waits)).await;
-    progress.stop().await;
-    match times {
-        Ok(times) => times,
-        Err(_) => bail!(
-            "only {} of {} agents synced within {:?}",
-            done.load(Ordering::Relaxed),
-            agents.len(),
-            options.timeout
-        ),
-    }
 }
 
 /// Waits until `agents` agents resynced.

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::StormReport;
-use crate::bench::report::{columns, correctness_cells, ms};
+use crate::bench::report::{cells, columns, correctness_cells, header, ms, verdict};
 
 /// The run's figures, the reconnects per second, and the verdicts.
 pub fn storm_table(report: &StormReport) -> String {
@@ -23,22 +23,7 @@ pub fn storm_table(report: &StormReport) -> String {
         ms(r.listening_ms),
         ms(r.written_ms),
     );
-    let mut rows = vec![
-        [
-            "PHASE",
-            "P50",
-            "P99",
-            "MAX",
-            "LOST",
-            "PHANTOM",
-            "DUPLICATE",
-            "OUT-OF-ORDER",
-            "FLAPS",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>(),
-    ];
+    let mut rows = vec![header(&["PHASE", "P50", "P99", "MAX"])];
     let first = &report.initial_sync;
     rows.push(vec![
         "initial sync".into(),
@@ -55,18 +40,19 @@ pub fn storm_table(report: &StormReport) -> String {
     ];
     resync.extend(correctness_cells(&report.correctness));
     rows.push(resync);
+    let width = rows[0].len();
     for row in &mut rows {
-        row.resize(9, String::new());
+        row.resize(width, String::new());
     }
     out.push_str(&columns(&rows));
 
     let _ = writeln!(out, "\nreconnects per second since the restart:");
-    let mut bins = vec![
-        ["SECOND", "ATTEMPTS", "AGENTS DIALING", "STREAMS OPENED"]
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-    ];
+    let mut bins = vec![cells(&[
+        "SECOND",
+        "ATTEMPTS",
+        "AGENTS DIALING",
+        "STREAMS OPENED",
+    ])];
     for b in &report.reconnects {
         bins.push(vec![
             format!("{}-{}s", b.second, b.second + 1),
@@ -84,11 +70,14 @@ pub fn storm_table(report: &StormReport) -> String {
         report.busiest_window_agents,
         if report.target_met { "met" } else { "MISSED" }
     );
-    let verdict = if report.is_correct() {
-        "correct: every agent resynced to exactly the source's state; nothing lost, phantom or withdrawn; no flaps"
-    } else {
-        "INCORRECT: see the counters above"
-    };
-    let _ = writeln!(out, "{verdict}");
+    let _ = writeln!(
+        out,
+        "{}",
+        verdict(
+            report.is_correct(),
+            "every agent resynced to exactly the source's state; nothing lost, phantom or \
+             withdrawn; no flaps"
+        )
+    );
     out
 }
