@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::GetOptions;
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::export::IdentityAllocator;
 use fleetmesh::kvstore::Store;
@@ -56,16 +55,9 @@ struct Raw {
 
 /// Every key under `namespace + prefix`, with the namespace stripped.
 async fn etcd_dump(etcd: &EtcdHandle, namespace: &str, prefix: &str) -> BTreeMap<String, Raw> {
-    let mut client = etcd.client().await;
-    let full = format!("{namespace}{prefix}");
-    let resp = client
-        .get(full.as_str(), Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| {
-            let key = kv.key_str().unwrap()[namespace.len()..].to_string();
+    let dump = etcd.dump(namespace, prefix).await;
+    dump.into_iter()
+        .map(|(key, kv)| {
             let raw = Raw {
                 value: kv.value_str().unwrap().to_string(),
                 create_revision: kv.create_revision(),

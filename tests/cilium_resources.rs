@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use etcd_client::GetOptions;
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use serde_json::{Value, json};
 use support::EtcdHandle;
@@ -239,18 +238,9 @@ fn mk_config(etcd: &EtcdHandle, namespace: &str, manifests: &Path) -> ApiserverC
 
 /// Every key under `namespace + prefix` with its value, the namespace stripped.
 async fn etcd_dump(etcd: &EtcdHandle, namespace: &str, prefix: &str) -> BTreeMap<String, String> {
-    let mut client = etcd.client().await;
-    let full = format!("{namespace}{prefix}");
-    let resp = client
-        .get(full.as_str(), Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    resp.kvs()
-        .iter()
-        .map(|kv| {
-            let key = kv.key_str().unwrap()[namespace.len()..].to_string();
-            (key, kv.value_str().unwrap().to_string())
-        })
+    let dump = etcd.dump(namespace, prefix).await;
+    dump.into_iter()
+        .map(|(key, kv)| (key, kv.value_str().unwrap().to_string()))
         .collect()
 }
 

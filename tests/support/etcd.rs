@@ -65,6 +65,30 @@ impl EtcdHandle {
             .await
             .expect("connecting to the test etcd")
     }
+
+    /// Every key under `namespace + prefix` as etcd holds it, read with a raw client, by
+    /// key with the namespace stripped.
+    pub async fn dump(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> std::collections::BTreeMap<String, etcd_client::KeyValue> {
+        let full = format!("{namespace}{prefix}");
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let resp = self
+            .client()
+            .await
+            .get(full.as_str(), Some(options))
+            .await
+            .expect("reading the test etcd");
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv.key_str().expect("a UTF-8 key")[namespace.len()..].to_string();
+                (key, kv.clone())
+            })
+            .collect()
+    }
 }
 
 /// The shared etcd's endpoints, and the process if this test process started it.
