@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
 use crate::kvstore::{Store, codec, keys};
 use crate::model::{
@@ -95,45 +95,39 @@ impl Workload {
         slot: u32,
         store: &Arc<dyn Store>,
     ) -> anyhow::Result<()> {
-        let resources = futures::stream::iter(generated(cluster, sizes, slot));
-        let writes =
-            resources.map_ok(|r| futures::stream::iter(encode(cluster, &r).into_iter().map(Ok)));
-        writes
-            .try_flatten()
-            .map_ok(|(key, value)| {
-                let store = store.clone();
-                async move {
-                    store
-                        .put(&key, value, None)
-                        .await
-                        .with_context(|| format!("cannot write {key}"))
-                }
-            })
-            .try_buffer_unordered(WRITES_IN_FLIGHT)
-            .try_for_each(|_| async { Ok(()) })
-            .await
+        let writes = generated(cluster, sizes, slot).map(|r| Ok(encode(cluster, &r?)));
+        put_all(store, writes).await
     }
 
     /// Writes every resource into `store`, several writes in flight.
     pub async fn write(&self, store: &Arc<dyn Store>) -> anyhow::Result<()> {
-        let writes = self
-            .resources
-            .iter()
-            .flat_map(|r| encode(&self.cluster, r))
-            .map(|(key, value)| {
-                let store = store.clone();
-                async move {
-                    store
-                        .put(&key, value, None)
-                        .await
-                        .with_context(|| format!("cannot write {key}"))
-                }
-            });
-        futures::stream::iter(writes)
-            .buffer_unordered(WRITES_IN_FLIGHT)
-            .try_for_each(|_| async { Ok(()) })
-            .await
+        let writes = self.resources.iter().map(|r| Ok(encode(&self.cluster, r)));
+        put_all(store, writes).await
     }
+}
+
+/// Puts every key and value of `writes` (one batch per resource, produced as they are
+/// written) into `store`, several writes in flight; stops at the first failure.
+async fn put_all(
+    store: &Arc<dyn Store>,
+    writes: impl Iterator<Item = anyhow::Result<Vec<(String, Bytes)>>>,
+) -> anyhow::Result<()> {
+    let batches = futures::stream::iter(writes);
+    batches
+        .map_ok(|batch| futures::stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten()
+        .map_ok(|(key, value)| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(&key, value, None)
+                    .await
+                    .with_context(|| format!("cannot write {key}"))
+            }
+        })
+        .try_buffer_unordered(WRITES_IN_FLIGHT)
+        .try_for_each(|_| async { Ok(()) })
+        .await
 }
 
 /// The keys and values the exporter writes for `resource` of `cluster`.
