@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetmesh::agent::{
     Agent, AgentConfig, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL,
@@ -119,12 +119,8 @@ async fn start_agent_with(pki: &MeshPki, kube: &FakeKube) -> Agent {
     Agent::start(config).await.unwrap()
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    support::wait_until(what, TIMEOUT, done).await;
 }
 
 /// Every slice labelled as the agent's.

@@ -77,12 +77,8 @@ fn service_yaml(ip: &str) -> String {
     )
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    support::wait_until(what, TIMEOUT, done).await;
 }
 
 /// The clusters whose backends of `web/api` the agent holds.

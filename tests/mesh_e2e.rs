@@ -105,12 +105,8 @@ async fn start_agent(pki: &MeshPki, local: &str, id: u32, members: &[(&str, &Mem
     Agent::start(config).await.unwrap()
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    support::wait_until(what, TIMEOUT, done).await;
 }
 
 fn view_of(agent: &Agent, name: &str) -> Option<ServiceView> {

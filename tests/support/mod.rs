@@ -14,3 +14,15 @@ pub use etcd::{EtcdHandle, LocalEtcd, ServerTls, etcd, mk_etcd_store};
 pub fn unique_prefix() -> String {
     format!("t-{:016x}/", rand::random::<u64>())
 }
+
+/// Polls `done` every 50 ms until it holds; fails the test naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
