@@ -250,7 +250,7 @@ fn decode(c1: &Cluster, frame: &WatchFrame) -> Vec<Event> {
     frame
         .events
         .iter()
-        .map(|bytes| proto::decode_event(bytes, c1).unwrap())
+        .map(|bytes| proto::decode_event(bytes.clone(), c1).unwrap())
         .collect()
 }
 

@@ -4,9 +4,10 @@
 //! more than what the view references (node IPs churn in autoscaled clusters).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
+
+use foldhash::HashMap;
 
 /// A handle to an interned value. `Option<Sym>` is still 4 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,7 +43,7 @@ impl<T> Default for Interner<T> {
     fn default() -> Self {
         Self {
             values: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             free: Vec::new(),
         }
     }

@@ -11,7 +11,8 @@
 //!   comes and ends with [`MeshView::sweep`] (DESIGN.md §6 rule 1: nothing is deleted
 //!   because a peer went away, only what a complete new listing no longer has), and
 //!   [`MeshView::drain`] removes a cluster whose peer file was removed.
-//! - **Changes are minimal.** Every update returns the [`MeshChange`]s it made; writing
+//! - **Changes are minimal.** Every update returns the [`Change`]s it made (the
+//!   caller named the cluster, so they are not labelled with it again); writing
 //!   what is already held changes nothing and returns nothing.
 //! - **Time comes from the caller.** Staleness (module `stale`) is decided at query time from
 //!   the `now` passed in; the view has no timers and never reads the clock. Because
@@ -52,13 +53,6 @@ pub use self::select::{SelectedBackend, SelectionReason};
 pub use self::services::{BackendEntry, ClusterBackends, ServiceView};
 pub use self::stale::StalePolicy;
 pub use self::status::{Failure, PeerStatus, SyncedKinds};
-
-/// One change the view made, attributed to the cluster whose data changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MeshChange {
-    pub cluster: ClusterName,
-    pub change: Change,
-}
 
 /// How much the view holds from one cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +102,7 @@ impl MeshView {
     }
 
     /// Applies deltas from `cluster`; returns what changed in the view.
-    pub fn apply(&mut self, cluster: &ClusterName, changes: Vec<Change>) -> Vec<MeshChange> {
+    pub fn apply(&mut self, cluster: &ClusterName, changes: Vec<Change>) -> Vec<Change> {
         let idx = self.clusters.enter(cluster);
         changes
             .into_iter()
@@ -125,7 +119,7 @@ impl MeshView {
         &mut self,
         cluster: &ClusterName,
         is_listed: impl Fn(&ResourceKey) -> bool,
-    ) -> Vec<MeshChange> {
+    ) -> Vec<Change> {
         let idx = self.clusters.enter(cluster);
         // Only the keys to delete are collected: a listing mostly names what is held.
         let gone: Vec<ResourceKey> = self.held_keys(idx).filter(|k| !is_listed(k)).collect();
@@ -151,7 +145,7 @@ impl MeshView {
 
     /// Removes everything `cluster` contributed (its peer file was removed); it is no
     /// longer a peer afterwards.
-    pub fn drain(&mut self, cluster: &ClusterName) -> Vec<MeshChange> {
+    pub fn drain(&mut self, cluster: &ClusterName) -> Vec<Change> {
         let Some(idx) = self.clusters.find(cluster) else {
             return Vec::new();
         };
@@ -295,7 +289,7 @@ impl MeshView {
         nodes.chain(services).chain(identities).chain(endpoints)
     }
 
-    fn apply_one(&mut self, idx: ClusterIdx, change: Change) -> Option<MeshChange> {
+    fn apply_one(&mut self, idx: ClusterIdx, change: Change) -> Option<Change> {
         let changed = match change {
             Change::Upsert(resource) => self.upsert(idx, resource).map(Change::Upsert),
             Change::Delete(key) => self.delete(idx, key).map(Change::Delete),
@@ -306,10 +300,7 @@ impl MeshView {
         ) {
             self.services_version += 1;
         }
-        Some(MeshChange {
-            cluster: self.clusters.name(idx).clone(),
-            change: changed,
-        })
+        Some(changed)
     }
 
     /// Stores `resource`; returns it if that changed anything.
@@ -374,15 +365,15 @@ mod tests {
         full.into_iter().map(Change::Upsert).collect()
     }
 
-    fn keys(changes: &[MeshChange]) -> Vec<(String, String)> {
+    fn keys(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
             .map(|c| {
-                let verb = match &c.change {
+                let verb = match c {
                     Change::Upsert(_) => "upsert",
                     Change::Delete(_) => "delete",
                 };
-                (c.cluster.to_string(), format!("{verb} {}", c.change.key()))
+                format!("{verb} {}", c.key())
             })
             .collect()
     }
@@ -395,10 +386,7 @@ mod tests {
         let changes = view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node.clone()))]);
         assert_eq!(
             changes,
-            vec![MeshChange {
-                cluster: c1.name.clone(),
-                change: Change::Upsert(Resource::Node(node.clone())),
-            }]
+            vec![Change::Upsert(Resource::Node(node.clone()))]
         );
         assert!(
             view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node))])
@@ -443,10 +431,7 @@ mod tests {
         let changes = view.sweep(&c1.name, |k| listed.contains(k));
         assert_eq!(
             changes,
-            vec![MeshChange {
-                cluster: c1.name.clone(),
-                change: Change::Delete(lost.key()),
-            }]
+            vec![Change::Delete(lost.key())]
         );
         assert_eq!(view.counts(&c1.name).unwrap().endpoints, 2);
     }
@@ -465,7 +450,7 @@ mod tests {
         let changes = view.apply(&c1.name, upserts(full));
         assert_eq!(
             keys(&changes),
-            vec![("c1".into(), "upsert endpoint 10.2.0.1".into())]
+            vec!["upsert endpoint 10.2.0.1"]
         );
         assert!(view.sweep(&c1.name, |k| listed.contains(k)).is_empty());
         let moved = view.lookup("10.2.0.1".parse().unwrap()).unwrap();
@@ -496,12 +481,7 @@ mod tests {
 
         let changes = view.drain(&c1.name);
         assert_eq!(changes.len(), 5);
-        assert!(changes.iter().all(|c| c.cluster == c1.name));
-        assert!(
-            changes
-                .iter()
-                .all(|c| matches!(c.change, Change::Delete(_)))
-        );
+        assert!(changes.iter().all(|c| matches!(c, Change::Delete(_))));
         assert_eq!(view.counts(&c1.name), None);
         assert_eq!(view.clusters(), vec![local.name.clone(), c2.name.clone()]);
         assert_eq!(view.counts(&c2.name).unwrap().endpoints, 2);

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -194,7 +194,14 @@ impl Labels {
 
     /// Cilium's kvstore form: every label as `source:key=value;`, sorted by key.
     pub fn to_kvstore_string(&self) -> String {
-        self.iter().map(|l| format!("{l};")).collect()
+        let mut line = String::new();
+        for label in self.iter() {
+            // Written into one `String` (a `format!` per label allocated each): agents
+            // compact every identity they receive this way. Writing to a `String`
+            // cannot fail.
+            let _ = write!(line, "{label};");
+        }
+        line
     }
 
     /// Parses Cilium's kvstore form (`source:key=value;` repeated).

@@ -106,8 +106,9 @@ pub fn encode_event(event: &Event) -> Bytes {
 }
 
 /// One element of a [`super::WatchFrame`]'s `events`, decoded and checked against the
-/// peer's cluster.
-pub fn decode_event(bytes: &[u8], peer: &Cluster) -> Result<Event, ProtoError> {
+/// peer's cluster. Given the frame's `Bytes` (a cheap clone), the addresses in it are
+/// decoded as slices of the frame instead of copies.
+pub fn decode_event(bytes: impl bytes::Buf, peer: &Cluster) -> Result<Event, ProtoError> {
     let wire = v1::Event::decode(bytes).map_err(|source| ProtoError::Decode {
         what: "event",
         source,
@@ -150,7 +151,7 @@ mod tests {
         let c3 = mk_cluster("cluster3", 3);
         for event in mk_events(&c3) {
             let bytes = encode_event(&event);
-            assert_eq!(decode_event(&bytes, &c3).unwrap(), event);
+            assert_eq!(decode_event(bytes, &c3).unwrap(), event);
         }
     }
 
@@ -171,14 +172,14 @@ mod tests {
     #[test]
     fn bad_events_are_refused_with_the_field() {
         let c3 = mk_cluster("cluster3", 3);
-        let err = decode_event(&[0xff, 0xff], &c3).unwrap_err();
+        let err = decode_event(&[0xff, 0xff][..], &c3).unwrap_err();
         assert!(matches!(err, ProtoError::Decode { what: "event", .. }));
 
         let empty = v1::Event {
             revision: 3,
             change: None,
         };
-        let err = decode_event(&empty.encode_to_vec(), &c3).unwrap_err();
+        let err = decode_event(&empty.encode_to_vec()[..], &c3).unwrap_err();
         assert_eq!(err.to_string(), "event.change is missing");
 
         for (kind, name) in [

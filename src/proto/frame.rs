@@ -100,7 +100,7 @@ mod tests {
         let decoded: Vec<Event> = back
             .events
             .iter()
-            .map(|b| decode_event(b, &c1).unwrap())
+            .map(|b| decode_event(b.clone(), &c1).unwrap())
             .collect();
         assert_eq!(decoded, events);
     }

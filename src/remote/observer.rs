@@ -1,7 +1,8 @@
-//! A hook that sees every change a link applies to the mesh view, as it is applied: for
+//! A hook that sees every change a link made to the mesh view, as it is made: for
 //! benchmarks and tests that must know *when* each change reached an agent's view, not
-//! only what the view holds in the end. Production links have none, and then nothing
-//! is copied or called.
+//! only what the view holds in the end. It is handed the view's own list of what it
+//! changed (which the view returns anyway), so observing copies nothing; production
+//! links have no observer and drop that list.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,29 +11,30 @@ use std::time::Instant;
 use super::SharedView;
 use crate::model::{Change, ClusterName, ResourceKey};
 
-/// Told about the changes a link applied to the view, right after they were applied.
+/// Told about the changes a link made to the view, right after they were made.
 pub trait ApplyObserver: Send + Sync + fmt::Debug {
-    /// `changes` from `peer` are in the view since `at`: a frame's changes in the order
-    /// they came (a full listing's as it arrives), or the deletions of the sweep at a
-    /// listing's synced marker.
+    /// `changes` from `peer` are in the view since `at`: what a frame changed, in the
+    /// order it came (a full listing's as it arrives; what the view already held as
+    /// sent is not among them), or the deletions of the sweep at a listing's synced
+    /// marker.
     fn applied(&self, peer: &ClusterName, changes: &[Change], at: Instant);
 }
 
 /// A shared observer, as [`LinkSettings`](super::LinkSettings) holds it.
 pub type SharedObserver = Arc<dyn ApplyObserver>;
 
-/// Applies `changes` to `view`, then tells `observer` (copying them only when there is
-/// one: applying consumes them).
+/// Applies `changes` to `view`, then tells `observer` what the view changed.
 pub(super) fn apply_observed(
     view: &SharedView,
     peer: &ClusterName,
     changes: Vec<Change>,
     observer: Option<&dyn ApplyObserver>,
 ) {
-    let copy = observer.map(|_| changes.clone());
-    view.write().apply(peer, changes);
-    if let (Some(observer), Some(copy)) = (observer, copy) {
-        observer.applied(peer, &copy, Instant::now());
+    let applied = view.write().apply(peer, changes);
+    if let Some(observer) = observer
+        && !applied.is_empty()
+    {
+        observer.applied(peer, &applied, Instant::now());
     }
 }
 
@@ -49,8 +51,7 @@ pub(super) fn sweep_observed(
     if let Some(observer) = observer
         && !swept.is_empty()
     {
-        let deletes: Vec<Change> = swept.into_iter().map(|c| c.change).collect();
-        observer.applied(peer, &deletes, Instant::now());
+        observer.applied(peer, &swept, Instant::now());
     }
 }
 
@@ -83,6 +84,8 @@ mod tests {
         let e1 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
         let e2 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.2"));
         let upserts = vec![Change::Upsert(e1.clone()), Change::Upsert(e2.clone())];
+        apply_observed(&view, &c2.name, upserts.clone(), Some(&seen));
+        // Sending what the view holds changes nothing, so nothing is told.
         apply_observed(&view, &c2.name, upserts.clone(), Some(&seen));
         // A sweep that deletes nothing tells nothing; one that does tells its deletions.
         sweep_observed(&view, &c2.name, |_| true, Some(&seen));
