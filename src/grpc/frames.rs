@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
@@ -16,9 +17,8 @@ use crate::cache::{Batch, Initial, KindSet, Subscription};
 use crate::model::Revision;
 use crate::proto::WatchFrame;
 
-/// Most events in one frame: a few hundred events of 100–200 bytes fill several 16 KiB
-/// TLS records per write (AES-GCM is ~7× cheaper per byte with full records), while a
-/// frame still leaves the server within a millisecond or so.
+/// Most events in one frame; the byte bound ([`MAX_FRAME_BYTES`]) comes first unless
+/// events are tiny.
 pub const MAX_FRAME_EVENTS: usize = 512;
 /// Least time between two live frames to one watcher. What arrives meanwhile joins the
 /// next frame: at a thousand changes per second a watcher gets a few hundred frames
@@ -27,15 +27,25 @@ pub const MAX_FRAME_EVENTS: usize = 512;
 /// (measured by `fleetmesh bench churn`). An event after a quiet spell goes out at once;
 /// in a stream of changes, one waits at most this long.
 pub const LIVE_FRAME_INTERVAL: Duration = Duration::from_millis(4);
-/// Most event bytes in one frame (a frame holds at least one event): far below the
-/// 4 MiB a tonic client decodes by default, even when services with many backends come
-/// together.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Most bytes of one frame as tonic writes it (gRPC prefix included), unless its one
+/// event is bigger. tonic encodes a stream's messages into one buffer that starts at
+/// 8 KiB and keeps, for the life of the stream, the capacity its largest message grew
+/// it to: frames that fit leave an idle watcher's stream holding those 8 KiB, where
+/// listing frames of a few hundred events left it 64 KiB (most of what an idle agent
+/// cost the apiserver, measured by `fleetmesh bench memory`). A frame still carries
+/// dozens of events in one TLS record and one write.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// What tonic writes before each message: the compression flag and the length.
+const GRPC_PREFIX_BYTES: usize = 5;
 
 /// The frames of one watch, produced on demand: nothing is buffered beyond the frame
 /// being built, so a slow watcher costs its place in the broadcast, not memory.
 pub(super) struct Frames {
     epoch: String,
+    /// Event bytes a frame may carry: [`MAX_FRAME_BYTES`] less the rest of the frame.
+    budget: usize,
+    /// A frame was handed over since the stream last paused (see [`Frames::next`]).
+    handed_over: bool,
     /// The revision the initial part brings the watcher to.
     revision: Revision,
     phase: Phase,
@@ -72,8 +82,11 @@ impl Frames {
             ),
             Initial::Resumed { after, batches } => (Phase::Resumed, after, batches),
         };
+        let epoch = sub.epoch.to_string();
         Self {
-            epoch: sub.epoch.to_string(),
+            budget: event_budget(&epoch),
+            handed_over: false,
+            epoch,
             revision: sub.revision,
             phase,
             queue: BatchQueue {
@@ -89,14 +102,30 @@ impl Frames {
     }
 
     /// The next frame; an error ends the stream, and `None` follows it.
+    ///
+    /// Each call after a frame first lets the stream pause once: tonic keeps encoding
+    /// the frames a stream has ready into one buffer until it holds 32 KiB, which would
+    /// grow that buffer (and keep it grown, see [`MAX_FRAME_BYTES`]) during a listing;
+    /// a pause makes it send each frame on its own. The pause comes before waiting for
+    /// live events, so it delays none.
     pub(super) async fn next(&mut self) -> Option<Result<WatchFrame, GrpcError>> {
+        if std::mem::take(&mut self.handed_over) {
+            tokio::task::yield_now().await;
+        }
+        let next = self.build().await;
+        self.handed_over = matches!(next, Some(Ok(_)));
+        next
+    }
+
+    async fn build(&mut self) -> Option<Result<WatchFrame, GrpcError>> {
+        let budget = self.budget;
         match &mut self.phase {
             Phase::Full {
                 parts,
                 part,
                 offset,
             } => {
-                let mut frame = FrameBuilder::default();
+                let mut frame = FrameBuilder::new(budget);
                 while let Some(events) = parts.get(*part) {
                     match events.get(*offset) {
                         Some(bytes) if frame.has_room(bytes) => {
@@ -117,7 +146,7 @@ impl Frames {
                 Some(Ok(self.frame(frame.events, self.revision, synced, false)))
             }
             Phase::Resumed => {
-                let mut frame = FrameBuilder::default();
+                let mut frame = FrameBuilder::new(budget);
                 let filled = self.queue.fill(&mut frame);
                 let (revision, synced) = match filled {
                     Filled::Full { revision } => (revision, false),
@@ -145,7 +174,7 @@ impl Frames {
     /// sooner than [`LIVE_FRAME_INTERVAL`] after the last frame — takes whatever else is
     /// ready, so a burst goes out in few frames.
     async fn next_live(&mut self) -> Result<WatchFrame, GrpcError> {
-        let mut frame = FrameBuilder::default();
+        let mut frame = FrameBuilder::new(self.budget);
         let revision = loop {
             let drained_at = match self.queue.fill(&mut frame) {
                 Filled::Full { revision } => break revision,
@@ -247,20 +276,49 @@ impl BatchQueue {
     }
 }
 
-#[derive(Default)]
+/// The event bytes a frame of `epoch` may carry within [`MAX_FRAME_BYTES`]: what is
+/// left after the gRPC prefix and the frame's other fields at their largest.
+fn event_budget(epoch: &str) -> usize {
+    let fields = WatchFrame {
+        events: Vec::new(),
+        synced: true,
+        resumed: true,
+        revision: Revision::MAX,
+        epoch: epoch.to_string(),
+    };
+    MAX_FRAME_BYTES.saturating_sub(GRPC_PREFIX_BYTES + fields.encoded_len())
+}
+
+/// What one event adds to an encoded frame: its field key, its length and its bytes.
+fn event_len(bytes: &Bytes) -> usize {
+    prost::encoding::key_len(1)
+        + prost::encoding::encoded_len_varint(bytes.len() as u64)
+        + bytes.len()
+}
+
 struct FrameBuilder {
     events: Vec<Bytes>,
+    /// The encoded length of `events`.
     bytes: usize,
+    budget: usize,
 }
 
 impl FrameBuilder {
+    fn new(budget: usize) -> Self {
+        Self {
+            events: Vec::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
     fn has_room(&self, next: &Bytes) -> bool {
         self.events.is_empty()
-            || (self.events.len() < MAX_FRAME_EVENTS && self.bytes + next.len() <= MAX_FRAME_BYTES)
+            || (self.events.len() < MAX_FRAME_EVENTS && self.bytes + event_len(next) <= self.budget)
     }
 
     fn push(&mut self, bytes: Bytes) {
-        self.bytes += bytes.len();
+        self.bytes += event_len(&bytes);
         self.events.push(bytes);
     }
 }
@@ -340,6 +398,46 @@ mod tests {
         let (mut frames, _tx) = mk_frames(Initial::Full(vec![]), 4, KindSet::ALL);
         let only = next_ok(&mut frames).await;
         assert!(only.synced && only.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn listing_frames_fit_the_encoders_first_buffer() {
+        let event = Bytes::from(vec![7u8; 150]);
+        let endpoints: Arc<[Bytes]> = (0..1000).map(|_| event.clone()).collect();
+        let (mut frames, _tx) = mk_frames(Initial::Full(vec![endpoints]), 9, KindSet::ALL);
+        frames.epoch = "a-rather-long-store-epoch-0123456789abcdef".into();
+        frames.budget = event_budget(&frames.epoch);
+        let mut sent = 0;
+        loop {
+            let frame = next_ok(&mut frames).await;
+            let written = GRPC_PREFIX_BYTES + frame.encoded_len();
+            assert!(written <= MAX_FRAME_BYTES, "{written} bytes");
+            sent += frame.events.len();
+            if frame.synced {
+                break;
+            }
+            // Full: one more event would not have fitted.
+            assert!(
+                written + event_len(&event) > MAX_FRAME_BYTES,
+                "{written} bytes"
+            );
+        }
+        assert_eq!(sent, 1000);
+    }
+
+    #[tokio::test]
+    async fn each_frame_is_handed_over_alone() {
+        let part: Arc<[Bytes]> = (0..3)
+            .map(|_| Bytes::from(vec![1u8; MAX_FRAME_BYTES / 2]))
+            .collect();
+        let (mut frames, _tx) = mk_frames(Initial::Full(vec![part]), 1, KindSet::ALL);
+        // The first frame is ready at once; each later one after a pause.
+        assert!(futures::poll!(Box::pin(frames.next())).is_ready());
+        for _ in 0..2 {
+            let mut next = Box::pin(frames.next());
+            assert!(futures::poll!(&mut next).is_pending());
+            assert!(next.await.unwrap().is_ok());
+        }
     }
 
     #[tokio::test]

@@ -9,8 +9,9 @@
 //! counted ([`GrpcStats`]).
 //!
 //! A watch streams from a [`WatchSource`] — the [`WatchCache`](crate::cache::WatchCache)
-//! in the apiserver, a fake in tests — in frames of at most [`MAX_FRAME_EVENTS`] events
-//! of pre-encoded bytes: the full state (or, when resuming, the missed events), a frame
+//! in the apiserver, a fake in tests — in frames of pre-encoded events, each at most
+//! [`MAX_FRAME_BYTES`] (so tonic's per-stream buffer stays at its initial size) and
+//! [`MAX_FRAME_EVENTS`]: the full state (or, when resuming, the missed events), a frame
 //! marked synced, then live batches of the requested kinds. A watcher that falls too
 //! far behind is ended with `ABORTED` ("watcher fell behind; resync"), and all of them
 //! with `UNAVAILABLE` when the store's history restarts; they reconnect and resume.

@@ -19,7 +19,8 @@ pub trait FromTlsMaterial: Send + Sync + 'static {
 }
 
 /// A server config from `files`: it presents the certificate, requires a client
-/// certificate signed by a CA of the bundle, and speaks only `h2`.
+/// certificate signed by a CA of the bundle, speaks only `h2`, and resumes sessions
+/// with stateless tickets.
 pub fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     ServerConfig::from_material(&TlsMaterial::read(files)?)
 }
@@ -57,6 +58,11 @@ impl FromTlsMaterial for ServerConfig {
             .with_single_cert(material.cert_chain()?, material.private_key()?)
             .map_err(|e| material.key_error(e))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // Resumption state travels in the ticket, encrypted, and stays with the client:
+        // rustls' default keeps each session (the client's certificate chain included)
+        // in a server-side cache, a few KiB for every agent that connected.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Ticketer)?;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Arc::new(config))
     }
 }
@@ -112,6 +118,7 @@ mod tests {
         let (server, client, _) = mk_files(dir.path());
         let config = load_server_config(&server).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(config.ticketer.enabled(), "stateless session tickets");
         let config = load_client_config(&client).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
         assert!(config.client_auth_cert_resolver.has_certs());

@@ -50,6 +50,8 @@ pub enum TlsError {
     },
     #[error("the ring provider refused the TLS protocol versions")]
     Versions(#[source] rustls::Error),
+    #[error("cannot set up the session ticket key")]
+    Ticketer(#[source] rustls::Error),
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     Endpoint {
         endpoint: String,
