@@ -336,7 +336,9 @@ impl Link {
 
     fn on_frame(&mut self, state: &mut WatchState, frame: WatchFrame, peer: &Cluster) {
         let revision = frame.revision;
-        let epoch = frame.epoch.clone();
+        // Copied into the status only when it changed: it is the same on every frame of
+        // a stream, and this runs for each of them.
+        let epoch = (!self.status.has_epoch(&frame.epoch)).then(|| frame.epoch.clone());
         let events = frame.events.len();
         let observer = self.settings.observer.as_deref();
         let report = state.on_frame(frame, peer, &self.view, observer);
@@ -381,7 +383,9 @@ impl Link {
             if refusal.is_some() {
                 s.last_failure = refusal;
             }
-            s.epoch = Some(epoch);
+            if epoch.is_some() {
+                s.epoch = epoch;
+            }
             s.counts = counts;
             s.refused_events += refused.len() as u64;
             if events > 0 || synced {
