@@ -28,6 +28,8 @@ mod intern;
 mod ipcache;
 mod json;
 mod labels;
+mod pod;
+mod prefixmap;
 mod select;
 mod services;
 mod stale;
