@@ -48,9 +48,8 @@ pub use self::batch::{Batch, CachedEvent};
 pub use self::kinds::KindSet;
 pub use self::subscription::{Initial, NotSynced, ResumePoint, Subscription};
 
-use self::kinds::slot;
 use self::log::EventLog;
-use self::state::KindState;
+use self::state::States;
 use crate::model::{Change, Event, Kind, ResourceKey, Revision};
 
 /// Events kept for resuming watchers: minutes of steady churn, or a burst of tens of
@@ -115,7 +114,7 @@ struct Inner {
     /// Between a reset and its synced marker: the listed resources that differ from
     /// what the cache holds, applied together at the marker.
     relist: Option<HashMap<ResourceKey, CachedEvent>>,
-    kinds: [KindState; 4],
+    kinds: States,
     log: EventLog,
     live: broadcast::Sender<Arc<Batch>>,
     live_capacity: usize,
@@ -221,12 +220,7 @@ impl WatchCache {
             .and_then(|p| Some((p.revision, inner.log.after(p.revision)?)));
         let initial = match missed {
             Some((after, batches)) => Initial::Resumed { after, batches },
-            None => Initial::Full(
-                kinds
-                    .iter()
-                    .map(|k| inner.kinds[slot(k)].snapshot())
-                    .collect(),
-            ),
+            None => Initial::Full(kinds.iter().map(|k| inner.kinds.of(k).snapshot()).collect()),
         };
         Ok(Subscription {
             epoch,
@@ -268,7 +262,7 @@ impl WatchCache {
             revision: inner.revision,
             entries: Kind::ALL
                 .iter()
-                .map(|k| (*k, inner.kinds[slot(*k)].len()))
+                .map(|k| (*k, inner.kinds.len(*k)))
                 .collect(),
             log_events: inner.log.len(),
             watchers: inner.live.receiver_count(),
@@ -279,8 +273,8 @@ impl WatchCache {
 impl Inner {
     /// The store's history restarted: nothing held is valid any more.
     fn restart(&mut self) {
-        for state in &mut self.kinds {
-            state.clear();
+        for kind in Kind::ALL {
+            self.kinds.of(kind).clear();
         }
         self.synced = false;
         self.revision = 0;
@@ -294,14 +288,13 @@ impl Inner {
         let mut events = Vec::with_capacity(encoded.len());
         for e in encoded {
             let kind = e.key.kind();
-            let state = &mut self.kinds[slot(kind)];
             if e.delete {
-                if !state.delete(&e.key) {
+                if !self.kinds.delete(&e.key) {
                     // Nothing to delete: not a change for any watcher.
                     continue;
                 }
             } else {
-                state.upsert(e.key, e.bytes.clone(), self.generation);
+                self.kinds.upsert(e.key, &e.bytes, self.generation);
             }
             self.revision = self.revision.max(e.revision);
             events.push(CachedEvent {
@@ -320,21 +313,20 @@ impl Inner {
         };
         for e in encoded {
             let kind = e.key.kind();
-            let state = &mut self.kinds[slot(kind)];
             if e.delete {
                 // A listing holds no deletes; should one come, the key is simply not
                 // listed.
                 relist.remove(&e.key);
-                state.unmark(&e.key, generation);
+                self.kinds.unmark(&e.key, generation);
                 continue;
             }
             if !self.synced {
                 // Nobody watches yet, so nothing needs comparing: straight into the
                 // state (which spares holding the whole listing twice).
-                state.upsert(e.key, e.bytes, generation);
+                self.kinds.upsert(e.key, &e.bytes, generation);
                 continue;
             }
-            if state.mark(&e.key, &e.bytes, generation) {
+            if self.kinds.mark(&e.key, &e.bytes, generation) {
                 relist.remove(&e.key);
                 continue;
             }
@@ -358,7 +350,7 @@ impl Inner {
         let generation = self.generation;
         let mut changes = Vec::new();
         for kind in Kind::ALL {
-            for key in self.kinds[slot(kind)].sweep(generation) {
+            for key in self.kinds.of(kind).sweep(generation) {
                 if publish {
                     let delete = Event {
                         revision,
@@ -374,7 +366,7 @@ impl Inner {
             }
         }
         for (key, event) in relist {
-            self.kinds[slot(event.kind)].upsert(key, event.bytes.clone(), generation);
+            self.kinds.upsert(key, &event.bytes, generation);
             if publish {
                 changes.push(event);
             }

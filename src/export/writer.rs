@@ -1,11 +1,15 @@
 //! The minimal-write state writer: it remembers what it wrote and makes the store match
 //! the desired keys with as few writes as possible.
+//!
+//! It remembers a digest of each value, not the value: the store holds the value
+//! already, and a second copy would cost the apiserver as much memory again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
+use sha2::{Digest, Sha256};
 
 use super::leases::LeasePool;
 use crate::kvstore::{LeaseId, Store, StoreError};
@@ -14,9 +18,23 @@ use crate::kvstore::{LeaseId, Store, StoreError};
 /// than one at a time (see reference/performance.md).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Bytes of a value's SHA-256 kept: enough that two different values never match by
+/// chance, half the size of the whole digest.
+const DIGEST_LEN: usize = 16;
+
+/// What identifies a value written.
+type ValueDigest = [u8; DIGEST_LEN];
+
+fn digest(value: &[u8]) -> ValueDigest {
+    let full = Sha256::digest(value);
+    let mut short = [0; DIGEST_LEN];
+    short.copy_from_slice(&full[..DIGEST_LEN]);
+    short
+}
+
 #[derive(Clone, Debug)]
 struct Written {
-    value: Bytes,
+    value: ValueDigest,
     /// `None` for a key found in the store on a lease that is gone or not ours: it is
     /// rewritten if still wanted.
     lease: Option<LeaseId>,
@@ -61,7 +79,7 @@ impl StateWriter {
                 written.insert(
                     kv.key,
                     Written {
-                        value: kv.value,
+                        value: digest(&kv.value),
                         lease,
                     },
                 );
@@ -83,7 +101,7 @@ impl StateWriter {
     pub fn holds(&self, key: &str, value: &Bytes) -> bool {
         self.written
             .get(key)
-            .is_some_and(|w| w.lease.is_some() && w.value == *value)
+            .is_some_and(|w| w.lease.is_some() && w.value == digest(value))
     }
 
     /// Whether `key` is held on a live lease, whatever its value.
@@ -154,7 +172,7 @@ impl StateWriter {
                     self.written.insert(
                         key,
                         Written {
-                            value,
+                            value: digest(&value),
                             lease: Some(lease),
                         },
                     );

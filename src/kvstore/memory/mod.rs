@@ -2,6 +2,7 @@
 //! a bounded history for resuming watches, and leases that expire on their own. It is the
 //! default store, so one process is a working apiserver.
 
+mod record;
 mod state;
 mod watch;
 
@@ -15,6 +16,7 @@ use tokio::sync::{Notify, watch as latest};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::record::Record;
 use self::state::State;
 use self::watch::Watcher;
 use super::{
@@ -139,7 +141,16 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        Ok(self.shared.state.lock().list(prefix))
+        let (revision, mut records) = {
+            let state = self.shared.state.lock();
+            (state.revision(), state.listed(prefix))
+        };
+        // Sorted once the lock is released: writers need not wait for it.
+        record::sort_by_key(&mut records);
+        Ok(Listing {
+            revision,
+            kvs: records.iter().map(Record::to_key_value).collect(),
+        })
     }
 
     async fn put(

@@ -1,14 +1,18 @@
 //! The embedded store's state: keys, the bounded event history and leases. It is plain
 //! data changed synchronously under the store's lock, which is never held across an
 //! `.await`, so it can be tested without a runtime.
+//!
+//! Every write is one immutable [`Record`], held by the key's slot and by the history
+//! alike: the history costs a pointer per event, not a copy of the key and value.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::kvstore::{CasOutcome, Expect, KeyValue, LeaseId, Listing, StoreError, WatchEvent};
+use super::record::{Keyed, Record};
+use crate::kvstore::{CasOutcome, Expect, KeyValue, LeaseId, StoreError};
 use crate::model::Revision;
 
 /// The revision of an empty store; the first write is revision 2, as in etcd.
@@ -17,7 +21,9 @@ const INITIAL_REVISION: Revision = 1;
 /// Keys, history and leases of one embedded store.
 pub(super) struct State {
     revision: Revision,
-    kvs: BTreeMap<String, KeyValue>,
+    /// Each key's latest put. A hash set, not a tree: a third less memory per key, and
+    /// only listings (rare: a watch's start, a restart) need the keys in order.
+    kvs: HashSet<Keyed>,
     history: History,
     leases: HashMap<LeaseId, Lease>,
     next_lease: i64,
@@ -25,9 +31,9 @@ pub(super) struct State {
 
 /// The most recent events, oldest first. Every event has a sequence number (its position
 /// since the store began) so a watcher's cursor is an index, and resuming mid-revision
-/// (after a bounded read) is exact.
+/// (after a bounded read) is exact. An event is its record: the revision is the record's.
 struct History {
-    events: VecDeque<(Revision, WatchEvent)>,
+    events: VecDeque<Record>,
     capacity: usize,
     /// Sequence number of `events[0]`.
     first_seq: u64,
@@ -54,7 +60,7 @@ impl State {
     pub(super) fn new(history: usize, first_lease: i64) -> Self {
         State {
             revision: INITIAL_REVISION,
-            kvs: BTreeMap::new(),
+            kvs: HashSet::new(),
             history: History {
                 events: VecDeque::new(),
                 capacity: history.max(1),
@@ -71,23 +77,24 @@ impl State {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<KeyValue> {
-        self.kvs.get(key).cloned()
+        self.record(key).map(Record::to_key_value)
     }
 
-    pub(super) fn list(&self, prefix: &str) -> Listing {
-        let kvs = self
-            .kvs
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(_, kv)| kv.clone())
-            .collect();
-        Listing {
-            revision: self.revision,
-            kvs,
-        }
+    fn record(&self, key: &str) -> Option<&Record> {
+        self.kvs
+            .get(&Keyed(Record::probe(key)))
+            .map(|keyed| &keyed.0)
+    }
+
+    /// The records of every key under `prefix`, in no order: a consistent listing, since
+    /// records never change. The caller sorts it (`record::sort_by_key`) once it has
+    /// let go of the lock.
+    pub(super) fn listed(&self, prefix: &str) -> Vec<Record> {
+        self.kvs
+            .iter()
+            .filter(|keyed| keyed.0.key_starts_with(prefix.as_bytes()))
+            .map(|keyed| keyed.0.clone())
+            .collect()
     }
 
     pub(super) fn put(
@@ -106,7 +113,7 @@ impl State {
     }
 
     pub(super) fn delete(&mut self, key: &str) -> bool {
-        if !self.kvs.contains_key(key) {
+        if !self.kvs.contains(&Keyed(Record::probe(key))) {
             return false;
         }
         let revision = self.bump();
@@ -122,15 +129,15 @@ impl State {
         lease: Option<LeaseId>,
         now: Instant,
     ) -> Result<CasOutcome, StoreError> {
-        let current = self.kvs.get(key);
+        let current = self.record(key);
         let holds = match (expect, current) {
             (Expect::Absent, current) => current.is_none(),
-            (Expect::ModRevision(rev), Some(kv)) => kv.mod_revision == *rev,
-            (Expect::Value(v), Some(kv)) => kv.value == *v,
+            (Expect::ModRevision(rev), Some(record)) => record.mod_revision() == *rev,
+            (Expect::Value(v), Some(record)) => record.value() == &v[..],
             (Expect::ModRevision(_) | Expect::Value(_), None) => false,
         };
         if !holds {
-            return Ok(CasOutcome::Failed(current.cloned()));
+            return Ok(CasOutcome::Failed(current.map(Record::to_key_value)));
         }
         match value {
             Some(value) => self.put(key, value, lease, now).map(CasOutcome::Swapped),
@@ -201,7 +208,7 @@ impl State {
         let skipped = self
             .history
             .events
-            .partition_point(|(rev, _)| *rev <= revision);
+            .partition_point(|record| record.mod_revision() <= revision);
         Some(self.history.first_seq + skipped as u64)
     }
 
@@ -212,17 +219,17 @@ impl State {
         from: u64,
         prefix: &str,
         max_scan: usize,
-        out: &mut VecDeque<WatchEvent>,
+        out: &mut VecDeque<Record>,
     ) -> Read {
         let Some(start) = from.checked_sub(self.history.first_seq) else {
             return Read::Lost;
         };
         let start = usize::try_from(start).unwrap_or(usize::MAX);
         let mut next = from;
-        for (_, event) in self.history.events.iter().skip(start).take(max_scan) {
+        for record in self.history.events.iter().skip(start).take(max_scan) {
             next += 1;
-            if event_key(event).starts_with(prefix) {
-                out.push_back(event.clone());
+            if record.key_starts_with(prefix.as_bytes()) {
+                out.push_back(record.clone());
             }
         }
         Read::Events { next }
@@ -264,9 +271,9 @@ impl State {
     }
 
     fn apply_put(&mut self, revision: Revision, key: &str, value: Bytes, lease: Option<LeaseId>) {
-        let create_revision = match self.kvs.get(key) {
+        let create_revision = match self.record(key) {
             Some(old) => {
-                let (old_lease, create) = (old.lease, old.create_revision);
+                let (old_lease, create) = (old.lease(), old.create_revision());
                 if old_lease != lease {
                     self.detach(old_lease, key);
                 }
@@ -277,27 +284,17 @@ impl State {
         if let Some(lease) = lease.and_then(|id| self.leases.get_mut(&id)) {
             lease.keys.insert(key.to_owned());
         }
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision,
-            mod_revision: revision,
-            lease,
-        };
-        self.kvs.insert(key.to_owned(), kv.clone());
-        self.record(revision, WatchEvent::Put(kv));
+        // The value is copied into the record: the caller's `Bytes` may be a slice of a
+        // larger buffer, which holding would keep whole.
+        let record = Record::put(key, &value, create_revision, revision, lease);
+        self.kvs.replace(Keyed(record.clone()));
+        self.remember(record);
     }
 
     fn apply_delete(&mut self, revision: Revision, key: &str) {
-        if let Some(old) = self.kvs.remove(key) {
-            self.detach(old.lease, key);
-            self.record(
-                revision,
-                WatchEvent::Delete {
-                    key: old.key,
-                    revision,
-                },
-            );
+        if let Some(Keyed(old)) = self.kvs.take(&Keyed(Record::probe(key))) {
+            self.detach(old.lease(), key);
+            self.remember(Record::tombstone(key, revision));
         }
     }
 
@@ -307,24 +304,16 @@ impl State {
         }
     }
 
-    fn record(&mut self, revision: Revision, event: WatchEvent) {
+    /// Appends a write to the history, evicting the oldest beyond its capacity.
+    fn remember(&mut self, record: Record) {
         let history = &mut self.history;
-        history.events.push_back((revision, event));
+        history.events.push_back(record);
         while history.events.len() > history.capacity {
-            if let Some((evicted, _)) = history.events.pop_front() {
-                history.evicted_through = evicted;
+            if let Some(evicted) = history.events.pop_front() {
+                history.evicted_through = evicted.mod_revision();
                 history.first_seq += 1;
             }
         }
-    }
-}
-
-fn event_key(event: &WatchEvent) -> &str {
-    match event {
-        WatchEvent::Put(kv) => &kv.key,
-        WatchEvent::Delete { key, .. } => key,
-        // Only puts and deletes are recorded.
-        WatchEvent::ListStart | WatchEvent::ListDone { .. } => "",
     }
 }
 
@@ -367,9 +356,14 @@ mod tests {
         for key in ["a/2", "ab/1", "a/1", "b"] {
             put(&mut st, key, "v");
         }
-        let keys: Vec<String> = st.list("a/").kvs.into_iter().map(|kv| kv.key).collect();
+        let keys_under = |prefix: &str| {
+            let mut records = st.listed(prefix);
+            super::super::record::sort_by_key(&mut records);
+            records.iter().map(Record::key_string).collect::<Vec<_>>()
+        };
+        let keys = keys_under("a/");
         assert_eq!(keys, ["a/1", "a/2"]);
-        assert_eq!(st.list("").kvs.len(), 4);
+        assert_eq!(keys_under("").len(), 4);
     }
 
     #[test]

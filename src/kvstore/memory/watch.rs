@@ -3,6 +3,10 @@
 //! copies the events after it under a short lock. So no writer ever waits for a watcher,
 //! and a slow watcher costs only its own memory: when its cursor falls out of the history
 //! it lists again, as the `Store` contract says.
+//!
+//! A watcher holds records (pointers to what the store holds anyway) and makes each
+//! event only as it hands it out, so a listing of 100k keys costs 100k pointers while it
+//! is read, and nothing once it has been.
 
 use std::collections::VecDeque;
 use std::sync::Weak;
@@ -11,6 +15,7 @@ use futures::stream;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::record::{Record, sort_by_key};
 use super::state::{Read, State};
 use crate::kvstore::{StoreError, WatchEvent, WatchStart, WatchStream};
 use crate::model::Revision;
@@ -26,7 +31,31 @@ pub(super) struct Watcher {
     prefix: String,
     /// Sequence number of the next history event to read.
     cursor: u64,
-    pending: VecDeque<WatchEvent>,
+    /// A listing not yet handed out in full; it comes before `pending`.
+    relist: Option<Relist>,
+    /// History events read, at most one scan's worth.
+    pending: VecDeque<Record>,
+}
+
+/// A listing being handed out: `ListStart`, a put per record in key order, then
+/// `ListDone`.
+struct Relist {
+    /// Taken in no order under the lock; sorted when the listing starts, outside it.
+    unsorted: Option<Vec<Record>>,
+    /// Freed as a whole once read: the listing holds no memory after it is handed out.
+    records: std::vec::IntoIter<Record>,
+    revision: Revision,
+}
+
+impl Relist {
+    fn next_event(&mut self) -> Option<WatchEvent> {
+        if let Some(mut records) = self.unsorted.take() {
+            sort_by_key(&mut records);
+            self.records = records.into_iter();
+            return Some(WatchEvent::ListStart);
+        }
+        self.records.next().map(|record| record.to_event())
+    }
 }
 
 impl Watcher {
@@ -44,6 +73,7 @@ impl Watcher {
             changes,
             prefix: prefix.to_owned(),
             cursor: 0,
+            relist: None,
             pending: VecDeque::new(),
         };
         match start {
@@ -69,8 +99,16 @@ impl Watcher {
 
     async fn next_event(&mut self) -> Result<WatchEvent, StoreError> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(event);
+            if let Some(relist) = &mut self.relist {
+                if let Some(event) = relist.next_event() {
+                    return Ok(event);
+                }
+                let revision = relist.revision;
+                self.relist = None;
+                return Ok(WatchEvent::ListDone { revision });
+            }
+            if let Some(record) = self.pending.pop_front() {
+                return Ok(record.to_event());
             }
             // Mark the latest revision seen before reading, so a write that lands after the
             // read below still wakes `changed()`.
@@ -89,7 +127,7 @@ impl Watcher {
                     }
                 }
             };
-            if !self.pending.is_empty() {
+            if self.relist.is_some() || !self.pending.is_empty() {
                 continue;
             }
             if caught_up {
@@ -105,13 +143,11 @@ impl Watcher {
     }
 
     fn relist(&mut self, state: &State) {
-        let listing = state.list(&self.prefix);
         self.pending.clear();
-        self.pending.push_back(WatchEvent::ListStart);
-        self.pending
-            .extend(listing.kvs.into_iter().map(WatchEvent::Put));
-        self.pending.push_back(WatchEvent::ListDone {
-            revision: listing.revision,
+        self.relist = Some(Relist {
+            unsorted: Some(state.listed(&self.prefix)),
+            records: Vec::new().into_iter(),
+            revision: state.revision(),
         });
         self.cursor = state.next_seq();
     }
