@@ -20,13 +20,20 @@ use crate::proto::WatchFrame;
 /// Most events in one frame; the byte bound ([`MAX_FRAME_BYTES`]) comes first unless
 /// events are tiny.
 pub const MAX_FRAME_EVENTS: usize = 512;
-/// Least time between two live frames to one watcher. What arrives meanwhile joins the
-/// next frame: at a thousand changes per second a watcher gets a few hundred frames
-/// carrying a few events each, instead of one frame per event — one TLS record, one
-/// socket write and one wake-up on each side, which is most of what a small event costs
-/// (measured by `fleetmesh bench churn`). An event after a quiet spell goes out at once;
-/// in a stream of changes, one waits at most this long.
-pub const LIVE_FRAME_INTERVAL: Duration = Duration::from_millis(4);
+/// Live frames per second the server sends to all its watchers together, when they are
+/// busy. A frame costs one TLS record, one socket write and one wake-up on each side —
+/// most of what a small event costs; about half of the apiserver's CPU in `fleetmesh
+/// bench churn` was the socket writes. So each watcher waits between live frames, and
+/// what arrives meanwhile joins the next one; the wait is its share of this budget
+/// (see [`live_frame_interval`]): a few watchers get frames within a millisecond, 255 of
+/// them every 8 ms, and frames cost at most about half a core however many watch.
+pub const LIVE_FRAMES_PER_SECOND: u64 = 32_000;
+/// The least wait between two live frames to one watcher: even alone, a burst of
+/// changes goes out in few frames.
+pub const MIN_LIVE_FRAME_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest: in a stream of changes, one waits at most this long (an event after a
+/// quiet spell goes out at once).
+pub const MAX_LIVE_FRAME_INTERVAL: Duration = Duration::from_millis(8);
 /// Most bytes of one frame as tonic writes it (gRPC prefix included), unless its one
 /// event is bigger. tonic encodes a stream's messages into one buffer that starts at
 /// 8 KiB and keeps, for the life of the stream, the capacity its largest message grew
@@ -52,9 +59,9 @@ pub(super) struct Frames {
     /// Batches being sent: the missed ones of a resumed stream, then live ones.
     queue: BatchQueue,
     live: Receiver<Arc<Batch>>,
-    /// The next live frame leaves no sooner than this (see [`LIVE_FRAME_INTERVAL`]).
+    /// The next live frame leaves no sooner than this (see [`live_frame_interval`]).
     paced_until: Option<Instant>,
-    _active: ActiveWatch,
+    active: ActiveWatch,
 }
 
 enum Phase {
@@ -97,7 +104,7 @@ impl Frames {
             },
             live: sub.live,
             paced_until: None,
-            _active: active,
+            active,
         }
     }
 
@@ -171,7 +178,7 @@ impl Frames {
     }
 
     /// The next frame of live batches: waits for one when none is queued, then — no
-    /// sooner than [`LIVE_FRAME_INTERVAL`] after the last frame — takes whatever else is
+    /// sooner than [`live_frame_interval`] after the last frame — takes whatever else is
     /// ready, so a burst goes out in few frames.
     async fn next_live(&mut self) -> Result<WatchFrame, GrpcError> {
         let mut frame = FrameBuilder::new(self.budget);
@@ -204,7 +211,8 @@ impl Frames {
                 Err(RecvError::Closed) => return Err(GrpcError::Restarted),
             }
         };
-        self.paced_until = Some(Instant::now() + LIVE_FRAME_INTERVAL);
+        let interval = live_frame_interval(self.active.watchers());
+        self.paced_until = Some(Instant::now() + interval);
         Ok(self.frame(frame.events, revision, false, false))
     }
 
@@ -274,6 +282,14 @@ impl BatchQueue {
             revision: drained_at,
         }
     }
+}
+
+/// The least wait between live frames to one of `watchers` watchers: its share of
+/// [`LIVE_FRAMES_PER_SECOND`], within [`MIN_LIVE_FRAME_INTERVAL`] and
+/// [`MAX_LIVE_FRAME_INTERVAL`].
+pub fn live_frame_interval(watchers: u64) -> Duration {
+    let share = Duration::from_micros(watchers.saturating_mul(1_000_000) / LIVE_FRAMES_PER_SECOND);
+    share.clamp(MIN_LIVE_FRAME_INTERVAL, MAX_LIVE_FRAME_INTERVAL)
 }
 
 /// The event bytes a frame of `epoch` may carry within [`MAX_FRAME_BYTES`]: what is
@@ -518,7 +534,18 @@ mod tests {
         // The next batch is ready at once, but its frame waits out the interval.
         tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
         assert_eq!(next_ok(&mut frames).await.revision, 3);
-        assert!(started.elapsed() >= LIVE_FRAME_INTERVAL);
+        assert!(started.elapsed() >= live_frame_interval(1));
+    }
+
+    #[test]
+    fn watchers_share_the_frame_budget_within_bounds() {
+        assert_eq!(live_frame_interval(0), MIN_LIVE_FRAME_INTERVAL);
+        assert_eq!(live_frame_interval(1), MIN_LIVE_FRAME_INTERVAL);
+        assert_eq!(live_frame_interval(32), Duration::from_millis(1));
+        assert_eq!(live_frame_interval(128), Duration::from_millis(4));
+        assert_eq!(live_frame_interval(250), Duration::from_micros(7_812));
+        assert_eq!(live_frame_interval(10_000), MAX_LIVE_FRAME_INTERVAL);
+        assert_eq!(live_frame_interval(u64::MAX), MAX_LIVE_FRAME_INTERVAL);
     }
 
     #[tokio::test]

@@ -72,6 +72,13 @@ impl GrpcStats {
 #[derive(Debug)]
 pub(super) struct ActiveWatch(GrpcStats);
 
+impl ActiveWatch {
+    /// How many watches stream now, this one included.
+    pub(super) fn watchers(&self) -> u64 {
+        self.0.active_watches()
+    }
+}
+
 impl Drop for ActiveWatch {
     fn drop(&mut self) {
         self.0.0.active_watches.fetch_sub(1, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::keys::KeySpace;
+use super::keys::{Expected, KeySpace};
 use crate::model::{Change, ClusterName};
 use crate::remote::ApplyObserver;
 
@@ -35,6 +35,7 @@ pub struct Observation {
 /// One agent's observations, in the order it applied them.
 pub struct Recorder {
     space: Arc<KeySpace>,
+    expected: Arc<Expected>,
     log: Mutex<Vec<Observation>>,
     /// Changes of keys outside the workload: phantoms with no key to file them under.
     unknown: AtomicUsize,
@@ -44,9 +45,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(space: Arc<KeySpace>, observed: Arc<AtomicUsize>) -> Self {
+    pub fn new(
+        space: Arc<KeySpace>,
+        expected: Arc<Expected>,
+        observed: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
             space,
+            expected,
             log: Mutex::new(Vec::new()),
             unknown: AtomicUsize::new(0),
             observed,
@@ -65,7 +71,7 @@ impl Recorder {
             let seen = match change {
                 Change::Upsert(resource) => self
                     .space
-                    .version_of(key, resource)
+                    .version_of(key, resource, &self.expected)
                     .map_or(Seen::Phantom, Seen::Version),
                 Change::Delete(_) => Seen::Deleted,
             };
@@ -110,7 +116,7 @@ mod tests {
     fn changes_are_filed_by_key_and_version() {
         let space = Arc::new(mk_space(100));
         let observed = Arc::new(AtomicUsize::new(0));
-        let recorder = Recorder::new(space.clone(), observed.clone());
+        let recorder = Recorder::new(space.clone(), Default::default(), observed.clone());
         let key = space.len() as u32 - 1;
         let value = space.tagged(key, 42).unwrap();
         let stranger = Endpoint::new(
