@@ -165,8 +165,8 @@ mod tests {
     fn a_view_holding_exactly_the_workload_is_clean() {
         let w = mk_workload();
         let mut view = MeshView::new(mk_cluster("agent", 1), StalePolicy::default());
-        let upserts = w.resources.iter().cloned().map(Change::Upsert).collect();
-        view.apply(&w.cluster.name, upserts);
+        let upserts: Vec<Change> = w.resources.iter().cloned().map(Change::Upsert).collect();
+        view.apply(&w.cluster.name, &upserts);
         assert_eq!(check_view(&view, &w), Correctness::default());
     }
 
@@ -187,11 +187,11 @@ mod tests {
         held.push(Resource::Endpoint(extra));
         view.apply(
             &w.cluster.name,
-            held.into_iter().map(Change::Upsert).collect(),
+            &held.into_iter().map(Change::Upsert).collect::<Vec<_>>(),
         );
         let c = check_view(&view, &w);
         assert_eq!((c.lost, c.phantom), (2, 2), "{c:?}");
-        view.apply(&w.cluster.name, vec![Change::Upsert(removed)]);
+        view.apply(&w.cluster.name, &[Change::Upsert(removed)]);
         assert_eq!(check_view(&view, &w).lost, 1);
     }
 

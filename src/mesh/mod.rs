@@ -103,12 +103,14 @@ impl MeshView {
         &self.local
     }
 
-    /// Applies deltas from `cluster`; returns what changed in the view.
-    pub fn apply(&mut self, cluster: &ClusterName, changes: Vec<Change>) -> Vec<Change> {
+    /// Applies deltas from `cluster`; returns those that changed the view. The view
+    /// keeps compact copies, so the caller keeps `changes` (to tell an observer what
+    /// arrived, say) at no cost.
+    pub fn apply<'c>(&mut self, cluster: &ClusterName, changes: &'c [Change]) -> Vec<&'c Change> {
         let idx = self.clusters.enter(cluster);
         changes
-            .into_iter()
-            .filter_map(|change| self.apply_one(idx, change))
+            .iter()
+            .filter(|change| self.apply_one(idx, change))
             .collect()
     }
 
@@ -126,7 +128,8 @@ impl MeshView {
         // Only the keys to delete are collected: a listing mostly names what is held.
         let gone: Vec<ResourceKey> = self.held_keys(idx).filter(|k| !is_listed(k)).collect();
         gone.into_iter()
-            .filter_map(|k| self.apply_one(idx, Change::Delete(k)))
+            .map(Change::Delete)
+            .filter(|change| self.apply_one(idx, change))
             .collect()
     }
 
@@ -154,7 +157,8 @@ impl MeshView {
         let held: Vec<ResourceKey> = self.held_keys(idx).collect();
         let changes = held
             .into_iter()
-            .filter_map(|k| self.apply_one(idx, Change::Delete(k)))
+            .map(Change::Delete)
+            .filter(|change| self.apply_one(idx, change))
             .collect();
         let slot = self.clusters.get_mut(idx);
         slot.present = idx == LOCAL;
@@ -291,24 +295,26 @@ impl MeshView {
         nodes.chain(services).chain(identities).chain(endpoints)
     }
 
-    fn apply_one(&mut self, idx: ClusterIdx, change: Change) -> Option<Change> {
+    fn apply_one(&mut self, idx: ClusterIdx, change: &Change) -> bool {
         let changed = match change {
-            Change::Upsert(resource) => self.upsert(idx, resource).map(Change::Upsert),
-            Change::Delete(key) => self.delete(idx, key).map(Change::Delete),
-        }?;
-        if matches!(
-            &changed,
-            Change::Upsert(Resource::Service(_)) | Change::Delete(ResourceKey::Service(_))
-        ) {
+            Change::Upsert(resource) => self.upsert(idx, resource),
+            Change::Delete(key) => self.delete(idx, key),
+        };
+        if changed
+            && matches!(
+                change,
+                Change::Upsert(Resource::Service(_)) | Change::Delete(ResourceKey::Service(_))
+            )
+        {
             self.services_version += 1;
         }
-        Some(changed)
+        changed
     }
 
-    /// Stores `resource`; returns it if that changed anything.
-    fn upsert(&mut self, idx: ClusterIdx, resource: Resource) -> Option<Resource> {
+    /// Stores `resource`; whether that changed anything.
+    fn upsert(&mut self, idx: ClusterIdx, resource: &Resource) -> bool {
         let slot = self.clusters.get_mut(idx);
-        let changed = match &resource {
+        match resource {
             Resource::Node(n) => put(&mut slot.nodes, n.name().to_string(), n),
             Resource::Service(s) => put(&mut slot.services, s.name.clone(), s),
             Resource::Identity(i) => put(
@@ -324,14 +330,13 @@ impl MeshView {
                     true
                 }
             },
-        };
-        changed.then_some(resource)
+        }
     }
 
-    /// Removes what `key` names; returns the key if something was held.
-    fn delete(&mut self, idx: ClusterIdx, key: ResourceKey) -> Option<ResourceKey> {
+    /// Removes what `key` names; whether something was held.
+    fn delete(&mut self, idx: ClusterIdx, key: &ResourceKey) -> bool {
         let slot = self.clusters.get_mut(idx);
-        let removed = match &key {
+        match key {
             ResourceKey::Node(name) => slot.nodes.remove(name).is_some(),
             ResourceKey::Service(name) => slot.services.remove(name).is_some(),
             ResourceKey::Identity(id) => slot.identities.remove(id).is_some(),
@@ -342,8 +347,7 @@ impl MeshView {
                 }
                 removed
             }
-        };
-        removed.then_some(key)
+        }
     }
 }
 
@@ -367,7 +371,7 @@ mod tests {
         full.into_iter().map(Change::Upsert).collect()
     }
 
-    fn keys(changes: &[Change]) -> Vec<String> {
+    fn keys(changes: &[&Change]) -> Vec<String> {
         changes
             .iter()
             .map(|c| {
@@ -385,17 +389,14 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let node = mk_node(&c1, "n1");
-        let changes = view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node.clone()))]);
-        assert_eq!(
-            changes,
-            vec![Change::Upsert(Resource::Node(node.clone()))]
-        );
+        let upsert = [Change::Upsert(Resource::Node(node.clone()))];
+        assert_eq!(view.apply(&c1.name, &upsert), [&upsert[0]]);
         assert!(
-            view.apply(&c1.name, vec![Change::Upsert(Resource::Node(node))])
+            view.apply(&c1.name, &[Change::Upsert(Resource::Node(node))])
                 .is_empty()
         );
         let gone = ResourceKey::Node("n9".into());
-        assert!(view.apply(&c1.name, vec![Change::Delete(gone)]).is_empty());
+        assert!(view.apply(&c1.name, &[Change::Delete(gone)]).is_empty());
         assert_eq!(view.nodes().len(), 1);
     }
 
@@ -405,11 +406,11 @@ mod tests {
         let c1 = mk_cluster("c1", 2);
         let full = mk_full_state(&c1, 3);
         assert_eq!(
-            view.apply(&c1.name, upserts(full.clone())).len(),
+            view.apply(&c1.name, &upserts(full.clone())).len(),
             full.len()
         );
         let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
-        assert!(view.apply(&c1.name, upserts(full)).is_empty());
+        assert!(view.apply(&c1.name, &upserts(full)).is_empty());
         assert!(view.sweep(&c1.name, |k| listed.contains(k)).is_empty());
         assert_eq!(
             view.counts(&c1.name),
@@ -427,14 +428,11 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let mut full = mk_full_state(&c1, 3);
-        view.apply(&c1.name, upserts(full.clone()));
+        view.apply(&c1.name, &upserts(full.clone()));
         let lost = full.pop().unwrap();
         let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
         let changes = view.sweep(&c1.name, |k| listed.contains(k));
-        assert_eq!(
-            changes,
-            vec![Change::Delete(lost.key())]
-        );
+        assert_eq!(changes, vec![Change::Delete(lost.key())]);
         assert_eq!(view.counts(&c1.name).unwrap().endpoints, 2);
     }
 
@@ -443,15 +441,15 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let mut full = mk_full_state(&c1, 2);
-        view.apply(&c1.name, upserts(full.clone()));
+        view.apply(&c1.name, &upserts(full.clone()));
         let Some(Resource::Endpoint(e)) = full.last_mut() else {
             panic!("the full state ends with endpoints");
         };
         e.pod = Some("moved".into());
         let listed: HashSet<ResourceKey> = full.iter().map(Resource::key).collect();
-        let changes = view.apply(&c1.name, upserts(full));
+        let resync = upserts(full);
         assert_eq!(
-            keys(&changes),
+            keys(&view.apply(&c1.name, &resync)),
             vec!["upsert endpoint 10.2.0.1"]
         );
         assert!(view.sweep(&c1.name, |k| listed.contains(k)).is_empty());
@@ -464,7 +462,7 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let full = mk_full_state(&c1, 2);
-        view.apply(&c1.name, upserts(full.clone()));
+        view.apply(&c1.name, &upserts(full.clone()));
         assert_eq!(view.sweep(&c1.name, |_| false).len(), full.len());
         assert_eq!(view.counts(&c1.name), Some(Counts::default()));
         let c2 = mk_cluster("c2", 3);
@@ -477,9 +475,9 @@ mod tests {
         let (mut view, local) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let c2 = mk_cluster("c2", 3);
-        view.apply(&local.name, upserts(mk_full_state(&local, 2)));
-        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
-        view.apply(&c2.name, upserts(mk_full_state(&c2, 2)));
+        view.apply(&local.name, &upserts(mk_full_state(&local, 2)));
+        view.apply(&c1.name, &upserts(mk_full_state(&c1, 2)));
+        view.apply(&c2.name, &upserts(mk_full_state(&c2, 2)));
 
         let changes = view.drain(&c1.name);
         assert_eq!(changes.len(), 5);
@@ -500,10 +498,10 @@ mod tests {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let v0 = view.services_version();
-        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
+        view.apply(&c1.name, &upserts(mk_full_state(&c1, 2)));
         let v1 = view.services_version();
         assert!(v1 > v0, "a service arrived");
-        view.apply(&c1.name, upserts(mk_full_state(&c1, 3)));
+        view.apply(&c1.name, &upserts(mk_full_state(&c1, 3)));
         assert_eq!(view.services_version(), v1, "only an endpoint changed");
 
         let now = Instant::now();
@@ -524,7 +522,7 @@ mod tests {
     fn lookup_names_cluster_pod_and_identity_labels() {
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
-        view.apply(&c1.name, upserts(mk_full_state(&c1, 2)));
+        view.apply(&c1.name, &upserts(mk_full_state(&c1, 2)));
         let found = view.lookup("10.2.0.1".parse().unwrap()).unwrap();
         assert_eq!(found.cluster, c1.name);
         assert_eq!(found.namespace.as_deref(), Some("test"));
@@ -543,12 +541,12 @@ mod tests {
         let ip = "10.7.0.1";
         for c in [&b, &a] {
             let e = mk_endpoint(ip, c.identity_range().first() + 1);
-            view.apply(&c.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+            view.apply(&c.name, &[Change::Upsert(Resource::Endpoint(e))]);
         }
         let addr: IpAddr = ip.parse().unwrap();
         assert_eq!(view.lookup(addr).unwrap().cluster, a.name);
         let e = mk_endpoint(ip, local.identity_range().first() + 1);
-        view.apply(&local.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+        view.apply(&local.name, &[Change::Upsert(Resource::Endpoint(e))]);
         assert_eq!(view.lookup(addr).unwrap().cluster, local.name);
         assert_eq!(
             view.conflicts(),
@@ -567,7 +565,7 @@ mod tests {
     #[test]
     fn views_serialize_for_the_query_api() {
         let (mut view, local) = mk_view();
-        view.apply(&local.name, upserts(mk_full_state(&local, 1)));
+        view.apply(&local.name, &upserts(mk_full_state(&local, 1)));
         let svc = view.service(&mk_service_name(), Instant::now()).unwrap();
         let json = serde_json::to_value(&svc).unwrap();
         assert_eq!(json["name"], "test/echo");

@@ -171,7 +171,7 @@ mod tests {
 
     fn put(view: &mut MeshView, service: Service) {
         let cluster = service.cluster.clone();
-        view.apply(&cluster, vec![Change::Upsert(Resource::Service(service))]);
+        view.apply(&cluster, &[Change::Upsert(Resource::Service(service))]);
     }
 
     fn selected(view: &MeshView) -> (Vec<String>, SelectionReason) {
@@ -248,8 +248,7 @@ mod tests {
         put(&mut view, mk_service(&c2, &[("10.2.0.1", READY)]));
         put(&mut view, mk_service(&c3, &[("10.3.0.1", READY)]));
         let key = ResourceKey::Service(mk_service_name());
-        let changes = view.apply(&c2.name, vec![Change::Delete(key)]);
-        assert_eq!(changes.len(), 1);
+        assert_eq!(view.apply(&c2.name, &[Change::Delete(key)]).len(), 1);
         assert_eq!(selected(&view).0, vec!["local/10.1.0.1", "c3/10.3.0.1"]);
     }
 

@@ -161,7 +161,7 @@ mod view_tests {
         clusters.extend((2..2 + peers).map(|id| mk_cluster(&format!("c{id}"), id)));
         for c in &clusters {
             let s = mk_service(c, &[(&format!("10.{}.0.1", c.id), READY)]);
-            view.apply(&c.name, vec![Change::Upsert(Resource::Service(s))]);
+            view.apply(&c.name, &[Change::Upsert(Resource::Service(s))]);
         }
         (view, clusters)
     }
@@ -198,7 +198,7 @@ mod view_tests {
     fn the_last_backends_of_a_service_are_never_withdrawn() {
         let (mut view, c) = mk_mesh(1);
         let unready = mk_service(&c[0], &[("10.1.0.1", NOT_READY)]);
-        view.apply(&c[0].name, vec![Change::Upsert(Resource::Service(unready))]);
+        view.apply(&c[0].name, &[Change::Upsert(Resource::Service(unready))]);
         let t0 = Instant::now();
         view.set_reachable(&c[1].name, false, t0);
         let later = t0 + GRACE * 10;

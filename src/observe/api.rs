@@ -313,8 +313,8 @@ mod tests {
         let c2 = mk_cluster("c2", 2);
         let mut view = MeshView::new(c1.clone(), StalePolicy::default());
         for c in [&c1, &c2] {
-            let upserts = mk_state(c).into_iter().map(Change::Upsert).collect();
-            view.apply(&c.name, upserts);
+            let upserts: Vec<Change> = mk_state(c).into_iter().map(Change::Upsert).collect();
+            view.apply(&c.name, &upserts);
         }
         let view = Arc::new(RwLock::new(view));
         router(ApiState::new(view, Arc::new(FakeLinks(links))))
@@ -449,7 +449,7 @@ mod tests {
         for c in [&c1, &c2] {
             let id = IdentityId::new(c.identity_range().first() + 1).unwrap();
             let e = Endpoint::new("10.7.0.1".parse().unwrap(), id);
-            view.apply(&c.name, vec![Change::Upsert(Resource::Endpoint(e))]);
+            view.apply(&c.name, &[Change::Upsert(Resource::Endpoint(e))]);
         }
         let view = Arc::new(RwLock::new(view));
         let app = router(ApiState::new(view, Arc::new(FakeLinks(Vec::new()))));

@@ -1,8 +1,8 @@
-//! A hook that sees every change a link made to the mesh view, as it is made: for
+//! A hook that sees every change a link applies to the mesh view, as it is applied: for
 //! benchmarks and tests that must know *when* each change reached an agent's view, not
-//! only what the view holds in the end. It is handed the view's own list of what it
-//! changed (which the view returns anyway), so observing copies nothing; production
-//! links have no observer and drop that list.
+//! only what the view holds in the end. It is handed what arrived, including what the
+//! view already held (so a duplicate delivery shows), after the view took it; the view
+//! keeps compact copies, so nothing is copied for it. Production links have none.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,30 +11,27 @@ use std::time::Instant;
 use super::SharedView;
 use crate::model::{Change, ClusterName, ResourceKey};
 
-/// Told about the changes a link made to the view, right after they were made.
+/// Told about the changes a link applied to the view, right after they were applied.
 pub trait ApplyObserver: Send + Sync + fmt::Debug {
-    /// `changes` from `peer` are in the view since `at`: what a frame changed, in the
-    /// order it came (a full listing's as it arrives; what the view already held as
-    /// sent is not among them), or the deletions of the sweep at a listing's synced
-    /// marker.
+    /// `changes` from `peer` are in the view since `at`: a frame's changes in the order
+    /// they came (a full listing's as it arrives), or the deletions of the sweep at a
+    /// listing's synced marker.
     fn applied(&self, peer: &ClusterName, changes: &[Change], at: Instant);
 }
 
 /// A shared observer, as [`LinkSettings`](super::LinkSettings) holds it.
 pub type SharedObserver = Arc<dyn ApplyObserver>;
 
-/// Applies `changes` to `view`, then tells `observer` what the view changed.
+/// Applies `changes` to `view`, then tells `observer`.
 pub(super) fn apply_observed(
     view: &SharedView,
     peer: &ClusterName,
-    changes: Vec<Change>,
+    changes: &[Change],
     observer: Option<&dyn ApplyObserver>,
 ) {
-    let applied = view.write().apply(peer, changes);
-    if let Some(observer) = observer
-        && !applied.is_empty()
-    {
-        observer.applied(peer, &applied, Instant::now());
+    view.write().apply(peer, changes);
+    if let Some(observer) = observer {
+        observer.applied(peer, changes, Instant::now());
     }
 }
 
@@ -84,14 +81,12 @@ mod tests {
         let e1 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
         let e2 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.2"));
         let upserts = vec![Change::Upsert(e1.clone()), Change::Upsert(e2.clone())];
-        apply_observed(&view, &c2.name, upserts.clone(), Some(&seen));
-        // Sending what the view holds changes nothing, so nothing is told.
-        apply_observed(&view, &c2.name, upserts.clone(), Some(&seen));
+        apply_observed(&view, &c2.name, &upserts, Some(&seen));
         // A sweep that deletes nothing tells nothing; one that does tells its deletions.
         sweep_observed(&view, &c2.name, |_| true, Some(&seen));
         sweep_observed(&view, &c2.name, |k| *k == e1.key(), Some(&seen));
         // Without an observer, the view still changes.
-        apply_observed(&view, &c2.name, vec![Change::Delete(e1.key())], None);
+        apply_observed(&view, &c2.name, &[Change::Delete(e1.key())], None);
         assert_eq!(
             *seen.0.lock(),
             [

@@ -274,7 +274,7 @@ mod tests {
         fn put(&mut self, service: Service) {
             let cluster = service.cluster.clone();
             self.view
-                .apply(&cluster, vec![Change::Upsert(Resource::Service(service))]);
+                .apply(&cluster, &[Change::Upsert(Resource::Service(service))]);
         }
 
         fn desired(&self) -> Desired {

@@ -289,7 +289,11 @@ mod tests {
             for version in [0, 1, 77, MAX_VERSION] {
                 let value = space.tagged(key, version).unwrap();
                 let none = Expected::default();
-                assert_eq!(space.version_of(key, &value, &none), Some(version), "{value:?}");
+                assert_eq!(
+                    space.version_of(key, &value, &none),
+                    Some(version),
+                    "{value:?}"
+                );
                 assert_eq!(value.key(), space.template(key).unwrap().key());
             }
         }
@@ -343,7 +347,10 @@ mod tests {
             panic!("the workload ends with endpoints")
         };
         e.pod = Some("someone-else".into());
-        assert_eq!(space.version_of(last, &Resource::Endpoint(e.clone()), &none), None);
+        assert_eq!(
+            space.version_of(last, &Resource::Endpoint(e.clone()), &none),
+            None
+        );
         e.pod = space.tagged(last, 5).ok().and_then(|r| match r {
             Resource::Endpoint(e) => e.pod,
             _ => None,

@@ -45,11 +45,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(
-        space: Arc<KeySpace>,
-        expected: Arc<Expected>,
-        observed: Arc<AtomicUsize>,
-    ) -> Self {
+    pub fn new(space: Arc<KeySpace>, expected: Arc<Expected>, observed: Arc<AtomicUsize>) -> Self {
         Self {
             space,
             expected,
