@@ -55,12 +55,12 @@ impl Reporter {
         });
     }
 
-    /// The status as published now.
     /// Whether the status already names `epoch` (a look, no copy).
     pub(super) fn has_epoch(&self, epoch: &str) -> bool {
         self.tx.borrow().epoch.as_deref() == Some(epoch)
     }
 
+    /// The status as published now.
     pub(super) fn current(&self) -> PeerStatus {
         self.tx.borrow().clone()
     }
