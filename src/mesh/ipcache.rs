@@ -40,6 +40,11 @@ struct Extras {
 }
 
 impl Extras {
+    /// Whether `e` has none of the extras (its entry then refers to none).
+    fn none_in(e: &Endpoint) -> bool {
+        e.encrypt_key == 0 && e.metadata.is_empty() && e.named_ports.is_empty()
+    }
+
     fn is(&self, e: &Endpoint) -> bool {
         self.encrypt_key == e.encrypt_key
             && *self.metadata == e.metadata
@@ -74,8 +79,7 @@ struct Pools {
 
 impl Pools {
     fn compact(&mut self, cluster: ClusterIdx, e: &Endpoint) -> CompactEndpoint {
-        let has_extras = e.encrypt_key != 0 || !e.metadata.is_empty() || !e.named_ports.is_empty();
-        let extras = has_extras.then(|| {
+        let extras = (!Extras::none_in(e)).then(|| {
             self.extras.intern(&Extras {
                 encrypt_key: e.encrypt_key,
                 metadata: e.metadata.as_str().into(),
@@ -93,12 +97,17 @@ impl Pools {
         }
     }
 
+    /// The namespace or service account `sym` names.
+    fn name(&self, sym: Option<Sym>) -> Option<&str> {
+        sym.and_then(|s| self.names.get(s)).map(|s| &**s)
+    }
+
     fn extras(&self, c: &CompactEndpoint) -> Option<&Extras> {
         c.extras.and_then(|s| self.extras.get(s)).map(|x| &**x)
     }
 
     fn expand(&self, prefix: IpPrefix, c: &CompactEndpoint) -> Endpoint {
-        let name = |sym: Option<Sym>| sym.and_then(|s| self.names.get(s)).map(|s| s.to_string());
+        let name = |sym| self.name(sym).map(str::to_string);
         let extras = self.extras(c);
         Endpoint {
             prefix,
@@ -117,16 +126,15 @@ impl Pools {
     /// is stored: an upsert of what is already held, the common case of a resync,
     /// allocates nothing.
     fn matches(&self, c: &CompactEndpoint, e: &Endpoint) -> bool {
-        let name = |sym: Option<Sym>| sym.and_then(|s| self.names.get(s)).map(|s| &**s);
         let extras_match = match self.extras(c) {
             Some(x) => x.is(e),
-            None => e.encrypt_key == 0 && e.metadata.is_empty() && e.named_ports.is_empty(),
+            None => Extras::none_in(e),
         };
         c.identity == e.identity
             && extras_match
             && c.host_ip.and_then(|s| self.hosts.get(s)).copied() == e.host_ip
-            && name(c.namespace) == e.namespace.as_deref()
-            && name(c.service_account) == e.service_account.as_deref()
+            && self.name(c.namespace) == e.namespace.as_deref()
+            && self.name(c.service_account) == e.service_account.as_deref()
             && c.pod.is(&self.stems, e.pod.as_deref())
     }
 
