@@ -21,8 +21,10 @@ const INITIAL_REVISION: Revision = 1;
 /// Keys, history and leases of one embedded store.
 pub(super) struct State {
     revision: Revision,
-    /// Each key's latest put. A hash set, not a tree: a third less memory per key, and
-    /// only listings (rare: a watch's start, a restart) need the keys in order.
+    /// Each key's latest put. A hash set, not a tree: a third less memory per key. The
+    /// price is that a listing scans every key under the lock, whatever its prefix (at
+    /// 100k keys, a few milliseconds during which writers wait); listings are rare — a
+    /// watch's start or re-list, the exporter's adoption at start.
     kvs: HashSet<Keyed>,
     history: History,
     leases: HashMap<LeaseId, Lease>,
