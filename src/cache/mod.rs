@@ -31,6 +31,7 @@
 //!   for what the listing no longer has — as one batch. Watchers never see the state
 //!   dropped and re-added.
 
+mod arena;
 mod batch;
 mod kinds;
 mod log;

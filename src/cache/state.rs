@@ -4,15 +4,16 @@
 //! Built to be small, since it holds every resource of a cluster: each kind has its own
 //! map keyed by its bare key (an endpoint's slot holds an `IpPrefix`, not a
 //! `ResourceKey` sized for a service name), and the encoded upserts lie one after
-//! another in an arena per kind. Snapshots copy the live bytes into one shared buffer
-//! sliced per entry, so they allocate nothing per entry either.
+//! another in an arena per kind ([`Arena`]). A snapshot freezes the arena and hands out
+//! slices of it: no copy of the bytes, and nothing allocated per entry but its handle.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::arena::Arena;
 use crate::model::{IdentityId, IpPrefix, Kind, ResourceKey, ServiceName};
 
 /// The key of one kind, as its map holds it.
@@ -105,7 +106,7 @@ impl Entry {
 /// outweighs what is live, so the arena holds at most twice the live bytes.
 pub(super) struct KindState<K> {
     entries: HashMap<K, Entry>,
-    arena: Vec<u8>,
+    arena: Arena,
     /// Bytes of the arena no entry points at.
     garbage: usize,
     /// Bumped by every change, so a snapshot knows whether it is current.
@@ -119,7 +120,7 @@ impl<K> Default for KindState<K> {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
-            arena: Vec::new(),
+            arena: Arena::default(),
             garbage: 0,
             version: 0,
             snapshot: None,
@@ -129,8 +130,7 @@ impl<K> Default for KindState<K> {
 
 impl<K: KindKey> KindState<K> {
     fn upsert(&mut self, key: K, bytes: &[u8], generation: u32) {
-        let entry = Entry::new(generation, self.arena.len(), bytes.len());
-        self.arena.extend_from_slice(bytes);
+        let entry = Entry::new(generation, self.arena.push(bytes), bytes.len());
         if let Some(old) = self.entries.insert(key, entry) {
             self.garbage += old.len();
         }
@@ -153,7 +153,7 @@ impl<K: KindKey> KindState<K> {
         match self.entries.get_mut(key) {
             Some(entry) => {
                 entry.generation = generation.to_le_bytes();
-                self.arena[entry.range()] == *bytes
+                self.arena.get(entry.range()) == bytes
             }
             None => false,
         }
@@ -175,11 +175,10 @@ impl<K: KindKey> KindState<K> {
 
     /// Rewrites the arena with the live bytes only.
     fn compact(&mut self) {
-        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        let mut arena = Arena::with_capacity(self.arena.len() - self.garbage);
         for entry in self.entries.values_mut() {
-            let bytes = &self.arena[entry.range()];
-            *entry = Entry::new(entry.generation(), arena.len(), bytes.len());
-            arena.extend_from_slice(bytes);
+            let bytes = self.arena.get(entry.range());
+            *entry = Entry::new(entry.generation(), arena.push(bytes), bytes.len());
         }
         self.arena = arena;
         self.garbage = 0;
@@ -203,7 +202,7 @@ impl<K: KindKey> AnyKindState for KindState<K> {
 
     fn clear(&mut self) {
         self.entries = HashMap::new();
-        self.arena = Vec::new();
+        self.arena = Arena::default();
         self.garbage = 0;
         self.version += 1;
     }
@@ -233,17 +232,13 @@ impl<K: KindKey> AnyKindState for KindState<K> {
         {
             return shared;
         }
-        // One buffer for the whole snapshot: each part is a slice of it, so handing out
-        // 100k parts allocates nothing per part.
-        let mut buffer = BytesMut::with_capacity(self.arena.len() - self.garbage);
-        for entry in self.entries.values() {
-            buffer.extend_from_slice(&self.arena[entry.range()]);
-        }
-        let mut buffer = buffer.freeze();
+        // Slices of the frozen arena: a snapshot of a changed state copies no bytes
+        // (what it holds stays alive while it is read, compaction or not).
+        self.arena.freeze();
         let snapshot: Arc<[Bytes]> = self
             .entries
             .values()
-            .map(|entry| buffer.split_to(entry.len()))
+            .map(|entry| self.arena.shared(entry.range()))
             .collect();
         self.snapshot = Some((self.version, Arc::downgrade(&snapshot)));
         snapshot
@@ -345,6 +340,9 @@ mod tests {
         let mut parts: Vec<&[u8]> = changed.iter().map(|b| &b[..]).collect();
         parts.sort();
         assert_eq!(parts, [&b"a1"[..], &b"b22"[..]]);
+        // The unchanged entry's bytes are shared by both snapshots, not copied.
+        let a1 = changed.iter().find(|b| &b[..] == b"a1").unwrap();
+        assert_eq!(a1.as_ptr(), first[0].as_ptr());
 
         // The cache does not keep a snapshot alive: it goes with its last reader.
         drop((first, again, changed));
