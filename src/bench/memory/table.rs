@@ -18,34 +18,45 @@ pub fn memory_table(report: &MemoryReport) -> String {
         "TARGET",
         "",
     ])];
-    let met = |ok: bool| if ok { "met" } else { "MISSED" }.to_string();
-    rows.push(vec![
-        "apiserver per 100k endpoints".into(),
-        points(&report.apiserver),
-        format!("{:.1} MiB", report.apiserver_mib_per_100k),
-        "≤ 40 MiB".into(),
-        met(report.apiserver_target_met),
-    ]);
-    rows.push(vec![
-        format!(
-            "apiserver per idle agent ({} endpoints)",
-            report.idle_agents_endpoints
+    let slopes = [
+        (
+            "apiserver per 100k endpoints".to_string(),
+            &report.apiserver,
+            format!("{:.1} MiB", report.apiserver_mib_per_100k),
+            "≤ 40 MiB",
+            report.apiserver_target_met,
         ),
-        points(&report.idle_agents),
-        format!("{:.1} KiB", report.kib_per_idle_agent),
-        "≤ 64 KiB".into(),
-        met(report.idle_agent_target_met),
-    ]);
-    rows.push(vec![
-        format!(
-            "agent per 100k merged endpoints ({} clusters)",
-            report.agent_clusters
+        (
+            format!(
+                "apiserver per idle agent ({} endpoints)",
+                report.idle_agents_endpoints
+            ),
+            &report.idle_agents,
+            format!("{:.1} KiB", report.kib_per_idle_agent),
+            "≤ 64 KiB",
+            report.idle_agent_target_met,
         ),
-        points(&report.agent),
-        format!("{:.1} MiB", report.agent_mib_per_100k),
-        "≤ 16 MiB".into(),
-        met(report.agent_target_met),
-    ]);
+        (
+            format!(
+                "agent per 100k merged endpoints ({} clusters)",
+                report.agent_clusters
+            ),
+            &report.agent,
+            format!("{:.1} MiB", report.agent_mib_per_100k),
+            "≤ 16 MiB",
+            report.agent_target_met,
+        ),
+    ];
+    for (what, fit, slope, target, met) in slopes {
+        let verdict = if met { "met" } else { "MISSED" };
+        rows.push(vec![
+            what,
+            points(fit),
+            slope,
+            target.into(),
+            verdict.into(),
+        ]);
+    }
     out.push_str(&columns(&rows));
 
     let _ = writeln!(out, "\nevery probe's state checked afterwards:");

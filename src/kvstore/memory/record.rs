@@ -27,6 +27,8 @@ const COMMON_PREFIXES: [&str; 9] = [
     keys::SYNCED_PREFIX,
 ];
 
+/// The longest LEB128 varint of a `u64`.
+const MAX_VARINT: usize = 10;
 /// A create revision no put has (the first write is revision 2): marks a delete.
 const TOMBSTONE: Revision = 0;
 /// A lease id the store never grants (ids start at 1 and skip 0 when they wrap): no lease.
@@ -210,9 +212,6 @@ impl Record {
         }
     }
 }
-
-/// The longest LEB128 varint of a `u64`.
-const MAX_VARINT: usize = 10;
 
 fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
