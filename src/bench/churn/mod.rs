@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use self::direct::DirectAgent;
-use self::keys::{Expected, KeySpace};
+use self::keys::KeySpace;
 use self::phase::{PhaseRun, Server, drive, summarize};
 use self::plan::Plan;
 use self::recorder::Recorder;
@@ -220,18 +220,13 @@ async fn run_fleetmesh(
     options: &ChurnOptions,
 ) -> anyhow::Result<ChurnResult> {
     let observed = Arc::new(AtomicUsize::new(0));
-    let expected = Arc::new(Expected::of(space, &phase.ops)?);
     let mut recorders = Vec::with_capacity(options.agents as usize);
     let agents = spawn_agents(
         &bench.peer_config,
         &bench.agent_cluster,
         options.agents,
         || {
-            let recorder = Arc::new(Recorder::new(
-                space.clone(),
-                expected.clone(),
-                observed.clone(),
-            ));
+            let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
             recorders.push(recorder.clone());
             LinkSettings {
                 observer: Some(recorder),
@@ -267,7 +262,7 @@ async fn run_fleetmesh(
         link.stop().await;
     }
     let run: PhaseRun = run?;
-    let mut result = summarize("fleetmesh", &phase, &run, &recorders, options);
+    let mut result = summarize("fleetmesh", space, &phase, &run, &recorders, options);
     result.reconnects = reconnects - reconnects_before;
     Ok(result)
 }
@@ -287,16 +282,11 @@ async fn run_direct(
             .context("cannot connect to the baseline's etcd")?,
     );
     let observed = Arc::new(AtomicUsize::new(0));
-    let expected = Arc::new(Expected::of(space, &phase.ops)?);
     let mut recorders = Vec::with_capacity(options.agents as usize);
     let mut agents = Vec::with_capacity(options.agents as usize);
     let mut synced = Vec::with_capacity(options.agents as usize);
     for _ in 0..options.agents {
-        let recorder = Arc::new(Recorder::new(
-            space.clone(),
-            expected.clone(),
-            observed.clone(),
-        ));
+        let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
         let (agent, synced_rx) = DirectAgent::spawn(
             config.clone(),
             bench.workload.cluster.clone(),
@@ -336,5 +326,12 @@ async fn run_direct(
     if let Some(err) = failure {
         return Err(err.context("an etcd-direct agent failed during the churn"));
     }
-    Ok(summarize("etcd-direct", &phase, &run, &recorders, options))
+    Ok(summarize(
+        "etcd-direct",
+        space,
+        &phase,
+        &run,
+        &recorders,
+        options,
+    ))
 }

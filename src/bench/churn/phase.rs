@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::cpu::{children_cpu, process_cpu, threads_cpu};
+use super::keys::{Confirmer, KeySpace};
 use super::plan::{Phase, Plan};
 use super::recorder::Recorder;
 use super::verify::{Timing, check, writes_by_key};
@@ -139,6 +140,7 @@ async fn drain(observed: &AtomicUsize, expected: usize, timeout: Duration) {
 /// Checks every agent's observations against `phase` and sums up.
 pub fn summarize(
     system: &'static str,
+    space: &KeySpace,
     phase: &Phase,
     run: &PhaseRun,
     recorders: &[Arc<Recorder>],
@@ -157,8 +159,9 @@ pub fn summarize(
     };
     let (mut deliveries, mut last) = (0, None);
     let (mut from_intended, mut from_ack) = (Vec::new(), Vec::new());
+    let mut confirmer = Confirmer::new(space);
     for recorder in recorders {
-        let (observations, unknown) = recorder.take();
+        let (observations, unknown) = recorder.take(&mut confirmer);
         let outcome = check(phase, &by_key, observations, unknown, &timing);
         correctness.add(&outcome.correctness);
         deliveries += outcome.delivered;

@@ -1,7 +1,8 @@
 //! An agent's observations: every change it applied, named by key number and version,
 //! with the moment it was in the agent's view. The fleetmesh agents report through the
 //! link's [`ApplyObserver`] hook; the etcd-direct agents call [`Recorder::record`]
-//! themselves after applying an event.
+//! themselves after applying an event. What is filed while the agents run is only what
+//! the value itself says ([`Sighting`]); it is checked against the writes afterwards.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::keys::{Expected, KeySpace};
+use super::keys::{Confirmer, KeySpace, Sighting};
 use crate::model::{Change, ClusterName};
 use crate::remote::ApplyObserver;
 
@@ -32,11 +33,19 @@ pub struct Observation {
     pub at: Instant,
 }
 
+/// What the measured path files of a change, unchecked.
+#[derive(Clone, Copy, Debug)]
+enum Filed {
+    Upsert(Sighting),
+    /// An upsert whose tag no write has.
+    Untagged,
+    Delete,
+}
+
 /// One agent's observations, in the order it applied them.
 pub struct Recorder {
     space: Arc<KeySpace>,
-    expected: Arc<Expected>,
-    log: Mutex<Vec<Observation>>,
+    log: Mutex<Vec<(u32, Filed, Instant)>>,
     /// Changes of keys outside the workload: phantoms with no key to file them under.
     unknown: AtomicUsize,
     /// Shared by every agent of a run: changes observed so far, for the progress line
@@ -45,10 +54,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(space: Arc<KeySpace>, expected: Arc<Expected>, observed: Arc<AtomicUsize>) -> Self {
+    pub fn new(space: Arc<KeySpace>, observed: Arc<AtomicUsize>) -> Self {
         Self {
             space,
-            expected,
             log: Mutex::new(Vec::new()),
             unknown: AtomicUsize::new(0),
             observed,
@@ -64,14 +72,13 @@ impl Recorder {
                 unknown += 1;
                 continue;
             };
-            let seen = match change {
-                Change::Upsert(resource) => self
-                    .space
-                    .version_of(key, resource, &self.expected)
-                    .map_or(Seen::Phantom, Seen::Version),
-                Change::Delete(_) => Seen::Deleted,
+            let filed = match change {
+                Change::Upsert(resource) => {
+                    Sighting::of(resource).map_or(Filed::Untagged, Filed::Upsert)
+                }
+                Change::Delete(_) => Filed::Delete,
             };
-            log.push(Observation { key, seen, at });
+            log.push((key, filed, at));
         }
         drop(log);
         if unknown > 0 {
@@ -82,9 +89,22 @@ impl Recorder {
 
     /// The observations so far, and how many changes were of unknown keys; the log
     /// starts over.
-    pub fn take(&self) -> (Vec<Observation>, u64) {
+    pub fn take(&self, confirmer: &mut Confirmer) -> (Vec<Observation>, u64) {
         let log = std::mem::take(&mut *self.log.lock());
-        (log, self.unknown.swap(0, Ordering::Relaxed) as u64)
+        let observations = log
+            .into_iter()
+            .map(|(key, filed, at)| {
+                let seen = match filed {
+                    Filed::Upsert(sighting) if confirmer.confirm(key, sighting) => {
+                        Seen::Version(sighting.version)
+                    }
+                    Filed::Upsert(_) | Filed::Untagged => Seen::Phantom,
+                    Filed::Delete => Seen::Deleted,
+                };
+                Observation { key, seen, at }
+            })
+            .collect();
+        (observations, self.unknown.swap(0, Ordering::Relaxed) as u64)
     }
 }
 
@@ -112,7 +132,7 @@ mod tests {
     fn changes_are_filed_by_key_and_version() {
         let space = Arc::new(mk_space(100));
         let observed = Arc::new(AtomicUsize::new(0));
-        let recorder = Recorder::new(space.clone(), Default::default(), observed.clone());
+        let recorder = Recorder::new(space.clone(), observed.clone());
         let key = space.len() as u32 - 1;
         let value = space.tagged(key, 42).unwrap();
         let stranger = Endpoint::new(
@@ -133,12 +153,12 @@ mod tests {
             ],
             at,
         );
-        let (log, unknown) = recorder.take();
+        let (log, unknown) = recorder.take(&mut Confirmer::new(&space));
         let seen: Vec<Seen> = log.iter().map(|o| o.seen).collect();
         assert_eq!(seen, [Seen::Version(42), Seen::Deleted, Seen::Phantom]);
         assert!(log.iter().all(|o| o.key == key && o.at == at));
         assert_eq!(unknown, 1);
         assert_eq!(observed.load(Ordering::Relaxed), 4);
-        assert!(recorder.take().0.is_empty());
+        assert!(recorder.take(&mut Confirmer::new(&space)).0.is_empty());
     }
 }
