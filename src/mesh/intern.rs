@@ -108,6 +108,29 @@ impl<T: Clone + Hash + Eq> Interner<T> {
         }
     }
 
+    /// What an entry whose value was `old` holds once its value is `new`: `old` itself
+    /// when it already names `new` (an update that leaves a field alone then costs a
+    /// comparison, not a look-up and a release), else `new` interned and `old` released.
+    pub fn replace<Q>(&mut self, old: Option<Sym>, new: Option<&Q>) -> Option<Sym>
+    where
+        T: Borrow<Q>,
+        Q: Hash + Eq + ToOwned + ?Sized,
+        Q::Owned: Into<T>,
+    {
+        if let (Some(sym), Some(value)) = (old, new)
+            && self.get(sym).map(Borrow::borrow) == Some(value)
+        {
+            return old;
+        }
+        // Interned before the release, so that a value both share is not dropped and
+        // made again.
+        let interned = new.map(|value| self.intern(value));
+        if let Some(sym) = old {
+            self.release(sym);
+        }
+        interned
+    }
+
     /// How many distinct values are held.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -120,6 +143,21 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn a_replace_keeps_an_equal_value_and_swaps_a_different_one() {
+        let mut names: Interner<Arc<str>> = Interner::default();
+        let a = names.intern("a");
+        assert_eq!(names.replace(Some(a), Some("a")), Some(a));
+        let b = names.replace(Some(a), Some("b")).unwrap();
+        assert_eq!(names.get(b).map(|s| &**s), Some("b"));
+        // "a" had one reference, given back by the swap.
+        assert_eq!(names.len(), 1);
+        assert_eq!(names.replace::<str>(Some(b), None), None);
+        assert_eq!(names.len(), 0);
+        let c = names.replace(None, Some("c")).unwrap();
+        assert_eq!(names.get(c).map(|s| &**s), Some("c"));
+    }
 
     #[test]
     fn equal_values_share_a_handle_until_the_last_release() {

@@ -79,22 +79,44 @@ struct Pools {
 
 impl Pools {
     fn compact(&mut self, cluster: ClusterIdx, e: &Endpoint) -> CompactEndpoint {
-        let extras = (!Extras::none_in(e)).then(|| {
-            self.extras.intern(&Extras {
-                encrypt_key: e.encrypt_key,
-                metadata: e.metadata.as_str().into(),
-                named_ports: e.named_ports.clone().into_boxed_slice(),
-            })
-        });
-        CompactEndpoint {
+        let mut compact = CompactEndpoint {
             cluster,
             identity: e.identity,
-            host_ip: e.host_ip.map(|ip| self.hosts.intern(&ip)),
-            namespace: e.namespace.as_deref().map(|s| self.names.intern(s)),
-            service_account: e.service_account.as_deref().map(|s| self.names.intern(s)),
-            extras,
-            pod: CompactPod::new(&mut self.stems, e.pod.as_deref()),
+            host_ip: None,
+            namespace: None,
+            service_account: None,
+            extras: None,
+            pod: CompactPod::new(&mut self.stems, None),
+        };
+        self.update(&mut compact, e);
+        compact
+    }
+
+    /// Makes `held` hold `e`. What did not change keeps its handle: most updates change
+    /// one field, and each interned field costs a look-up and a release otherwise.
+    fn update(&mut self, held: &mut CompactEndpoint, e: &Endpoint) {
+        held.identity = e.identity;
+        held.host_ip = self.hosts.replace(held.host_ip, e.host_ip.as_ref());
+        held.namespace = self.names.replace(held.namespace, e.namespace.as_deref());
+        held.service_account =
+            (self.names).replace(held.service_account, e.service_account.as_deref());
+        let extras_kept = match self.extras(held) {
+            Some(x) => x.is(e),
+            None => Extras::none_in(e),
+        };
+        if !extras_kept {
+            let extras = (!Extras::none_in(e)).then(|| {
+                self.extras.intern(&Extras {
+                    encrypt_key: e.encrypt_key,
+                    metadata: e.metadata.as_str().into(),
+                    named_ports: e.named_ports.clone().into_boxed_slice(),
+                })
+            });
+            if let Some(old) = mem::replace(&mut held.extras, extras) {
+                self.extras.release(old);
+            }
         }
+        held.pod.replace(&mut self.stems, e.pod.as_deref());
     }
 
     /// The namespace or service account `sym` names.
@@ -179,10 +201,12 @@ pub(super) struct IpCache {
 impl IpCache {
     /// Sets `cluster`'s entry for `e.prefix`.
     pub fn upsert(&mut self, cluster: ClusterIdx, e: &Endpoint) -> Upserted {
-        if let Some(held) = self.claim(cluster, e.prefix)
-            && self.pools.matches(held, e)
-        {
-            return Upserted::Unchanged;
+        if let Some(held) = claim_mut(&mut self.primary, &mut self.others, cluster, e.prefix) {
+            if self.pools.matches(held, e) {
+                return Upserted::Unchanged;
+            }
+            self.pools.update(held, e);
+            return Upserted::Replaced;
         }
         let new = self.pools.compact(cluster, e);
         match self.insert(e.prefix, new) {
@@ -329,6 +353,25 @@ impl IpCache {
     }
 }
 
+/// A cluster's claim on a prefix, to change in place: one look-up for an update, not
+/// one to compare and one to store. (A function of the two maps, so that the caller
+/// can use the pools meanwhile.)
+fn claim_mut<'a>(
+    primary: &'a mut PrefixMap<CompactEndpoint>,
+    others: &'a mut PrefixMap<Vec<CompactEndpoint>>,
+    cluster: ClusterIdx,
+    prefix: IpPrefix,
+) -> Option<&'a mut CompactEndpoint> {
+    let first = primary.get_mut(prefix)?;
+    if first.cluster == cluster {
+        return Some(first);
+    }
+    others
+        .get_mut(prefix)?
+        .iter_mut()
+        .find(|c| c.cluster == cluster)
+}
+
 /// Whether `prefix` contains `ip` (same family, equal in the first `len` bits).
 fn contains(prefix: IpPrefix, ip: IpAddr) -> bool {
     let len = u32::from(prefix.prefix_len());
@@ -452,7 +495,11 @@ mod tests {
             assert_ne!(changed, base, "edit {i} changes nothing");
             assert_eq!(cache.upsert(a, &changed), Upserted::Replaced, "edit {i}");
             assert_eq!(cache.upsert(a, &changed), Upserted::Unchanged, "edit {i}");
-            assert_eq!(cache.get(a, base.prefix), Some(changed), "edit {i}");
+            assert_eq!(cache.get(a, base.prefix), Some(changed.clone()), "edit {i}");
+            // Changed in place: the pools hold what a fresh entry would, no more.
+            let mut fresh = IpCache::default();
+            fresh.upsert(a, &changed);
+            assert_eq!(pooled(&cache), pooled(&fresh), "edit {i}");
         }
     }
 

@@ -33,24 +33,18 @@ fn split(name: &str) -> (&str, &str) {
 }
 
 impl CompactPod {
+    /// No pod name.
+    const NONE: Self = Self {
+        stem: None,
+        tail: [0; TAIL],
+        len: NO_POD,
+    };
+
     /// `pod` compact, its stem interned in `stems`; pair with [`release`](Self::release).
     pub fn new(stems: &mut Interner<Arc<str>>, pod: Option<&str>) -> Self {
-        let Some(name) = pod else {
-            return Self {
-                stem: None,
-                tail: [0; TAIL],
-                len: NO_POD,
-            };
-        };
-        let (stem, tail) = split(name);
-        let mut inline = [0; TAIL];
-        inline[..tail.len()].copy_from_slice(tail.as_bytes());
-        Self {
-            stem: (!stem.is_empty()).then(|| stems.intern(stem)),
-            tail: inline,
-            // `split` keeps at most TAIL (< 255) bytes inline.
-            len: tail.len() as u8,
-        }
+        let mut compact = Self::NONE;
+        compact.replace(stems, pod);
+        compact
     }
 
     /// The inline part; `None` without a pod name.
@@ -84,6 +78,23 @@ impl CompactPod {
             }
             _ => false,
         }
+    }
+
+    /// Makes this `pod`, keeping the stem's handle when it is the same (a pod's update
+    /// seldom renames it).
+    pub fn replace(&mut self, stems: &mut Interner<Arc<str>>, pod: Option<&str>) {
+        let (stem, tail, len) = match pod {
+            Some(name) => {
+                let (stem, tail) = split(name);
+                // `split` keeps at most TAIL (< 255) bytes inline.
+                (Some(stem).filter(|s| !s.is_empty()), tail, tail.len() as u8)
+            }
+            None => (None, "", NO_POD),
+        };
+        self.stem = stems.replace(self.stem, stem);
+        self.tail = [0; TAIL];
+        self.tail[..tail.len()].copy_from_slice(tail.as_bytes());
+        self.len = len;
     }
 
     /// Gives the stem's reference back.
