@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::dictionary;
 use crate::kvstore::keys;
 use crate::kvstore::{KeyValue, LeaseId, WatchEvent};
 use crate::model::Revision;
@@ -27,6 +28,9 @@ const COMMON_PREFIXES: [&str; 9] = [
     keys::SYNCED_PREFIX,
 ];
 
+/// Set in a record's first byte (next to the common prefix's code) when its value is held
+/// dictionary-coded rather than as written.
+const CODED: u8 = 0x80;
 /// The longest LEB128 varint of a `u64`.
 const MAX_VARINT: usize = 10;
 /// A create revision no put has (the first write is revision 2): marks a delete.
@@ -39,8 +43,10 @@ const NO_LEASE: u64 = 0;
 ///
 /// Laid out as `common prefix, key rest length, key rest, create revision, mod revision,
 /// lease, value`: the prefix a byte (0 for none, else its position in
-/// [`COMMON_PREFIXES`] plus one), the numbers LEB128 varints (revisions and lengths take
-/// two or three bytes, not eight), the key first so that comparing keys reads little.
+/// [`COMMON_PREFIXES`] plus one, with [`CODED`] set when the value is dictionary-coded),
+/// the numbers LEB128 varints (revisions and lengths take two or three bytes, not eight),
+/// the key first so that comparing keys reads little. The value is held coded (see
+/// [`dictionary`]) when that shortens it: the Cilium formats are mostly field names.
 #[derive(Clone, Debug)]
 pub(super) struct Record(Arc<[u8]>);
 
@@ -91,14 +97,27 @@ impl Record {
         put_varint(&mut buf, create);
         put_varint(&mut buf, modified);
         put_varint(&mut buf, lease);
-        buf.extend_from_slice(value);
+        if dictionary::encode_into(value, &mut buf) {
+            buf[0] |= CODED;
+        } else {
+            buf.extend_from_slice(value);
+        }
         Self(Arc::from(buf))
+    }
+
+    /// The first byte without its [`CODED`] flag: which common prefix the key has.
+    fn prefix_code(&self) -> u8 {
+        self.0.first().copied().unwrap_or(0) & !CODED
+    }
+
+    /// Whether the value is held dictionary-coded.
+    fn is_coded(&self) -> bool {
+        self.0.first().is_some_and(|first| first & CODED != 0)
     }
 
     /// The key's common prefix ("" for none).
     fn common_prefix(&self) -> &'static str {
-        let code = self.0.first().copied().unwrap_or(0);
-        match code.checked_sub(1) {
+        match self.prefix_code().checked_sub(1) {
             Some(at) => COMMON_PREFIXES.get(usize::from(at)).copied().unwrap_or(""),
             None => "",
         }
@@ -169,8 +188,32 @@ impl Record {
         a.cmp(b.0.iter().chain(b.1))
     }
 
-    pub(super) fn value(&self) -> &[u8] {
-        &self.0[self.layout().value_start..]
+    /// The value as held: coded or not (see [`Record::is_coded`]).
+    fn held_value(&self) -> &[u8] {
+        self.0.get(self.layout().value_start..).unwrap_or_default()
+    }
+
+    /// The value as written. A value held as written is not copied: it is a view of this
+    /// record, which it keeps alive; a coded one is decoded into a new buffer.
+    pub(super) fn value_bytes(&self) -> Bytes {
+        let held = self.held_value();
+        if held.is_empty() {
+            Bytes::new()
+        } else if self.is_coded() {
+            Bytes::from(dictionary::decode(held))
+        } else {
+            Bytes::from_owner(ValueOf(self.clone()))
+        }
+    }
+
+    /// Whether the value as written is `value`, compared without decoding it.
+    pub(super) fn value_eq(&self, value: &[u8]) -> bool {
+        let held = self.held_value();
+        if self.is_coded() {
+            dictionary::decoded_eq(held, value)
+        } else {
+            held == value
+        }
     }
 
     pub(super) fn key_string(&self) -> String {
@@ -182,18 +225,12 @@ impl Record {
         key
     }
 
-    /// The put as the `Store` API hands it out. The value is not copied: it is a view of
-    /// this record, which it keeps alive.
+    /// The put as the `Store` API hands it out (the value as [`Record::value_bytes`]).
     pub(super) fn to_key_value(&self) -> KeyValue {
         let layout = self.layout();
-        let value = if layout.value_start == self.0.len() {
-            Bytes::new()
-        } else {
-            Bytes::from_owner(ValueOf(self.clone()))
-        };
         KeyValue {
             key: self.key_string(),
-            value,
+            value: self.value_bytes(),
             create_revision: layout.create_revision,
             mod_revision: layout.mod_revision,
             lease: self.lease(),
@@ -242,12 +279,12 @@ pub(super) fn sort_by_key(records: &mut [Record]) {
     records.sort_unstable_by(Record::cmp_key);
 }
 
-/// A record's value as the owner of a `Bytes`.
+/// A record's value, held as written, as the owner of a `Bytes`.
 struct ValueOf(Record);
 
 impl AsRef<[u8]> for ValueOf {
     fn as_ref(&self) -> &[u8] {
-        self.0.value()
+        self.0.held_value()
     }
 }
 
@@ -268,7 +305,7 @@ impl Eq for Keyed {}
 /// split is hashing the key.
 impl Hash for Keyed {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u8(self.0.0.first().copied().unwrap_or(0));
+        state.write_u8(self.0.prefix_code());
         state.write(&self.0.0[self.0.key_range()]);
     }
 }
@@ -284,7 +321,7 @@ mod tests {
         assert_eq!((record.create_revision(), record.mod_revision()), (2, 7));
         assert_eq!(record.lease(), Some(LeaseId(9)));
         assert_eq!(record.key_string(), "a/key");
-        assert_eq!(record.value(), b"value");
+        assert_eq!(record.value_bytes(), &b"value"[..]);
         let kv = record.to_key_value();
         assert_eq!(kv.key, "a/key");
         assert_eq!(kv.value, Bytes::from_static(b"value"));
@@ -293,6 +330,47 @@ mod tests {
             (2, 7, Some(LeaseId(9)))
         );
         assert_eq!(record.to_event(), WatchEvent::Put(kv));
+    }
+
+    /// An ipcache value as the codec writes it: held coded.
+    const ENDPOINT: &[u8] = br#"{"IP":"10.1.0.5","Mask":null,"HostIP":"10.0.0.3","ID":65538,"Key":0,"Metadata":"","K8sNamespace":"bench","K8sPodName":"pod-12345","K8sServiceAccount":"default"}"#;
+
+    #[test]
+    fn coded_and_raw_values_read_back_as_written() {
+        let key = format!("{}10.1.0.5", keys::IP_PREFIX);
+        // Coded; a token alone; not UTF-8, so held raw; no token, held raw.
+        for value in [ENDPOINT, b"null", b"{\"IP\":\"\xff", b"plain"] {
+            let record = Record::put(&key, value, 2, 5, Some(LeaseId(3)));
+            let coded = record.is_coded();
+            assert_eq!(coded, !value.contains(&0xff) && value != b"plain");
+            assert_eq!(record.value_bytes(), value);
+            assert!(record.value_eq(value));
+            assert!(!record.value_eq(&value[1..]));
+            assert!(!record.value_eq(&[value, b"x"].concat()));
+            assert!(!record.value_eq(b""));
+            assert_eq!(record.key_string(), key);
+            assert_eq!(record.lease(), Some(LeaseId(3)));
+            let kv = record.to_key_value();
+            assert_eq!(
+                (
+                    kv.key.as_str(),
+                    &kv.value[..],
+                    kv.create_revision,
+                    kv.mod_revision
+                ),
+                (key.as_str(), value, 2, 5)
+            );
+            assert_eq!(record.to_event(), WatchEvent::Put(kv));
+            // The flag does not change the key's identity.
+            let probe = Keyed(Record::probe(&key));
+            assert_eq!(Keyed(record.clone()), probe);
+            let mut set = std::collections::HashSet::new();
+            set.insert(Keyed(record));
+            assert!(set.contains(&probe));
+        }
+        let coded = Record::put(&key, ENDPOINT, 2, 5, None);
+        assert!(coded.0.len() < 80, "held in {} bytes", coded.0.len());
+        assert!(Record::put("k", b"", 2, 2, None).value_eq(b""));
     }
 
     #[test]
@@ -317,7 +395,7 @@ mod tests {
         let record = Record::put("k", b"v", u64::MAX, u64::MAX, Some(LeaseId(-5)));
         assert_eq!(record.mod_revision(), u64::MAX);
         assert_eq!(record.lease(), Some(LeaseId(-5)));
-        assert_eq!(record.value(), b"v");
+        assert_eq!(record.value_bytes(), &b"v"[..]);
         let long_key = "k".repeat(300);
         assert_eq!(Record::tombstone(&long_key, 4).key_string(), long_key);
     }

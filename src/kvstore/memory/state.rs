@@ -135,7 +135,7 @@ impl State {
         let holds = match (expect, current) {
             (Expect::Absent, current) => current.is_none(),
             (Expect::ModRevision(rev), Some(record)) => record.mod_revision() == *rev,
-            (Expect::Value(v), Some(record)) => record.value() == &v[..],
+            (Expect::Value(v), Some(record)) => record.value_eq(v),
             (Expect::ModRevision(_) | Expect::Value(_), None) => false,
         };
         if !holds {
