@@ -98,8 +98,9 @@ impl Pools {
         held.identity = e.identity;
         held.host_ip = self.hosts.replace(held.host_ip, e.host_ip.as_ref());
         held.namespace = self.names.replace(held.namespace, e.namespace.as_deref());
-        held.service_account =
-            (self.names).replace(held.service_account, e.service_account.as_deref());
+        held.service_account = self
+            .names
+            .replace(held.service_account, e.service_account.as_deref());
         let extras_kept = match self.extras(held) {
             Some(x) => x.is(e),
             None => Extras::none_in(e),
@@ -209,13 +210,8 @@ impl IpCache {
             return Upserted::Replaced;
         }
         let new = self.pools.compact(cluster, e);
-        match self.insert(e.prefix, new) {
-            Some(old) => {
-                self.pools.release(old);
-                Upserted::Replaced
-            }
-            None => Upserted::Inserted,
-        }
+        self.add_claim(e.prefix, new);
+        Upserted::Inserted
     }
 
     /// Removes `cluster`'s entry for `prefix`; `false` if it had none.
@@ -296,28 +292,12 @@ impl IpCache {
             .find(|c| c.cluster == cluster)
     }
 
-    /// Stores a claim, returning the one it replaces.
-    fn insert(&mut self, prefix: IpPrefix, new: CompactEndpoint) -> Option<CompactEndpoint> {
-        let cluster = new.cluster;
-        let (new, first) = match self.primary.try_insert(prefix, new) {
-            Ok(()) => {
-                if !prefix.is_host() {
-                    self.nets.insert(prefix);
-                }
-                return None;
-            }
-            Err(held) => held,
-        };
-        if first.cluster == cluster {
-            return Some(mem::replace(first, new));
-        }
-        let claims = self.others.get_or_insert_with(prefix, Vec::new);
-        match claims.iter_mut().find(|c| c.cluster == cluster) {
-            Some(held) => Some(mem::replace(held, new)),
-            None => {
-                claims.push(new);
-                None
-            }
+    /// Stores the claim of a cluster that has none on `prefix` yet.
+    fn add_claim(&mut self, prefix: IpPrefix, new: CompactEndpoint) {
+        if let Err((new, _)) = self.primary.try_insert(prefix, new) {
+            self.others.get_or_insert_with(prefix, Vec::new).push(new);
+        } else if !prefix.is_host() {
+            self.nets.insert(prefix);
         }
     }
 
@@ -468,14 +448,20 @@ mod tests {
     #[test]
     fn an_upsert_differing_in_any_one_field_replaces_the_entry() {
         let (_, a, _) = mk_clusters();
-        let base = mk_endpoint("10.1.0.5", 70_000);
-        let edits: [fn(&mut Endpoint); 8] = [
+        let mut base = mk_endpoint("10.1.0.5", 70_000);
+        base.encrypt_key = 3;
+        let edits: [fn(&mut Endpoint); 12] = [
             |e| e.identity = IdentityId::new(70_001).unwrap(),
             |e| e.encrypt_key = 7,
+            |e| e.encrypt_key = 0,
             |e| e.host_ip = None,
             |e| e.namespace = Some("other".into()),
             |e| e.service_account = None,
             |e| e.pod = Some("other-pod".into()),
+            |e| e.pod = None,
+            // The same stem, another tail.
+            |e| e.pod = Some("pod-10.1.0.6".into()),
+            |e| e.pod = Some("web-7d4b9c8f6d-q8r4t".into()),
             |e| e.metadata = "m".into(),
             |e| {
                 e.named_ports = vec![NamedPort {
@@ -496,10 +482,13 @@ mod tests {
             assert_eq!(cache.upsert(a, &changed), Upserted::Replaced, "edit {i}");
             assert_eq!(cache.upsert(a, &changed), Upserted::Unchanged, "edit {i}");
             assert_eq!(cache.get(a, base.prefix), Some(changed.clone()), "edit {i}");
-            // Changed in place: the pools hold what a fresh entry would, no more.
+            // Changed in place: the pools hold what a fresh entry would, no more, and
+            // every reference goes back with the entry.
             let mut fresh = IpCache::default();
             fresh.upsert(a, &changed);
             assert_eq!(pooled(&cache), pooled(&fresh), "edit {i}");
+            assert!(cache.delete(a, base.prefix));
+            assert_eq!(pooled(&cache), [0; 4], "edit {i}");
         }
     }
 

@@ -133,7 +133,8 @@ pub struct Sighting {
 }
 
 impl Sighting {
-    /// `None` when the value carries a tag no write has: a phantom outright.
+    /// `None` when the value can be no write's: it carries a tag no write has, or it is
+    /// a service without backends. A phantom outright.
     pub fn of(seen: &Resource) -> Option<Self> {
         let version = match seen {
             Resource::Endpoint(e) => e.host_ip.and_then(version_in).unwrap_or(0),
@@ -191,7 +192,8 @@ impl<'a> Confirmer<'a> {
         }
     }
 
-    /// Whether `sighting` is exactly what version `sighting.version` of `key` wrote.
+    /// Whether `sighting` is what version `sighting.version` of `key` wrote (the
+    /// fingerprints are equal: 64-bit hashes, so a wrong value passes with odds of 2⁻⁶⁴).
     pub fn confirm(&mut self, key: u32, sighting: Sighting) -> bool {
         let space = self.space;
         let expected = *self
@@ -305,6 +307,21 @@ mod tests {
             let other = others.iter().find(|k| *k != key).unwrap();
             assert_eq!(version_of(&mut confirmer, *other, &value), None);
         }
+    }
+
+    #[test]
+    fn a_service_is_compared_by_name_and_backend_addresses_only() {
+        let space = mk_space(300);
+        let mut confirmer = Confirmer::new(&space);
+        let service = space.keys_of(Kind::Service)[0];
+        let Resource::Service(mut s) = space.tagged(service, 12).unwrap() else {
+            panic!("a service key holds a service")
+        };
+        // What Cilium's copy of a service does not carry.
+        s.shared = !s.shared;
+        s.backends.values_mut().for_each(|b| b.ports.clear());
+        let seen = Resource::Service(s);
+        assert_eq!(version_of(&mut confirmer, service, &seen), Some(12));
     }
 
     #[test]

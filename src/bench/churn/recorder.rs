@@ -37,8 +37,8 @@ pub struct Observation {
 #[derive(Clone, Copy, Debug)]
 enum Filed {
     Upsert(Sighting),
-    /// An upsert whose tag no write has.
-    Untagged,
+    /// An upsert that can be no write's ([`Sighting::of`] found none).
+    NoWrite,
     Delete,
 }
 
@@ -74,7 +74,7 @@ impl Recorder {
             };
             let filed = match change {
                 Change::Upsert(resource) => {
-                    Sighting::of(resource).map_or(Filed::Untagged, Filed::Upsert)
+                    Sighting::of(resource).map_or(Filed::NoWrite, Filed::Upsert)
                 }
                 Change::Delete(_) => Filed::Delete,
             };
@@ -98,7 +98,7 @@ impl Recorder {
                     Filed::Upsert(sighting) if confirmer.confirm(key, sighting) => {
                         Seen::Version(sighting.version)
                     }
-                    Filed::Upsert(_) | Filed::Untagged => Seen::Phantom,
+                    Filed::Upsert(_) | Filed::NoWrite => Seen::Phantom,
                     Filed::Delete => Seen::Deleted,
                 };
                 Observation { key, seen, at }

@@ -194,7 +194,8 @@ impl Record {
     }
 
     /// The value as written. A value held as written is not copied: it is a view of this
-    /// record, which it keeps alive; a coded one is decoded into a new buffer.
+    /// record, which it keeps alive; a coded one is decoded into a new buffer, once per
+    /// read (each watcher's event, each listed key) — the price of holding it small.
     pub(super) fn value_bytes(&self) -> Bytes {
         let held = self.held_value();
         if held.is_empty() {
