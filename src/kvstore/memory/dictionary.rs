@@ -318,15 +318,15 @@ pub(super) fn decoded_eq(coded: &[u8], value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::HashSet;
 
     use super::*;
     use crate::kvstore::codec;
     use crate::model::{
-        Affinity, Backend, BackendConditions, Capabilities, Cluster, ClusterConfig, ClusterId,
-        ClusterName, Endpoint, IdMode, Identity, IdentityId, IpPrefix, L4Addr, Label, Labels,
-        NamedPort, Node, NodeAddress, Protocol, Service, ServiceName,
+        Capabilities, Cluster, ClusterConfig, ClusterId, Endpoint, IdMode, Identity, IdentityId,
+        IpPrefix, Label, Labels, Node, NodeAddress,
     };
+    use crate::proto::fixtures;
 
     /// `value` coded, if it is.
     fn encode(value: &[u8]) -> Option<Vec<u8>> {
@@ -363,17 +363,20 @@ mod tests {
     }
 
     fn mk_cluster() -> Cluster {
-        Cluster::new(
-            ClusterName::new("cluster3").unwrap(),
-            ClusterId::new(3, IdMode::Normal).unwrap(),
-            IdMode::Normal,
-        )
+        fixtures::mk_cluster("cluster3", 3)
     }
 
     fn mk_endpoint(ip: &str) -> Endpoint {
         let mut ep = Endpoint::new(ip.parse().unwrap(), IdentityId::new(65_538).unwrap());
         ep.host_ip = Some("10.0.0.3".parse().unwrap());
         ep
+    }
+
+    /// Codes `value`, checks it reads back exactly, and that it shrank below a
+    /// `factor`th of its size.
+    fn assert_shrinks(value: &[u8], factor: usize) {
+        let coded = assert_round_trip(value);
+        assert!(coded * factor < value.len(), "{coded} of {value:?}");
     }
 
     #[test]
@@ -441,37 +444,11 @@ mod tests {
             "10.5.0.0/24".parse::<IpPrefix>().unwrap(),
             IdentityId::new(2).unwrap(),
         );
-        let named_ports = {
-            let mut ep = full.clone();
-            ep.named_ports = vec![
-                NamedPort {
-                    name: "http".into(),
-                    port: L4Addr {
-                        protocol: Protocol::Tcp,
-                        port: 8080,
-                    },
-                },
-                NamedPort {
-                    name: "dns".into(),
-                    port: L4Addr {
-                        protocol: Protocol::Udp,
-                        port: 53,
-                    },
-                },
-                NamedPort {
-                    name: "sig".into(),
-                    port: L4Addr {
-                        protocol: Protocol::Sctp,
-                        port: 99,
-                    },
-                },
-            ];
-            ep
-        };
+        // Every field set, a named port among them.
+        let named_ports = fixtures::mk_endpoint(&mk_cluster(), "10.1.0.7");
         for ep in [bare, pod_only, cidr, named_ports] {
             let value = codec::encode_endpoint(&ep);
-            let coded = assert_round_trip(&value);
-            assert!(coded * 2 < value.len(), "{coded} of {value:?}");
+            assert_shrinks(&value, 2);
         }
     }
 
@@ -488,8 +465,7 @@ mod tests {
         .collect();
         let identity = Identity::new(&cluster, IdentityId::new(196_611).unwrap(), labels).unwrap();
         let value = codec::encode_identity(&identity);
-        let coded = assert_round_trip(&value);
-        assert!(coded * 3 < value.len(), "{coded} of {value:?}");
+        assert_shrinks(&value, 3);
     }
 
     #[test]
@@ -501,8 +477,7 @@ mod tests {
             ip: "10.0.0.7".parse().unwrap(),
         });
         let value = codec::encode_node(&node);
-        let coded = assert_round_trip(&value);
-        assert!(coded * 5 < value.len(), "{coded} of {value:?}");
+        assert_shrinks(&value, 5);
 
         node.addresses.push(NodeAddress {
             kind: "CiliumInternalIP".into(),
@@ -521,74 +496,17 @@ mod tests {
         node.wireguard_pub_key = "VRksOB6Z=".into();
         node.boot_id = "570d3fd1-93db-4862-ba99-6a3c2c10c38f".into();
         let value = codec::encode_node(&node);
-        let coded = assert_round_trip(&value);
-        assert!(coded * 2 < value.len(), "{coded} of {value:?}");
-    }
-
-    fn mk_service() -> Service {
-        let cluster = mk_cluster();
-        let ports: BTreeMap<String, L4Addr> = [
-            (
-                "http".to_string(),
-                L4Addr {
-                    protocol: Protocol::Tcp,
-                    port: 8080,
-                },
-            ),
-            (
-                "dns".to_string(),
-                L4Addr {
-                    protocol: Protocol::Udp,
-                    port: 53,
-                },
-            ),
-        ]
-        .into();
-        let backend = |conditions, zone: Option<&str>| Backend {
-            ports: ports.clone(),
-            conditions,
-            hostname: zone.map(|_| "web-0".to_string()),
-            zone: zone.map(str::to_string),
-            for_zones: zone.iter().map(|z| z.to_string()).collect(),
-        };
-        let terminating = BackendConditions {
-            ready: false,
-            serving: true,
-            terminating: true,
-        };
-        Service {
-            cluster: cluster.name.clone(),
-            cluster_id: cluster.id,
-            name: ServiceName::new("bench", "svc-3").unwrap(),
-            frontends: [("10.96.0.10".parse().unwrap(), ports.clone())].into(),
-            backends: [
-                (
-                    "10.1.0.5".parse().unwrap(),
-                    backend(BackendConditions::READY, None),
-                ),
-                (
-                    "10.1.0.6".parse().unwrap(),
-                    backend(terminating, Some("eu-1a")),
-                ),
-            ]
-            .into(),
-            labels: [("team".to_string(), "web".to_string())].into(),
-            selector: [("app".to_string(), "web".to_string())].into(),
-            include_external: false,
-            shared: true,
-            affinity: Affinity::None,
-        }
+        assert_shrinks(&value, 2);
     }
 
     #[test]
     fn services_of_both_formats_round_trip() {
-        let svc = mk_service();
+        let svc = fixtures::mk_service(&mk_cluster(), "bench", "svc-3");
         for value in [
             codec::encode_service(&svc),
             codec::encode_fleetmesh_service(&svc),
         ] {
-            let coded = assert_round_trip(&value);
-            assert!(coded * 2 < value.len(), "{coded} of {value:?}");
+            assert_shrinks(&value, 2);
         }
     }
 
@@ -600,8 +518,7 @@ mod tests {
                 capabilities: Capabilities::fleetmesh(mode),
             };
             let value = codec::encode_cluster_config(&cfg);
-            let coded = assert_round_trip(&value);
-            assert!(coded * 3 < value.len(), "{coded} of {value:?}");
+            assert_shrinks(&value, 3);
         }
     }
 
