@@ -1,5 +1,5 @@
 //! A reference-counted interner: values that repeat across many entries (namespaces,
-//! service accounts, node IPs) are stored once and referred to by a 4-byte handle.
+//! service accounts, IPv6 node IPs) are stored once and referred to by a 4-byte handle.
 //! Values are freed when their last user releases them, so the interner never holds
 //! more than what the view references (node IPs churn in autoscaled clusters).
 

@@ -24,6 +24,7 @@
 mod clusters;
 #[cfg(test)]
 mod fixtures;
+mod host;
 mod intern;
 mod ipcache;
 mod json;
