@@ -115,6 +115,15 @@ impl MeshView {
             .collect()
     }
 
+    /// Applies one delta from `cluster`; whether it changed the view. A link applies each
+    /// event as soon as it is decoded: the strings the next one decodes into then reuse
+    /// the memory this one's freed (glibc keeps a few freed blocks per size for the
+    /// thread), where decoding a whole frame first spilled past that cache.
+    pub fn apply_change(&mut self, cluster: &ClusterName, change: &Change) -> bool {
+        let idx = self.clusters.enter(cluster);
+        self.apply_one(idx, change)
+    }
+
     /// Ends a resync of `cluster`: deletes every entry it holds that `is_listed` does
     /// not name, and returns those deletions. The new listing's entries were already
     /// applied as upserts as they came (equal ones changed nothing), so what the peer

@@ -13,25 +13,25 @@ use crate::model::{Change, ClusterName, ResourceKey};
 
 /// Told about the changes a link applied to the view, right after they were applied.
 pub trait ApplyObserver: Send + Sync + fmt::Debug {
-    /// `changes` from `peer` are in the view since `at`: a frame's changes in the order
-    /// they came (a full listing's as it arrives), or the deletions of the sweep at a
-    /// listing's synced marker.
+    /// `changes` from `peer` are in the view since `at`: each change of a frame as it is
+    /// applied, one at a time and in the order they came (a full listing's as it
+    /// arrives), or the deletions of the sweep at a listing's synced marker, together.
     fn applied(&self, peer: &ClusterName, changes: &[Change], at: Instant);
 }
 
 /// A shared observer, as [`LinkSettings`](super::LinkSettings) holds it.
 pub type SharedObserver = Arc<dyn ApplyObserver>;
 
-/// Applies `changes` to `view`, then tells `observer`.
+/// Applies `change` to `view`, then tells `observer`.
 pub(super) fn apply_observed(
     view: &SharedView,
     peer: &ClusterName,
-    changes: &[Change],
+    change: &Change,
     observer: Option<&dyn ApplyObserver>,
 ) {
-    view.write().apply(peer, changes);
+    view.write().apply_change(peer, change);
     if let Some(observer) = observer {
-        observer.applied(peer, changes, Instant::now());
+        observer.applied(peer, std::slice::from_ref(change), Instant::now());
     }
 }
 
@@ -80,17 +80,20 @@ mod tests {
         let seen = Seen::default();
         let e1 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.1"));
         let e2 = Resource::Endpoint(mk_endpoint(&c2, "10.2.0.2"));
-        let upserts = vec![Change::Upsert(e1.clone()), Change::Upsert(e2.clone())];
-        apply_observed(&view, &c2.name, &upserts, Some(&seen));
+        let upserts = [Change::Upsert(e1.clone()), Change::Upsert(e2.clone())];
+        for upsert in &upserts {
+            apply_observed(&view, &c2.name, upsert, Some(&seen));
+        }
         // A sweep that deletes nothing tells nothing; one that does tells its deletions.
         sweep_observed(&view, &c2.name, |_| true, Some(&seen));
         sweep_observed(&view, &c2.name, |k| *k == e1.key(), Some(&seen));
         // Without an observer, the view still changes.
-        apply_observed(&view, &c2.name, &[Change::Delete(e1.key())], None);
+        apply_observed(&view, &c2.name, &Change::Delete(e1.key()), None);
         assert_eq!(
             *seen.0.lock(),
             [
-                ("c2".to_string(), upserts),
+                ("c2".to_string(), vec![upserts[0].clone()]),
+                ("c2".to_string(), vec![upserts[1].clone()]),
                 ("c2".to_string(), vec![Change::Delete(e2.key())]),
             ]
         );

@@ -115,24 +115,25 @@ impl WatchState {
             Self::Listing(listed, refused) => Some((listed, refused)),
             Self::Live => None,
         };
-        let mut changes = Vec::with_capacity(frame.events.len());
+        // Each event is applied as soon as it is decoded (see `MeshView::apply_change`).
         for bytes in &frame.events {
-            match decode_event(bytes.clone(), peer) {
-                Ok(event) => changes.push(event.change),
-                Err(e) => report.refused.push(e),
-            }
-        }
-        if let Some((listed, refused)) = listing.as_mut() {
-            *refused |= !report.refused.is_empty();
-            for change in &changes {
-                match change {
+            let change = match decode_event(bytes.clone(), peer) {
+                Ok(event) => event.change,
+                Err(e) => {
+                    report.refused.push(e);
+                    continue;
+                }
+            };
+            if let Some((listed, _)) = listing.as_mut() {
+                match &change {
                     Change::Upsert(resource) => listed.insert(resource.key()),
                     Change::Delete(key) => listed.remove(key),
                 }
             }
+            apply_observed(view, &peer.name, &change, observer);
         }
-        if !changes.is_empty() {
-            apply_observed(view, &peer.name, &changes, observer);
+        if let Some((_, refused)) = listing.as_mut() {
+            *refused |= !report.refused.is_empty();
         }
         match listing {
             Some((listed, refused)) if !frame.synced => *self = Self::Listing(listed, refused),
@@ -328,12 +329,13 @@ mod tests {
         let held = counts(&view, &c2);
         assert_eq!((held.nodes, held.endpoints, held.identities), (1, 2, 1));
         assert!(pod("10.2.0.2").is_none());
-        // The observer saw each frame as it was applied, then exactly the sweep's deletes.
+        // The observer saw each change as it was applied, then exactly the sweep's deletes.
         let sweep = vec![
             Change::Delete(gone_node.key()),
             Change::Delete(gone_ep.key()),
         ];
-        assert_eq!(*seen.0.lock(), [first, last, sweep]);
+        let each = first.into_iter().chain(last).map(|change| vec![change]);
+        assert_eq!(*seen.0.lock(), each.chain([sweep]).collect::<Vec<_>>());
     }
 
     #[test]
