@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::intern::{Interner, Sym};
 
-/// A node IP, or none, as an ipcache entry keeps it.
+/// A node IP, or none, as an ipcache entry keeps it. `Copy` like the handle it may
+/// hold: each one made by [`replace`](Self::replace) is released exactly once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum CompactHost {
     None,

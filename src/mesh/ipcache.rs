@@ -475,12 +475,21 @@ mod tests {
                 }]
             },
         ];
-        for (i, edit) in edits.iter().enumerate() {
+        // From an IPv4 node (inline) and from an IPv6 one (pooled).
+        let bases = ["172.18.0.2", "fd00:18::1"].map(|node| {
+            let mut base = base.clone();
+            base.host_ip = Some(node.parse().unwrap());
+            base
+        });
+        for (base, (i, edit)) in bases
+            .iter()
+            .flat_map(|base| edits.iter().enumerate().map(move |e| (base, e)))
+        {
             let mut cache = IpCache::default();
-            cache.upsert(a, &base);
+            cache.upsert(a, base);
             let mut changed = base.clone();
             edit(&mut changed);
-            assert_ne!(changed, base, "edit {i} changes nothing");
+            assert_ne!(changed, *base, "edit {i} changes nothing");
             assert_eq!(cache.upsert(a, &changed), Upserted::Replaced, "edit {i}");
             assert_eq!(cache.upsert(a, &changed), Upserted::Unchanged, "edit {i}");
             assert_eq!(cache.get(a, base.prefix), Some(changed.clone()), "edit {i}");
@@ -666,7 +675,8 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        // With its 4-byte key, 44 bytes a bucket for an IPv4 pod (see the module doc).
+        // With its 4-byte key, 44 bytes a bucket for an IPv4 pod, and the hash table's
+        // control byte (see the module doc).
         assert_eq!(mem::size_of::<CompactEndpoint>(), 40);
     }
 }

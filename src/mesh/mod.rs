@@ -115,10 +115,7 @@ impl MeshView {
             .collect()
     }
 
-    /// Applies one delta from `cluster`; whether it changed the view. A link applies each
-    /// event as soon as it is decoded: the strings the next one decodes into then reuse
-    /// the memory this one's freed (glibc keeps a few freed blocks per size for the
-    /// thread), where decoding a whole frame first spilled past that cache.
+    /// Applies one delta from `cluster`; whether it changed the view.
     pub fn apply_change(&mut self, cluster: &ClusterName, change: &Change) -> bool {
         let idx = self.clusters.enter(cluster);
         self.apply_one(idx, change)

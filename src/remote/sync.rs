@@ -2,7 +2,9 @@
 //!
 //! A stream is either **full** (the peer's whole state in frames, the last one marked
 //! `synced`, then deltas) or **resumed** (only what the link missed since its last
-//! revision, then deltas). Every frame is applied as it comes, a full state's too: its
+//! revision, then deltas). Every event is applied as soon as it is decoded, a full
+//! state's too (so a reader may see part of a frame, as it may see part of a revision
+//! that spans frames): its
 //! entries are the peer's current values, and holding them back until the marker would
 //! cost a second copy of the peer's state (the view's is the compact one). What a full
 //! state keeps until the synced marker is only the keys it named; at the marker,
@@ -115,7 +117,9 @@ impl WatchState {
             Self::Listing(listed, refused) => Some((listed, refused)),
             Self::Live => None,
         };
-        // Each event is applied as soon as it is decoded (see `MeshView::apply_change`).
+        // Each event is applied as soon as it is decoded: the strings the next one decodes
+        // into then reuse the memory this one's freed (glibc keeps a few freed blocks per
+        // size for the thread), where decoding a whole frame first spilled past that cache.
         for bytes in &frame.events {
             let change = match decode_event(bytes.clone(), peer) {
                 Ok(event) => event.change,
@@ -452,5 +456,39 @@ mod tests {
         assert_eq!(report.refused.len(), 1);
         let now = counts(&view, &c2);
         assert_eq!((now.nodes, now.endpoints), (2, 1));
+    }
+
+    #[test]
+    fn a_refusal_in_an_early_listing_frame_still_holds_back_the_sweep() {
+        let view = mk_shared_view();
+        let c2 = mk_cluster("c2", 2);
+        let gone = Resource::Node(mk_node(&c2, "n1"));
+        hold(&view, &c2, vec![gone]);
+        let seen = Seen::default();
+        let mut state = WatchState::Start;
+
+        // The first frame of a listing, a malformed event between two good ones.
+        let good = [
+            upsert(Resource::Node(mk_node(&c2, "n2"))),
+            upsert(Resource::Endpoint(mk_endpoint(&c2, "10.2.0.3"))),
+        ];
+        let mut first = mk_frame(&good, false, false, 70);
+        first
+            .events
+            .insert(1, bytes::Bytes::from_static(&[0xff, 0x01]));
+        let report = state.on_frame(first, &c2, &view, Some(&seen));
+        assert_eq!(report.refused.len(), 1);
+        // The event after the refused one was applied, and only the good ones were told.
+        let now = counts(&view, &c2);
+        assert_eq!((now.nodes, now.endpoints), (2, 1));
+        let each: Vec<Vec<Change>> = good.iter().map(|c| vec![c.clone()]).collect();
+        assert_eq!(*seen.0.lock(), each);
+
+        // The listing ends cleanly, but n1 may be what was refused: nothing is swept.
+        let last = mk_frame(&[], true, false, 70);
+        let report = state.on_frame(last, &c2, &view, Some(&seen));
+        assert!(report.synced && report.refused.is_empty());
+        assert_eq!(counts(&view, &c2).nodes, 2);
+        assert_eq!(seen.0.lock().len(), 2, "no sweep was told");
     }
 }
