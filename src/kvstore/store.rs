@@ -112,6 +112,21 @@ pub enum StoreError {
     EtcdProtocol { op: &'static str, reason: String },
 }
 
+impl StoreError {
+    /// etcd shed the request under load ("etcdserver: too many requests", sent while its
+    /// applied index lags far behind its committed one): the same request is expected
+    /// to succeed a little later.
+    pub fn is_overloaded(&self) -> bool {
+        match self {
+            Self::Etcd {
+                source: etcd_client::Error::GRpcStatus(status),
+                ..
+            } => status.message().contains("too many requests"),
+            _ => false,
+        }
+    }
+}
+
 /// An etcd-like key-value store with one global revision counter, leases and watches.
 ///
 /// Keys are UTF-8 strings; prefixes are plain string prefixes, so callers end them with
@@ -156,4 +171,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watches every key under `prefix`.
     async fn watch(&self, prefix: &str, start: WatchStart) -> Result<WatchStream, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_etcds_load_shedding_counts_as_overloaded() {
+        let etcd = |status| StoreError::Etcd {
+            op: "put",
+            source: etcd_client::Error::GRpcStatus(status),
+        };
+        let shed = etcd(tonic::Status::unknown("etcdserver: too many requests"));
+        assert!(shed.is_overloaded());
+        let other = etcd(tonic::Status::unknown("etcdserver: request timed out"));
+        assert!(!other.is_overloaded());
+        assert!(!StoreError::Closed.is_overloaded());
+    }
 }
