@@ -3,7 +3,7 @@
 //! This is the largest part of the view (one entry per pod IP of every cluster), so
 //! entries are stored compactly and turned back into model [`Endpoint`]s only when read.
 //! 40 bytes per entry and a 4-byte key: about 5.6 MiB per 100,000 IPv4 pods with the
-//! hash table's slack, of the 13.6–14.8 MiB an agent grows by per 100,000 merged
+//! hash table's slack, of the 12.6–14.8 MiB an agent grew by per 100,000 merged
 //! endpoints in `fleetmesh bench memory`.
 //!
 //! - one map for all clusters, keyed by prefix (IPv4 host prefixes by their 4-byte
