@@ -485,21 +485,22 @@ mod tests {
             .iter()
             .flat_map(|base| edits.iter().enumerate().map(move |e| (base, e)))
         {
+            let at = format!("edit {i} from node {:?}", base.host_ip);
             let mut cache = IpCache::default();
             cache.upsert(a, base);
             let mut changed = base.clone();
             edit(&mut changed);
-            assert_ne!(changed, *base, "edit {i} changes nothing");
-            assert_eq!(cache.upsert(a, &changed), Upserted::Replaced, "edit {i}");
-            assert_eq!(cache.upsert(a, &changed), Upserted::Unchanged, "edit {i}");
-            assert_eq!(cache.get(a, base.prefix), Some(changed.clone()), "edit {i}");
+            assert_ne!(changed, *base, "{at} changes nothing");
+            assert_eq!(cache.upsert(a, &changed), Upserted::Replaced, "{at}");
+            assert_eq!(cache.upsert(a, &changed), Upserted::Unchanged, "{at}");
+            assert_eq!(cache.get(a, base.prefix), Some(changed.clone()), "{at}");
             // Changed in place: the pools hold what a fresh entry would, no more, and
             // every reference goes back with the entry.
             let mut fresh = IpCache::default();
             fresh.upsert(a, &changed);
-            assert_eq!(pooled(&cache), pooled(&fresh), "edit {i}");
+            assert_eq!(pooled(&cache), pooled(&fresh), "{at}");
             assert!(cache.delete(a, base.prefix));
-            assert_eq!(pooled(&cache), [0; 4], "edit {i}");
+            assert_eq!(pooled(&cache), [0; 4], "{at}");
         }
     }
 

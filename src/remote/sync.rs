@@ -3,17 +3,16 @@
 //! A stream is either **full** (the peer's whole state in frames, the last one marked
 //! `synced`, then deltas) or **resumed** (only what the link missed since its last
 //! revision, then deltas). Every event is applied as soon as it is decoded, a full
-//! state's too (so a reader may see part of a frame, as it may see part of a revision
-//! that spans frames): its
-//! entries are the peer's current values, and holding them back until the marker would
-//! cost a second copy of the peer's state (the view's is the compact one). What a full
-//! state keeps until the synced marker is only the keys it named; at the marker,
-//! [`MeshView::sweep`](crate::mesh::MeshView::sweep) deletes what the peer holds beyond
-//! them, so an entry the peer no longer has disappears only then, and one it still has
-//! is never removed, not even for a moment. Until the marker the view holds the new
-//! state over the old one; the link reads as ready only at the marker. Every event is
-//! decoded and checked against the peer's cluster first; a refused event is reported and
-//! skipped, and the rest of its frame still applies.
+//! state's too: its entries are the peer's current values, and holding them back until
+//! the marker would cost a second copy of the peer's state (the view's is the compact
+//! one). A reader may so see part of a frame, as it may see part of a revision that
+//! spans frames. What a full state keeps until the synced marker is only the keys it
+//! named; at the marker, [`MeshView::sweep`](crate::mesh::MeshView::sweep) deletes what
+//! the peer holds beyond them, so an entry the peer no longer has disappears only then,
+//! and one it still has is never removed, not even for a moment. Until the marker the
+//! view holds the new state over the old one; the link reads as ready only at the
+//! marker. Every event is decoded and checked against the peer's cluster first; a
+//! refused event is reported and skipped, and the rest of its frame still applies.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -118,7 +117,7 @@ impl WatchState {
             Self::Live => None,
         };
         // Each event is applied as soon as it is decoded: the strings the next one decodes
-        // into then reuse the memory this one's freed (glibc keeps a few freed blocks per
+        // into then reuse the memory this one freed (glibc keeps a few freed blocks per
         // size for the thread), where decoding a whole frame first spilled past that cache.
         for bytes in &frame.events {
             let change = match decode_event(bytes.clone(), peer) {
