@@ -104,9 +104,10 @@ impl MeshView {
         &self.local
     }
 
-    /// Applies deltas from `cluster`; returns those that changed the view. The view
-    /// keeps compact copies, so the caller keeps `changes` (to tell an observer what
-    /// arrived, say) at no cost.
+    /// Applies deltas from `cluster`; returns those that changed the view. Tests feed
+    /// the view with it; a link applies each change as it decodes it
+    /// ([`apply_change`](Self::apply_change)).
+    #[cfg(test)]
     pub fn apply<'c>(&mut self, cluster: &ClusterName, changes: &'c [Change]) -> Vec<&'c Change> {
         let idx = self.clusters.enter(cluster);
         changes
@@ -115,7 +116,9 @@ impl MeshView {
             .collect()
     }
 
-    /// Applies one delta from `cluster`; whether it changed the view.
+    /// Applies one delta from `cluster`; whether it changed the view. The view keeps
+    /// compact copies, so the caller keeps `change` (to tell an observer what arrived,
+    /// say) at no cost.
     pub fn apply_change(&mut self, cluster: &ClusterName, change: &Change) -> bool {
         let idx = self.clusters.enter(cluster);
         self.apply_one(idx, change)

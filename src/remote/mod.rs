@@ -4,10 +4,10 @@
 //! ```text
 //!  remotes/<name>.yaml ─► PeerConfig ─► spawn_link ─► task (span peer = <name>)
 //!     connect (mTLS, server cert must name <name>) ─► Info ─► validate, reserve the id
-//!     ─► Watch(resume?) ─► full state, applied as it comes     ─► MeshView::apply
+//!     ─► Watch(resume?) ─► full state, applied as it comes     ─► MeshView::apply_change
 //!                          at `synced`: what it did not list    ─► MeshView::sweep
-//!                       └► or resumed: only what was missed     ─► MeshView::apply
-//!     ─► deltas ─► MeshView::apply          (every event checked before it is applied)
+//!                       └► or resumed: only what was missed     ─► MeshView::apply_change
+//!     ─► deltas ─► MeshView::apply_change   (each event checked, then applied as decoded)
 //!     stream ends ─► set_reachable(false), back off with jitter, reconnect and resume
 //! ```
 //!
