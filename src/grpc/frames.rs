@@ -116,9 +116,9 @@ impl Frames {
     /// the frames a stream has ready into one buffer until it holds 32 KiB, which would
     /// grow that buffer (and keep it grown, see [`MAX_FRAME_BYTES`]) during a listing;
     /// a pause makes it send each frame on its own. The pause comes before waiting for
-    /// live events, so it delays none.
+    /// live events, so it delays none; a live frame's interval is such a pause already.
     pub(super) async fn next(&mut self) -> Option<Result<WatchFrame, GrpcError>> {
-        if std::mem::take(&mut self.handed_over) {
+        if std::mem::take(&mut self.handed_over) && !self.will_wait_out_interval() {
             tokio::task::yield_now().await;
         }
         let next = self.build().await;
@@ -179,33 +179,42 @@ impl Frames {
         }
     }
 
-    /// The next frame of live batches: waits for one when none is queued, then — no
-    /// sooner than [`live_frame_interval`] after the last frame — takes whatever else is
-    /// ready, so a burst goes out in few frames.
+    /// Whether the next live frame starts by sleeping out the interval since the last.
+    fn will_wait_out_interval(&self) -> bool {
+        matches!(self.phase, Phase::Live) && self.paced_until.is_some_and(|t| t > Instant::now())
+    }
+
+    /// The next frame of live batches: no sooner than [`live_frame_interval`] after the
+    /// last frame, whatever is ready by then, or else the next batch as soon as it comes.
+    ///
+    /// The interval is slept out before looking at the broadcast, not after its first
+    /// batch: under steady changes the watcher then wakes once per frame, by its timer,
+    /// rather than once for the first batch and again for the timer (each wake-up polls
+    /// the whole tonic and hyper stack of the stream). What arrives meanwhile waits the
+    /// same either way.
     async fn next_live(&mut self) -> Result<WatchFrame, GrpcError> {
+        if let Some(until) = self.paced_until.take()
+            && until > Instant::now()
+        {
+            tokio::time::sleep_until(until).await;
+        }
         let mut frame = FrameBuilder::new(self.budget);
         let revision = loop {
             let drained_at = match self.queue.fill(&mut frame) {
                 Filled::Full { revision } => break revision,
                 Filled::Drained { revision } => revision,
             };
-            let next = if frame.events.is_empty() {
-                self.live.recv().await
-            } else {
-                // Once per frame: what comes while it waits joins it.
-                if let Some(until) = self.paced_until.take()
-                    && until > Instant::now()
-                {
-                    tokio::time::sleep_until(until).await;
+            let next = match self.live.try_recv() {
+                Ok(batch) => Ok(batch),
+                // A closed channel stays closed: the next call reports it, after this
+                // frame of what was sent before.
+                Err(TryRecvError::Empty | TryRecvError::Closed) if !frame.events.is_empty() => {
+                    break drained_at;
                 }
-                match self.live.try_recv() {
-                    Ok(batch) => Ok(batch),
-                    // A closed channel stays closed: the next call reports it, after
-                    // this frame of what was sent before.
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break drained_at,
-                    // Reported once only: the receiver has already skipped ahead.
-                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                }
+                Err(TryRecvError::Empty) => self.live.recv().await,
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                // Reported once only: the receiver has already skipped ahead.
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
             };
             match next {
                 Ok(batch) => self.queue.batches.push_back(batch),
@@ -343,6 +352,10 @@ impl FrameBuilder {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Context;
+
     use tokio::sync::broadcast;
 
     use super::*;
@@ -537,6 +550,33 @@ mod tests {
         tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
         assert_eq!(next_ok(&mut frames).await.revision, 3);
         assert!(started.elapsed() >= live_frame_interval(1));
+    }
+
+    #[tokio::test]
+    async fn a_paced_watcher_is_not_woken_by_batches_within_its_interval() {
+        let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
+        next_ok(&mut frames).await;
+        tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
+        next_ok(&mut frames).await;
+
+        let wakes = Arc::new(WakeCounter::default());
+        let waker = futures::task::waker(Arc::clone(&wakes));
+        let mut next = Box::pin(frames.next());
+        let polled = next.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending(), "the interval has not passed");
+        // The timer cannot fire before the next await: only the batch could wake it.
+        tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by a batch");
+        assert_eq!(next.await.unwrap().unwrap().revision, 3);
+    }
+
+    #[derive(Default)]
+    struct WakeCounter(AtomicUsize);
+
+    impl futures::task::ArcWake for WakeCounter {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     #[test]
