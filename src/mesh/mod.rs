@@ -36,6 +36,7 @@ mod services;
 mod stale;
 mod status;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -325,11 +326,12 @@ impl MeshView {
     fn upsert(&mut self, idx: ClusterIdx, resource: &Resource) -> bool {
         let slot = self.clusters.get_mut(idx);
         match resource {
-            Resource::Node(n) => put(&mut slot.nodes, n.name().to_string(), n),
-            Resource::Service(s) => put(&mut slot.services, s.name.clone(), s),
+            Resource::Node(n) => put(&mut slot.nodes, n.name(), || n.name().to_string(), n),
+            Resource::Service(s) => put(&mut slot.services, &s.name, || s.name.clone(), s),
             Resource::Identity(i) => put(
                 &mut slot.identities,
-                i.id(),
+                &i.id(),
+                || i.id(),
                 &CompactLabels::new(i.labels()),
             ),
             Resource::Endpoint(e) => match self.ipcache.upsert(idx, e) {
@@ -361,13 +363,26 @@ impl MeshView {
     }
 }
 
-/// Inserts `value` unless an equal one is held; `true` if the map changed.
-fn put<K: Ord, V: Clone + PartialEq>(map: &mut BTreeMap<K, V>, key: K, value: &V) -> bool {
-    if map.get(&key) == Some(value) {
-        return false;
+/// Stores `value` under `key` unless an equal one is held; `true` if the map changed.
+/// A held entry is found in one search and overwritten in place; the owned key is
+/// made (`make_key`) only for a new one.
+fn put<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, make_key: impl FnOnce() -> K, value: &V) -> bool
+where
+    K: Ord + Borrow<Q>,
+    Q: Ord + ?Sized,
+    V: Clone + PartialEq,
+{
+    match map.get_mut(key) {
+        Some(held) if held == value => false,
+        Some(held) => {
+            held.clone_from(value);
+            true
+        }
+        None => {
+            map.insert(make_key(), value.clone());
+            true
+        }
     }
-    map.insert(key, value.clone());
-    true
 }
 
 #[cfg(test)]
@@ -408,6 +423,56 @@ mod tests {
         let gone = ResourceKey::Node("n9".into());
         assert!(view.apply(&c1.name, &[Change::Delete(gone)]).is_empty());
         assert_eq!(view.nodes().len(), 1);
+    }
+
+    #[test]
+    fn a_changed_node_service_or_identity_replaces_the_one_held() {
+        use crate::model::{BackendConditions, Identity, Label};
+
+        let (mut view, _) = mk_view();
+        let c1 = mk_cluster("c1", 2);
+        let node = mk_node(&c1, "n1");
+        let service = mk_service(&c1, &[("10.2.0.1", BackendConditions::READY)]);
+        let identity = mk_identity(&c1);
+        let first: Vec<Change> = [
+            Resource::Node(node.clone()),
+            Resource::Service(service.clone()),
+            Resource::Identity(identity.clone()),
+        ]
+        .into_iter()
+        .map(Change::Upsert)
+        .collect();
+        assert_eq!(view.apply(&c1.name, &first).len(), 3);
+
+        let mut moved = node;
+        moved.boot_id = "rebooted".into();
+        let mut grown = service;
+        grown.backends = mk_backends(&[
+            ("10.2.0.1", BackendConditions::READY),
+            ("10.2.0.2", BackendConditions::READY),
+        ]);
+        let mut labels = identity.labels().clone();
+        labels.insert(Label::k8s("tier", "web").unwrap());
+        let relabelled = Identity::new(&c1, identity.id(), labels.clone()).unwrap();
+        let second: Vec<Change> = [
+            Resource::Node(moved.clone()),
+            Resource::Service(grown),
+            Resource::Identity(relabelled),
+        ]
+        .into_iter()
+        .map(Change::Upsert)
+        .collect();
+        assert_eq!(view.apply(&c1.name, &second).len(), 3, "each one changed");
+
+        assert_eq!(view.nodes(), [(c1.name.clone(), moved)]);
+        let held = view.service(&mk_service_name(), Instant::now()).unwrap();
+        let backends: Vec<usize> = held.clusters.iter().map(|c| c.backends.len()).collect();
+        assert_eq!(backends, [2]);
+        assert_eq!(
+            view.identity(identity.id()),
+            Some((c1.name.clone(), labels))
+        );
+        assert_eq!(view.counts(&c1.name).map(|c| c.services), Some(1));
     }
 
     #[test]

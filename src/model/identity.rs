@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -194,12 +194,18 @@ impl Labels {
 
     /// Cilium's kvstore form: every label as `source:key=value;`, sorted by key.
     pub fn to_kvstore_string(&self) -> String {
-        let mut line = String::new();
+        // Pieces pushed into one `String` of the right size, not `format!`ted: agents
+        // compact every identity they receive this way (the `Display` of a label is
+        // the same `source:key=value`).
+        let len = self
+            .iter()
+            .map(|l| l.source.len() + l.key.len() + l.value.len() + ":=;".len())
+            .sum();
+        let mut line = String::with_capacity(len);
         for label in self.iter() {
-            // Written into one `String` (a `format!` per label allocated each): agents
-            // compact every identity they receive this way. Writing to a `String`
-            // cannot fail.
-            let _ = write!(line, "{label};");
+            for piece in [&label.source, ":", &label.key, "=", &label.value, ";"] {
+                line.push_str(piece);
+            }
         }
         line
     }
