@@ -294,7 +294,7 @@ impl IpCache {
 
     /// Stores the claim of a cluster that has none on `prefix` yet.
     fn add_claim(&mut self, prefix: IpPrefix, new: CompactEndpoint) {
-        if let Err((new, _)) = self.primary.try_insert(prefix, new) {
+        if let Err(new) = self.primary.try_insert(prefix, new) {
             self.others.get_or_insert_with(prefix, Vec::new).push(new);
         } else if !prefix.is_host() {
             self.nets.insert(prefix);
