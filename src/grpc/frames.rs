@@ -53,8 +53,11 @@ pub(super) struct Frames {
     epoch: String,
     /// Event bytes a frame may carry: [`MAX_FRAME_BYTES`] less the rest of the frame.
     budget: usize,
-    /// A frame was handed over since the stream last paused (see [`Frames::next`]).
+    /// The last call handed a frame over (see [`Frames::next`]).
     handed_over: bool,
+    /// The current call has waited for something: the stream has paused since the
+    /// last frame.
+    waited: bool,
     /// The revision the initial part brings the watcher to.
     revision: Revision,
     phase: Phase,
@@ -63,6 +66,10 @@ pub(super) struct Frames {
     live: Receiver<Arc<Batch>>,
     /// The next live frame leaves no sooner than this (see [`live_frame_interval`]).
     paced_until: Option<Instant>,
+    /// The last live frame was held back by its interval: changes come faster than
+    /// frames may leave, so the next one starts by sleeping out its interval (see
+    /// [`Frames::next_live`]).
+    steady: bool,
     active: ActiveWatch,
 }
 
@@ -95,6 +102,7 @@ impl Frames {
         Self {
             budget: event_budget(&epoch),
             handed_over: false,
+            waited: false,
             epoch,
             revision: sub.revision,
             phase,
@@ -106,23 +114,28 @@ impl Frames {
             },
             live: sub.live,
             paced_until: None,
+            steady: false,
             active,
         }
     }
 
     /// The next frame; an error ends the stream, and `None` follows it.
     ///
-    /// Each call after a frame first lets the stream pause once: tonic keeps encoding
+    /// No two frames are handed over without a pause in between: tonic keeps encoding
     /// the frames a stream has ready into one buffer until it holds 32 KiB, which would
     /// grow that buffer (and keep it grown, see [`MAX_FRAME_BYTES`]) during a listing;
-    /// a pause makes it send each frame on its own. The pause comes before waiting for
-    /// live events, so it delays none; a live frame's interval is such a pause already.
+    /// a pause makes it send each frame on its own. A frame that waited for nothing
+    /// since the last one (a listing's; a live one whose changes were ready when its
+    /// interval had already passed) yields once before it is handed over; one that
+    /// waited for its interval or for changes has paused already.
     pub(super) async fn next(&mut self) -> Option<Result<WatchFrame, GrpcError>> {
-        if std::mem::take(&mut self.handed_over) && !self.will_wait_out_interval() {
+        self.waited = false;
+        let next = self.build().await;
+        let frame = matches!(next, Some(Ok(_)));
+        if frame && self.handed_over && !self.waited {
             tokio::task::yield_now().await;
         }
-        let next = self.build().await;
-        self.handed_over = matches!(next, Some(Ok(_)));
+        self.handed_over = frame;
         next
     }
 
@@ -179,24 +192,21 @@ impl Frames {
         }
     }
 
-    /// Whether the next live frame starts by sleeping out the interval since the last.
-    fn will_wait_out_interval(&self) -> bool {
-        matches!(self.phase, Phase::Live) && self.paced_until.is_some_and(|t| t > Instant::now())
-    }
-
     /// The next frame of live batches: no sooner than [`live_frame_interval`] after the
     /// last frame, whatever is ready by then, or else the next batch as soon as it comes.
     ///
-    /// The interval is slept out before looking at the broadcast, not after its first
-    /// batch: under steady changes the watcher then wakes once per frame, by its timer,
-    /// rather than once for the first batch and again for the timer (each wake-up polls
-    /// the whole tonic and hyper stack of the stream). What arrives meanwhile waits the
-    /// same either way.
+    /// While changes come faster than frames may leave (`steady`), the interval is slept
+    /// out before the broadcast is read, so the watcher wakes once per frame, by its
+    /// timer, rather than for the first batch and again for the timer: each wake-up
+    /// polls the whole tonic and hyper stack of the stream. When they come slower, it
+    /// waits on the broadcast alone, not also on a timer that would find nothing.
     async fn next_live(&mut self) -> Result<WatchFrame, GrpcError> {
-        if let Some(until) = self.paced_until.take()
-            && until > Instant::now()
+        let mut held_back = false;
+        if self.steady
+            && let Some(until) = self.paced_until.take_if(|until| *until > Instant::now())
         {
-            tokio::time::sleep_until(until).await;
+            noting_wait(&mut self.waited, tokio::time::sleep_until(until)).await;
+            held_back = true;
         }
         let mut frame = FrameBuilder::new(self.budget);
         let revision = loop {
@@ -204,17 +214,32 @@ impl Frames {
                 Filled::Full { revision } => break revision,
                 Filled::Drained { revision } => revision,
             };
-            let next = match self.live.try_recv() {
-                Ok(batch) => Ok(batch),
-                // A closed channel stays closed: the next call reports it, after this
-                // frame of what was sent before.
-                Err(TryRecvError::Empty | TryRecvError::Closed) if !frame.events.is_empty() => {
-                    break drained_at;
+            let next = if frame.events.is_empty() {
+                match self.live.try_recv() {
+                    Ok(batch) => Ok(batch),
+                    Err(TryRecvError::Empty) => {
+                        held_back = false;
+                        noting_wait(&mut self.waited, self.live.recv()).await
+                    }
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 }
-                Err(TryRecvError::Empty) => self.live.recv().await,
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                // Reported once only: the receiver has already skipped ahead.
-                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            } else {
+                // Once per frame: what comes while it waits joins it.
+                if let Some(until) = self.paced_until.take()
+                    && until > Instant::now()
+                {
+                    noting_wait(&mut self.waited, tokio::time::sleep_until(until)).await;
+                    held_back = true;
+                }
+                match self.live.try_recv() {
+                    Ok(batch) => Ok(batch),
+                    // A closed channel stays closed: the next call reports it, after
+                    // this frame of what was sent before.
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break drained_at,
+                    // Reported once only: the receiver has already skipped ahead.
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                }
             };
             match next {
                 Ok(batch) => self.queue.batches.push_back(batch),
@@ -222,6 +247,7 @@ impl Frames {
                 Err(RecvError::Closed) => return Err(GrpcError::Restarted),
             }
         };
+        self.steady = held_back;
         let interval = live_frame_interval(self.active.watchers());
         self.paced_until = Some(Instant::now() + interval);
         Ok(self.frame(frame.events, revision, false, false))
@@ -242,6 +268,17 @@ impl Frames {
             epoch: self.epoch.clone(),
         }
     }
+}
+
+/// Awaits `future`, setting `waited` if it was not ready at once.
+async fn noting_wait<F: Future>(waited: &mut bool, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        *waited |= poll.is_pending();
+        poll
+    })
+    .await
 }
 
 /// Batches to send, read event by event: only events after `after` of `kinds`.
@@ -352,9 +389,8 @@ impl FrameBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Context;
+    use std::task::{Context, Poll};
 
     use tokio::sync::broadcast;
 
@@ -383,6 +419,16 @@ mod tests {
         revision: Revision,
         kinds: KindSet,
     ) -> (Frames, broadcast::Sender<Arc<Batch>>) {
+        mk_frames_among(&GrpcStats::default(), initial, revision, kinds)
+    }
+
+    /// A watcher counted in `stats` with the watchers already there.
+    fn mk_frames_among(
+        stats: &GrpcStats,
+        initial: Initial,
+        revision: Revision,
+        kinds: KindSet,
+    ) -> (Frames, broadcast::Sender<Arc<Batch>>) {
         let (tx, live) = broadcast::channel(4);
         let sub = Subscription {
             epoch: "e1".into(),
@@ -391,7 +437,7 @@ mod tests {
             initial,
             live,
         };
-        (Frames::new(sub, GrpcStats::default().watch_started()), tx)
+        (Frames::new(sub, stats.watch_started()), tx)
     }
 
     fn texts(frame: &WatchFrame) -> Vec<String> {
@@ -552,10 +598,56 @@ mod tests {
         assert!(started.elapsed() >= live_frame_interval(1));
     }
 
+    /// Polls `next` until it is ready, sending `batch` during the first poll; how many
+    /// polls it took (each after a wake-up).
+    async fn polls_until_ready(
+        frames: &mut Frames,
+        tx: &broadcast::Sender<Arc<Batch>>,
+        batch: Arc<Batch>,
+    ) -> (WatchFrame, usize) {
+        let mut next = Box::pin(frames.next());
+        let mut polls = 0;
+        let mut batch = Some(batch);
+        let frame = std::future::poll_fn(|cx| {
+            polls += 1;
+            let poll = next.as_mut().poll(cx);
+            if let Some(batch) = batch.take() {
+                tx.send(batch).unwrap();
+            }
+            poll
+        })
+        .await;
+        (frame.unwrap().unwrap(), polls)
+    }
+
     #[tokio::test]
-    async fn a_paced_watcher_is_not_woken_by_batches_within_its_interval() {
-        let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
+    async fn under_steady_changes_a_watcher_wakes_once_per_frame() {
+        // 255 others: an 8 ms interval, which a slow test machine does not overrun.
+        let stats = GrpcStats::default();
+        let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
+        let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
         next_ok(&mut frames).await;
+        tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
+        next_ok(&mut frames).await;
+        // A batch inside the interval: that frame is held back, changes are steady.
+        tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
+        assert_eq!(next_ok(&mut frames).await.revision, 3);
+
+        // The next frame sleeps its interval out first: the batch sent meanwhile does
+        // not wake it, the timer does, once.
+        let (frame, polls) =
+            polls_until_ready(&mut frames, &tx, mk_batch(&[(4, Kind::Node)])).await;
+        assert_eq!(frame.revision, 4);
+        assert_eq!(polls, 2, "woken by the batch, or paused again");
+    }
+
+    #[tokio::test]
+    async fn between_sparse_changes_a_watcher_waits_on_the_broadcast_alone() {
+        let stats = GrpcStats::default();
+        let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
+        let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
+        next_ok(&mut frames).await;
+        // A frame that went out at once: changes are sparse.
         tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
         next_ok(&mut frames).await;
 
@@ -563,11 +655,22 @@ mod tests {
         let waker = futures::task::waker(Arc::clone(&wakes));
         let mut next = Box::pin(frames.next());
         let polled = next.as_mut().poll(&mut Context::from_waker(&waker));
-        assert!(polled.is_pending(), "the interval has not passed");
-        // The timer cannot fire before the next await: only the batch could wake it.
+        assert!(polled.is_pending(), "nothing to send yet");
+        // Past the interval: no timer was armed to wake it for nothing.
+        tokio::time::sleep(MAX_LIVE_FRAME_INTERVAL * 2).await;
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "woken with nothing to send"
+        );
         tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by a batch");
-        assert_eq!(next.await.unwrap().unwrap().revision, 3);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "not woken by the batch");
+        // Its interval is over: the frame goes out at once.
+        let frame = futures::poll!(next.as_mut());
+        assert!(
+            matches!(frame, Poll::Ready(Some(Ok(ref f))) if f.revision == 3),
+            "{frame:?}"
+        );
     }
 
     #[derive(Default)]

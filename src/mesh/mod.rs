@@ -391,6 +391,7 @@ mod tests {
 
     use super::*;
     use crate::mesh::fixtures::*;
+    use crate::model::{BackendConditions, Identity, Label};
 
     fn upserts(full: Vec<Resource>) -> Vec<Change> {
         full.into_iter().map(Change::Upsert).collect()
@@ -427,21 +428,16 @@ mod tests {
 
     #[test]
     fn a_changed_node_service_or_identity_replaces_the_one_held() {
-        use crate::model::{BackendConditions, Identity, Label};
-
         let (mut view, _) = mk_view();
         let c1 = mk_cluster("c1", 2);
         let node = mk_node(&c1, "n1");
         let service = mk_service(&c1, &[("10.2.0.1", BackendConditions::READY)]);
         let identity = mk_identity(&c1);
-        let first: Vec<Change> = [
+        let first = upserts(vec![
             Resource::Node(node.clone()),
             Resource::Service(service.clone()),
             Resource::Identity(identity.clone()),
-        ]
-        .into_iter()
-        .map(Change::Upsert)
-        .collect();
+        ]);
         assert_eq!(view.apply(&c1.name, &first).len(), 3);
 
         let mut moved = node;
@@ -454,14 +450,11 @@ mod tests {
         let mut labels = identity.labels().clone();
         labels.insert(Label::k8s("tier", "web").unwrap());
         let relabelled = Identity::new(&c1, identity.id(), labels.clone()).unwrap();
-        let second: Vec<Change> = [
+        let second = upserts(vec![
             Resource::Node(moved.clone()),
             Resource::Service(grown),
             Resource::Identity(relabelled),
-        ]
-        .into_iter()
-        .map(Change::Upsert)
-        .collect();
+        ]);
         assert_eq!(view.apply(&c1.name, &second).len(), 3, "each one changed");
 
         assert_eq!(view.nodes(), [(c1.name.clone(), moved)]);
