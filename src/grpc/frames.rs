@@ -201,17 +201,15 @@ impl Frames {
     /// polls the whole tonic and hyper stack of the stream. When they come slower, it
     /// waits on the broadcast alone, not also on a timer that would find nothing.
     async fn next_live(&mut self) -> Result<WatchFrame, GrpcError> {
-        let mut held_back = false;
-        if self.steady
-            && let Some(until) = self.paced_until.take_if(|until| *until > Instant::now())
-        {
-            noting_wait(&mut self.waited, tokio::time::sleep_until(until)).await;
-            held_back = true;
-        }
+        let mut held_back = self.steady && self.wait_out_interval().await;
         let mut frame = FrameBuilder::new(self.budget);
         let revision = loop {
             let drained_at = match self.queue.fill(&mut frame) {
-                Filled::Full { revision } => break revision,
+                Filled::Full { revision } => {
+                    // A backlog's full frames are paced too.
+                    held_back |= self.wait_out_interval().await;
+                    break revision;
+                }
                 Filled::Drained { revision } => revision,
             };
             let next = if frame.events.is_empty() {
@@ -225,13 +223,8 @@ impl Frames {
                     Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 }
             } else {
-                // Once per frame: what comes while it waits joins it.
-                if let Some(until) = self.paced_until.take()
-                    && until > Instant::now()
-                {
-                    noting_wait(&mut self.waited, tokio::time::sleep_until(until)).await;
-                    held_back = true;
-                }
+                // What comes while it waits joins the frame.
+                held_back |= self.wait_out_interval().await;
                 match self.live.try_recv() {
                     Ok(batch) => Ok(batch),
                     // A closed channel stays closed: the next call reports it, after
@@ -251,6 +244,18 @@ impl Frames {
         let interval = live_frame_interval(self.active.watchers());
         self.paced_until = Some(Instant::now() + interval);
         Ok(self.frame(frame.events, revision, false, false))
+    }
+
+    /// Sleeps until the next live frame may leave, once per frame (the deadline is
+    /// taken); whether it slept.
+    async fn wait_out_interval(&mut self) -> bool {
+        match self.paced_until.take() {
+            Some(until) if until > Instant::now() => {
+                noting_wait(&mut self.waited, tokio::time::sleep_until(until)).await;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn frame(
@@ -620,9 +625,9 @@ mod tests {
         (frame.unwrap().unwrap(), polls)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn under_steady_changes_a_watcher_wakes_once_per_frame() {
-        // 255 others: an 8 ms interval, which a slow test machine does not overrun.
+        // 255 others: an 8 ms interval (of paused time: nothing overruns it).
         let stats = GrpcStats::default();
         let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
         let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
@@ -632,6 +637,7 @@ mod tests {
         // A batch inside the interval: that frame is held back, changes are steady.
         tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
         assert_eq!(next_ok(&mut frames).await.revision, 3);
+        assert!(frames.steady);
 
         // The next frame sleeps its interval out first: the batch sent meanwhile does
         // not wake it, the timer does, once.
@@ -641,7 +647,7 @@ mod tests {
         assert_eq!(polls, 2, "woken by the batch, or paused again");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn between_sparse_changes_a_watcher_waits_on_the_broadcast_alone() {
         let stats = GrpcStats::default();
         let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
@@ -650,6 +656,7 @@ mod tests {
         // A frame that went out at once: changes are sparse.
         tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
         next_ok(&mut frames).await;
+        assert!(!frames.steady);
 
         let wakes = Arc::new(WakeCounter::default());
         let waker = futures::task::waker(Arc::clone(&wakes));
@@ -671,6 +678,33 @@ mod tests {
             matches!(frame, Poll::Ready(Some(Ok(ref f))) if f.revision == 3),
             "{frame:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_goes_out_in_paced_frames() {
+        let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
+        next_ok(&mut frames).await;
+        // One revision of three frames' worth (a lease expiring, say).
+        let many: Vec<(Revision, Kind)> = (0..2 * MAX_FRAME_EVENTS + 1)
+            .map(|_| (5, Kind::Endpoint))
+            .collect();
+        tx.send(mk_batch(&many)).unwrap();
+        let started = Instant::now();
+        for expected in [MAX_FRAME_EVENTS, MAX_FRAME_EVENTS, 1] {
+            assert_eq!(next_ok(&mut frames).await.events.len(), expected);
+        }
+        assert!(started.elapsed() >= 2 * live_frame_interval(1));
+    }
+
+    #[tokio::test]
+    async fn a_live_frame_that_waited_for_nothing_pauses_before_it_is_handed_over() {
+        let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
+        next_ok(&mut frames).await;
+        // Ready before the call, with no interval to wait out after the synced frame.
+        tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
+        let mut next = Box::pin(frames.next());
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        assert_eq!(next.await.unwrap().unwrap().revision, 2);
     }
 
     #[derive(Default)]
