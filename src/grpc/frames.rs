@@ -625,15 +625,22 @@ mod tests {
         (frame.unwrap().unwrap(), polls)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn under_steady_changes_a_watcher_wakes_once_per_frame() {
-        // 255 others: an 8 ms interval (of paused time: nothing overruns it).
+    /// A watcher among 255 others (an 8 ms interval, of paused time in these tests:
+    /// nothing overruns it), past its synced frame and a live frame that went out at
+    /// once; the others stay counted while their guards live.
+    async fn one_of_256() -> (Frames, broadcast::Sender<Arc<Batch>>, Vec<ActiveWatch>) {
         let stats = GrpcStats::default();
-        let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
+        let others = (0..255).map(|_| stats.watch_started()).collect();
         let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
         next_ok(&mut frames).await;
         tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
         next_ok(&mut frames).await;
+        (frames, tx, others)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_steady_changes_a_watcher_wakes_once_per_frame() {
+        let (mut frames, tx, _others) = one_of_256().await;
         // A batch inside the interval: that frame is held back, changes are steady.
         tx.send(mk_batch(&[(3, Kind::Identity)])).unwrap();
         assert_eq!(next_ok(&mut frames).await.revision, 3);
@@ -649,13 +656,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn between_sparse_changes_a_watcher_waits_on_the_broadcast_alone() {
-        let stats = GrpcStats::default();
-        let _others: Vec<_> = (0..255).map(|_| stats.watch_started()).collect();
-        let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
-        next_ok(&mut frames).await;
-        // A frame that went out at once: changes are sparse.
-        tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();
-        next_ok(&mut frames).await;
+        let (mut frames, tx, _others) = one_of_256().await;
+        // Its last frame went out at once: changes are sparse.
         assert!(!frames.steady);
 
         let wakes = Arc::new(WakeCounter::default());
