@@ -364,8 +364,9 @@ impl MeshView {
 }
 
 /// Stores `value` under `key` unless an equal one is held; `true` if the map changed.
-/// A held entry is found in one search and overwritten in place; the owned key is
-/// made (`make_key`) only for a new one.
+/// A held entry is found in one search and overwritten where it is (the model's
+/// derived `clone_from` is a fresh clone: this saves the second search, not the
+/// allocations); the owned key is made (`make_key`) only for a new entry.
 fn put<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, make_key: impl FnOnce() -> K, value: &V) -> bool
 where
     K: Ord + Borrow<Q>,
@@ -440,8 +441,8 @@ mod tests {
         ]);
         assert_eq!(view.apply(&c1.name, &first).len(), 3);
 
-        let mut moved = node;
-        moved.boot_id = "rebooted".into();
+        let mut rebooted = node;
+        rebooted.boot_id = "rebooted".into();
         let mut grown = service;
         grown.backends = mk_backends(&[
             ("10.2.0.1", BackendConditions::READY),
@@ -451,13 +452,13 @@ mod tests {
         labels.insert(Label::k8s("tier", "web").unwrap());
         let relabelled = Identity::new(&c1, identity.id(), labels.clone()).unwrap();
         let second = upserts(vec![
-            Resource::Node(moved.clone()),
+            Resource::Node(rebooted.clone()),
             Resource::Service(grown),
             Resource::Identity(relabelled),
         ]);
         assert_eq!(view.apply(&c1.name, &second).len(), 3, "each one changed");
 
-        assert_eq!(view.nodes(), [(c1.name.clone(), moved)]);
+        assert_eq!(view.nodes(), [(c1.name.clone(), rebooted)]);
         let held = view.service(&mk_service_name(), Instant::now()).unwrap();
         let backends: Vec<usize> = held.clusters.iter().map(|c| c.backends.len()).collect();
         assert_eq!(backends, [2]);
