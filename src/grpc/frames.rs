@@ -27,7 +27,7 @@ pub const MAX_FRAME_EVENTS: usize = 512;
 /// what arrives meanwhile joins the next one; the wait is its share of this budget
 /// (see [`live_frame_interval`]): a few watchers get frames within a millisecond, 255 of
 /// them every 8 ms, and frames cost the apiserver 0.3–0.7 cores however many watch:
-/// ≈ 11 µs a frame at 32 watchers (`fleetmesh bench churn`), 24 µs at 255, whose
+/// ≈ 11 µs a frame at 32 watchers (`fleetmesh bench churn`), 24–28 µs at 255, whose
 /// connections' state no longer stays in cache (`--agents 255 --rate 100`).
 pub const LIVE_FRAMES_PER_SECOND: u64 = 32_000;
 /// The least wait between two live frames to one watcher: even alone, a burst of
