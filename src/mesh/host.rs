@@ -28,10 +28,10 @@ impl CompactHost {
     }
 
     /// Makes this `host`; an interned address is released only when it changes (an
-    /// update seldom moves a pod to another node).
-    pub fn replace(&mut self, v6: &mut Interner<Ipv6Addr>, host: Option<IpAddr>) {
+    /// update seldom moves a pod to another node); whether it changed.
+    pub fn replace(&mut self, v6: &mut Interner<Ipv6Addr>, host: Option<IpAddr>) -> bool {
         if self.get(v6) == host {
-            return;
+            return false;
         }
         let new = match host {
             None => Self::None,
@@ -39,6 +39,7 @@ impl CompactHost {
             Some(IpAddr::V6(addr)) => Self::V6(v6.intern(&addr)),
         };
         std::mem::replace(self, new).release(v6);
+        true
     }
 
     /// Gives an interned address's reference back.

@@ -94,15 +94,22 @@ impl Pools {
         compact
     }
 
-    /// Makes `held` hold `e`. What did not change keeps its handle: most updates change
-    /// one field, and each interned field costs a look-up and a release otherwise.
-    fn update(&mut self, held: &mut CompactEndpoint, e: &Endpoint) {
-        held.identity = e.identity;
-        held.host_ip.replace(&mut self.hosts_v6, e.host_ip);
-        held.namespace = self.names.replace(held.namespace, e.namespace.as_deref());
-        held.service_account = self
-            .names
-            .replace(held.service_account, e.service_account.as_deref());
+    /// Makes `held` hold `e`; whether anything changed. Each field is compared where it
+    /// is stored, in the one pass that updates it: an upsert of what is already held,
+    /// the common case of a resync, allocates nothing, and what did not change keeps
+    /// its handle (most updates change one field, and each interned field costs a
+    /// look-up and a release otherwise). A value interned anew gets a handle of its
+    /// own, as the old one is released only after.
+    fn update(&mut self, held: &mut CompactEndpoint, e: &Endpoint) -> bool {
+        let mut changed = mem::replace(&mut held.identity, e.identity) != e.identity;
+        changed |= held.host_ip.replace(&mut self.hosts_v6, e.host_ip);
+        for (sym, name) in [
+            (&mut held.namespace, e.namespace.as_deref()),
+            (&mut held.service_account, e.service_account.as_deref()),
+        ] {
+            let new = self.names.replace(*sym, name);
+            changed |= mem::replace(sym, new) != new;
+        }
         let extras_kept = match self.extras(held) {
             Some(x) => x.is(e),
             None => Extras::none_in(e),
@@ -119,7 +126,9 @@ impl Pools {
                 self.extras.release(old);
             }
         }
-        held.pod.replace(&mut self.stems, e.pod.as_deref());
+        changed |= !extras_kept;
+        changed |= held.pod.replace(&mut self.stems, e.pod.as_deref());
+        changed
     }
 
     /// The namespace or service account `sym` names.
@@ -145,22 +154,6 @@ impl Pools {
             service_account: name(c.service_account),
             named_ports: extras.map(|x| x.named_ports.to_vec()).unwrap_or_default(),
         }
-    }
-
-    /// Whether `c` holds exactly `e` (but its prefix, the map's key), compared where it
-    /// is stored: an upsert of what is already held, the common case of a resync,
-    /// allocates nothing.
-    fn matches(&self, c: &CompactEndpoint, e: &Endpoint) -> bool {
-        let extras_match = match self.extras(c) {
-            Some(x) => x.is(e),
-            None => Extras::none_in(e),
-        };
-        c.identity == e.identity
-            && extras_match
-            && c.host_ip.get(&self.hosts_v6) == e.host_ip
-            && self.name(c.namespace) == e.namespace.as_deref()
-            && self.name(c.service_account) == e.service_account.as_deref()
-            && c.pod.is(&self.stems, e.pod.as_deref())
     }
 
     fn release(&mut self, c: CompactEndpoint) {
@@ -203,11 +196,10 @@ impl IpCache {
     /// Sets `cluster`'s entry for `e.prefix`.
     pub fn upsert(&mut self, cluster: ClusterIdx, e: &Endpoint) -> Upserted {
         if let Some(held) = claim_mut(&mut self.primary, &mut self.others, cluster, e.prefix) {
-            if self.pools.matches(held, e) {
-                return Upserted::Unchanged;
-            }
-            self.pools.update(held, e);
-            return Upserted::Replaced;
+            return match self.pools.update(held, e) {
+                true => Upserted::Replaced,
+                false => Upserted::Unchanged,
+            };
         }
         let new = self.pools.compact(cluster, e);
         self.add_claim(e.prefix, new);

@@ -81,8 +81,11 @@ impl CompactPod {
     }
 
     /// Makes this `pod`, keeping the stem's handle when it is the same (a pod's update
-    /// seldom renames it).
-    pub fn replace(&mut self, stems: &mut Interner<Arc<str>>, pod: Option<&str>) {
+    /// seldom renames it); whether it changed.
+    pub fn replace(&mut self, stems: &mut Interner<Arc<str>>, pod: Option<&str>) -> bool {
+        if self.is(stems, pod) {
+            return false;
+        }
         let (stem, tail, len) = match pod {
             Some(name) => {
                 let (stem, tail) = split(name);
@@ -95,6 +98,7 @@ impl CompactPod {
         self.tail = [0; TAIL];
         self.tail[..tail.len()].copy_from_slice(tail.as_bytes());
         self.len = len;
+        true
     }
 
     /// Gives the stem's reference back.
