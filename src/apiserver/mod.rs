@@ -52,6 +52,10 @@ pub struct Apiserver {
     pub status: watch::Receiver<ExportStatus>,
     pub store: Arc<dyn Store>,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Turns true to stop serving gRPC gracefully.
+    stop_tx: watch::Sender<bool>,
+    /// The task serving gRPC, if any: [`Apiserver::stop`] waits for it.
+    grpc_task: Option<tokio::task::Id>,
 }
 
 impl Apiserver {
@@ -108,6 +112,7 @@ impl Apiserver {
                 .await
                 .context("health server stopped")
         });
+        let (stop_tx, stop_rx) = watch::channel(false);
         let serving = match &config.grpc {
             Some(grpc) => Some(
                 serve::start(
@@ -115,6 +120,7 @@ impl Apiserver {
                     &config.cluster,
                     store.clone(),
                     status.clone(),
+                    stop_rx,
                     &mut tasks,
                 )
                 .await?,
@@ -122,6 +128,7 @@ impl Apiserver {
             None => None,
         };
         let grpc_addr = serving.as_ref().map(|s| s.addr);
+        let grpc_task = serving.as_ref().map(|s| s.task);
         tracing::info!(cluster = %config.cluster, %health_addr, ?grpc_addr, "apiserver started");
         Ok(Self {
             health_addr,
@@ -131,7 +138,43 @@ impl Apiserver {
             status,
             store,
             tasks,
+            stop_tx,
+            grpc_task,
         })
+    }
+
+    /// Stops gracefully: gRPC accepts no new connection and ends every open watch with
+    /// `UNAVAILABLE`, which agents take as "reconnect" (not as a failure of this
+    /// cluster). Waits at most `grace` for the watches to end, then drops everything
+    /// else (the exporter's leases expire by themselves; a restart adopts what the store
+    /// holds).
+    pub async fn stop(mut self, grace: Duration) {
+        self.stop_tx.send_replace(true);
+        let Some(grpc) = self.grpc_task else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(Ok((id, result)))) if id == grpc => {
+                    if let Err(err) = result {
+                        tracing::warn!(reason = %format!("{err:#}"), "gRPC server stopped with an error");
+                    }
+                    return;
+                }
+                Ok(Some(Err(join))) if join.id() == grpc => {
+                    tracing::warn!(reason = %join, "gRPC server task failed while stopping");
+                    return;
+                }
+                // Another task ended meanwhile: keep waiting for gRPC.
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(?grace, "gRPC watches did not end within the grace period");
+                    return;
+                }
+            }
+        }
     }
 
     /// Waits until the export is synced (every canary written).
@@ -144,7 +187,7 @@ impl Apiserver {
     }
 
     /// Runs until a task fails (they run forever otherwise).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
         match self.tasks.join_next().await {
             Some(Ok(result)) => result,
             Some(Err(join)) => Err(join).context("apiserver task panicked"),

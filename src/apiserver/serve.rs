@@ -40,6 +40,8 @@ impl StateSink for CacheSink {
 /// What the running gRPC server exposes to the rest of the apiserver.
 pub struct Serving {
     pub addr: SocketAddr,
+    /// The task serving gRPC: it ends once `stop` has turned true and every watch ended.
+    pub task: tokio::task::Id,
     pub stats: GrpcStats,
     /// TLS handshakes accepted and refused (no certificate, untrusted, expired, ...).
     pub handshakes: HandshakeStats,
@@ -52,6 +54,7 @@ pub async fn start(
     cluster: &Cluster,
     store: Arc<dyn Store>,
     mut export: watch::Receiver<ExportStatus>,
+    mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Serving> {
     let tls = spawn_reload::<ServerConfig>(config.tls.clone(), config.tls_reload)
@@ -84,16 +87,21 @@ pub async fn start(
     let stats = server.stats();
     let incoming = crate::tls::server::incoming(listener, tls.config_rx());
     let handshakes = incoming.stats();
-    tasks.spawn(async move {
+    let task = tasks.spawn(async move {
         // The reloader lives as long as the server uses its configs.
         let _tls = tls;
+        let stopped = async move {
+            // A dropped sender means the apiserver is gone: stop as well.
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
         server
-            .serve(incoming, std::future::pending())
+            .serve(incoming, stopped)
             .await
             .context("gRPC server stopped")
     });
     Ok(Serving {
         addr,
+        task: task.id(),
         stats,
         handshakes,
     })

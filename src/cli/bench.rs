@@ -1,6 +1,7 @@
 //! `fleetmesh bench SCENARIO`: runs one benchmark scenario and prints its table, or its
 //! JSON report with `-o json`. Exits non-zero when the run was not correct.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -133,7 +134,9 @@ impl CommonArgs {
             etcd: self.etcd.clone(),
             etcd_direct: self.baseline == Some(BaselineArg::EtcdDirect),
             timeout: Duration::from_secs(self.timeout),
-            progress: true,
+            // A progress line rewritten in place only makes sense on a terminal: in a
+            // file it would be hundreds of lines glued together.
+            progress: std::io::stderr().is_terminal(),
         }
     }
 }

@@ -4,6 +4,8 @@
 mod bench;
 mod certs;
 mod fleet;
+mod logging;
+mod signal;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,13 +18,20 @@ use crate::agent::{Agent, AgentConfig};
 use crate::apiserver::{Apiserver, ApiserverConfig};
 use crate::observe::{self, AgentClient, DEFAULT_AGENT_URL};
 
+pub use self::logging::LogFormat;
+
 /// fleetmesh: multi-cluster mesh state synchronizer.
 #[derive(Debug, Parser)]
 #[command(name = "fleetmesh", version, about)]
 pub struct Cli {
-    /// Log filter (tracing's env-filter syntax, e.g. `info,fleetmesh=debug`).
-    #[arg(long, global = true, env = "FLEETMESH_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing's env-filter syntax, e.g. `info,fleetmesh=debug`). Defaults to
+    /// `info`, and to `warn` for `bench`, whose own progress and results are the output.
+    #[arg(long, global = true, env = "FLEETMESH_LOG")]
+    pub log: Option<String>,
+    /// How log lines look on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log pipelines).
+    #[arg(long, global = true, env = "FLEETMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +72,10 @@ pub struct DemoArgs {
     /// instead of a temporary one.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// Leave the three clusters running after the fail-back, printing the agent's URL and
+    /// commands to try, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +118,21 @@ pub enum Output {
     Json,
 }
 
+impl Cli {
+    /// Installs the logger this command line asks for.
+    pub fn init_logging(&self) {
+        let default = match self.command {
+            Command::Bench(_) => "warn",
+            _ => "info",
+        };
+        logging::init(
+            self.log.as_deref().unwrap_or(default),
+            default,
+            self.log_format,
+        );
+    }
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -124,7 +152,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let entry = AgentClient::new(&q.agent)?.lookup(args.ip).await?;
             print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
         }
-        Command::Demo(args) => crate::demo::run(args.workdir).await,
+        Command::Demo(args) => {
+            let until = if args.keep_running {
+                let mut stop = signal::Stop::listen()?;
+                Some(async move {
+                    stop.received().await;
+                })
+            } else {
+                None
+            };
+            crate::demo::run(args.workdir, until).await
+        }
         Command::Certs(command) => certs::run(command),
         Command::Fleet(command) => fleet::run(command),
         Command::Bench(command) => bench::run(command).await,
@@ -133,12 +171,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let config = ApiserverConfig::load(&args.config)?;
-    let apiserver = Apiserver::start(config).await?;
+    let mut stop = signal::Stop::listen()?;
+    let mut apiserver = Apiserver::start(config).await?;
     tokio::select! {
         result = apiserver.wait() => result,
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("cannot listen for Ctrl-C")?;
-            tracing::info!("stopping");
+        name = stop.received() => {
+            tracing::info!(signal = name, "stopping: no new connections; open watches are told to reconnect");
+            apiserver.stop(signal::GRPC_GRACE).await;
+            tracing::info!("stopped");
             Ok(())
         }
     }
@@ -146,19 +186,20 @@ async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let config = AgentConfig::load(&args.config)?;
+    let mut stop = signal::Stop::listen()?;
     let mut agent = Agent::start(config).await?;
     let failed = tokio::select! {
         result = agent.wait() => Some(result),
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("cannot listen for Ctrl-C")?;
+        name = stop.received() => {
+            tracing::info!(signal = name, "stopping");
             None
         }
     };
     match failed {
         Some(result) => result,
         None => {
-            tracing::info!("stopping");
             agent.stop().await;
+            tracing::info!("stopped");
             Ok(())
         }
     }

@@ -27,8 +27,13 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 const CLUSTERS: [(&str, u32); 3] = [("cluster1", 1), ("cluster2", 2), ("cluster3", 3)];
 
-/// Runs the demo in `workdir` (a fresh temporary directory when `None`).
-pub async fn run(workdir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Runs the demo in `workdir` (a fresh temporary directory when `None`). With
+/// `keep_running`, the mesh stays up after the fail-back, with the commands to look at it
+/// printed, until that future completes (Ctrl-C).
+pub async fn run(
+    workdir: Option<PathBuf>,
+    keep_running: Option<impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let temp = tempfile::Builder::new()
         .prefix("fleetmesh-demo-")
@@ -142,9 +147,28 @@ pub async fn run(workdir: Option<PathBuf>) -> anyhow::Result<()> {
     );
     println!();
     println!("demo complete in {} ms", started.elapsed().as_millis());
+    if let Some(until) = keep_running {
+        print_what_to_try(&dir, &agent.api_addr.to_string());
+        until.await;
+        println!("stopping the demo mesh");
+    }
     agent.stop().await;
     drop(apiservers);
     Ok(())
+}
+
+/// What `--keep-running` offers to look at while the mesh stays up.
+fn print_what_to_try(dir: &Path, api: &str) {
+    println!();
+    println!("The mesh keeps running until Ctrl-C. cluster1's agent: http://{api}/ (status page)");
+    println!("Try, in another terminal:");
+    println!("  fleetmesh status   --agent http://{api}");
+    println!("  fleetmesh services --agent http://{api}");
+    println!("  fleetmesh lookup 10.245.1.10 --agent http://{api}");
+    println!(
+        "Edit the manifests under {} and watch the view follow.",
+        dir.join("cluster1/manifests").display()
+    );
 }
 
 async fn service(client: &AgentClient, name: &ServiceName) -> anyhow::Result<ServiceView> {

@@ -36,6 +36,8 @@ pub enum GrpcError {
     Lagged,
     #[error("the store's history restarted; resync")]
     Restarted,
+    #[error("the apiserver is stopping; reconnect")]
+    Stopping,
 }
 
 impl From<GrpcError> for Status {
@@ -46,7 +48,7 @@ impl From<GrpcError> for Status {
             GrpcError::InvalidRequest { .. } => Code::InvalidArgument,
             // The watcher did nothing wrong: it reconnects and resumes, or re-reads.
             GrpcError::Lagged => Code::Aborted,
-            GrpcError::Restarted => Code::Unavailable,
+            GrpcError::Restarted | GrpcError::Stopping => Code::Unavailable,
         };
         Status::new(code, crate::report::error_chain(&err))
     }
@@ -62,6 +64,9 @@ mod tests {
         assert_eq!(status.code(), Code::Aborted);
         assert_eq!(status.message(), "watcher fell behind; resync");
         assert_eq!(Status::from(GrpcError::Restarted).code(), Code::Unavailable);
+        let stopping = Status::from(GrpcError::Stopping);
+        assert_eq!(stopping.code(), Code::Unavailable);
+        assert_eq!(stopping.message(), "the apiserver is stopping; reconnect");
         let invalid = GrpcError::InvalidRequest {
             source: ProtoError::Value {
                 field: "kinds",

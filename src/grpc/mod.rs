@@ -14,7 +14,9 @@
 //! [`MAX_FRAME_EVENTS`]: the full state (or, when resuming, the missed events), a frame
 //! marked synced, then live batches of the requested kinds. A watcher that falls too
 //! far behind is ended with `ABORTED` ("watcher fell behind; resync"), and all of them
-//! with `UNAVAILABLE` when the store's history restarts; they reconnect and resume.
+//! with `UNAVAILABLE` when the store's history restarts or the server stops (a graceful
+//! shutdown: no new connections, every open watch told to reconnect); they reconnect and
+//! resume.
 //! Every internal error becomes a `Status` in one place ([`GrpcError`]).
 //!
 //! Mounting it:
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tonic::transport::server::Connected;
 
 pub use self::authz::AllowedPeers;
@@ -68,6 +71,10 @@ pub struct GrpcServer<S> {
     cluster: Cluster,
     allowed: AllowedPeers,
     stats: GrpcStats,
+    /// Turns true when the server stops: every open watch then ends with `UNAVAILABLE`,
+    /// which its peer takes as "reconnect" (a watch never ends by itself, so a graceful
+    /// shutdown would otherwise wait for them forever).
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl<S: WatchSource> GrpcServer<S> {
@@ -78,6 +85,7 @@ impl<S: WatchSource> GrpcServer<S> {
             cluster,
             allowed,
             stats: GrpcStats::default(),
+            stopping: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -94,7 +102,8 @@ impl<S: WatchSource> GrpcServer<S> {
 
     /// Serves the connections of `incoming` (normally
     /// [`tls::server::incoming`](crate::tls::server::incoming)) until `shutdown`
-    /// completes, with keepalive towards every peer.
+    /// completes, with keepalive towards every peer. Then it accepts nothing new, ends
+    /// every open watch with `UNAVAILABLE` ("reconnect") and returns once they are gone.
     pub async fn serve<I, IO, IE>(
         self,
         incoming: I,
@@ -105,6 +114,11 @@ impl<S: WatchSource> GrpcServer<S> {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let stopping = Arc::clone(&self.stopping);
+        let shutdown = async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -109,10 +109,19 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
                 frames.next().await.map(|item| (item, frames))
             })
         });
-        let stream = frames.map(move |item| {
+        let mut stopping = self.stopping.subscribe();
+        let stopped = futures::stream::once(async move {
+            // A server dropped without stopping ends its watches the same way.
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            Err::<WatchFrame, _>(GrpcError::Stopping)
+        });
+        let stream = futures::stream::select(frames, stopped).map(move |item| {
             item.map_err(|err| {
                 stats.count_error(&err);
-                warn!(%peer, reason = %err, "watch ended");
+                match err {
+                    GrpcError::Stopping => info!(%peer, "watch ended: the server is stopping"),
+                    _ => warn!(%peer, reason = %err, "watch ended"),
+                }
                 Status::from(err)
             })
         });

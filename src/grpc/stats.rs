@@ -54,7 +54,7 @@ impl GrpcStats {
             E::NotAllowed { .. } => &self.0.permission_denied,
             E::InvalidRequest { .. } => &self.0.invalid_requests,
             E::Lagged => &self.0.lagged,
-            E::Restarted => return,
+            E::Restarted | E::Stopping => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

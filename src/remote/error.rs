@@ -82,9 +82,19 @@ pub enum LinkError {
     StreamEnded { peer: ClusterName },
     #[error("{peer} ended the watch stream because this agent fell behind: {message}")]
     FellBehind { peer: ClusterName, message: String },
+    /// The peer ended the stream on purpose and expects this agent back: it is stopping
+    /// (a rolling update, a drain) or its store's history restarted.
+    #[error("{peer} asked this agent to reconnect: {message}")]
+    Reconnect { peer: ClusterName, message: String },
 }
 
 impl LinkError {
+    /// Whether the attempt failed, as opposed to ending because the peer asked for a
+    /// reconnect: only failures are the link's `last_failure`.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Self::Reconnect { .. })
+    }
+
     /// Sorts a failed call's status into what actually happened: the connection could
     /// not be made (TCP, TLS, wrong server), it broke, or the peer answered with an
     /// error of its own.
@@ -142,6 +152,12 @@ impl LinkError {
                 message,
             },
             Code::Aborted => Self::FellBehind {
+                peer: peer.clone(),
+                message,
+            },
+            // Sent by the peer itself (a local transport error carries its cause and was
+            // sorted above): it is stopping, or its store's history restarted.
+            Code::Unavailable => Self::Reconnect {
                 peer: peer.clone(),
                 message,
             },
@@ -267,6 +283,10 @@ mod tests {
             (
                 Code::Aborted,
                 "c1 ended the watch stream because this agent fell behind: peer c2 may not see c1",
+            ),
+            (
+                Code::Unavailable,
+                "c1 asked this agent to reconnect: peer c2 may not see c1",
             ),
             (
                 Code::Internal,

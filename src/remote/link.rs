@@ -418,11 +418,19 @@ impl Link {
                 .write()
                 .set_reachable(&self.config.name, false, Instant::now());
         }
-        self.status.down(error_chain(err));
+        if err.is_failure() {
+            self.status.down(error_chain(err));
+        } else {
+            self.status.reconnecting();
+        }
     }
 
     fn log_failure(&mut self, err: &LinkError, retry_in: Duration) {
         let reason = error_chain(err);
+        if !err.is_failure() {
+            info!(%reason, ?retry_in, "reconnecting");
+            return;
+        }
         if self.last_logged.as_ref() == Some(&reason) {
             debug!(%reason, ?retry_in, "link still failing");
         } else {

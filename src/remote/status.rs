@@ -55,6 +55,16 @@ impl Reporter {
         });
     }
 
+    /// The peer asked for a reconnect: down like after a failure, but the last failure
+    /// stays what it was — nothing failed.
+    pub(super) fn reconnecting(&mut self) {
+        self.validated = false;
+        self.update(|s| {
+            s.connected = false;
+            s.synced = SyncedKinds::default();
+        });
+    }
+
     /// Whether the status already names `epoch` (a look, no copy).
     pub(super) fn has_epoch(&self, epoch: &str) -> bool {
         self.tx.borrow().epoch.as_deref() == Some(epoch)
