@@ -13,13 +13,14 @@ setup_needs=(
 )
 if [ "${FLEETMESH_NEED_ETCD:-0}" = 1 ]; then
   setup_needs+=(
-    "setup_has_command etcd|etcd-server|the etcd command"
-    "setup_has_command etcdctl|etcd-client|the etcdctl command"
+    "setup_runs etcd --version|etcd-server|the etcd command"
+    "setup_runs etcdctl version|etcd-client|the etcdctl command"
   )
 fi
 
-setup_has_command() {
-  "$1" --version >/dev/null 2>&1
+# Runs a command quietly: it is there and it works.
+setup_runs() {
+  "$@" >/dev/null 2>&1
 }
 
 setup_has_protoc() {
