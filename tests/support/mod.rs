@@ -6,7 +6,9 @@
 
 pub mod etcd;
 pub mod fake_kube;
+pub mod fleet;
 pub mod mesh;
+pub mod oracle;
 
 pub use etcd::{EtcdHandle, LocalEtcd, ServerTls, etcd, mk_etcd_store};
 
