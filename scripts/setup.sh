@@ -3,7 +3,8 @@
 # must compile a file that imports a well-known type (the etcd client's build does), and
 # the tests' etcd and etcdctl must run.
 #
-# FLEETMESH_NEED_ETCD=1 adds the tests' needs to the build's.
+# FLEETMESH_NEED_ETCD=1 adds the tests' etcd to the build's needs; FLEETMESH_NEED_BUILDAH=1
+# adds buildah, for the container image (its test and scripts/image).
 
 # Each need: a check that runs it, the Debian package that provides it, and what the
 # check looked for (named when it still fails after the install).
@@ -16,6 +17,10 @@ if [ "${FLEETMESH_NEED_ETCD:-0}" = 1 ]; then
     "setup_runs etcd --version|etcd-server|the etcd command"
     "setup_runs etcdctl version|etcd-client|the etcdctl command"
   )
+fi
+if [ "${FLEETMESH_NEED_BUILDAH:-0}" = 1 ]; then
+  # Without its recommends: builds and runs use chroot isolation, which needs no runc.
+  setup_needs+=("setup_runs buildah --version|buildah|the buildah command")
 fi
 
 # Runs a command quietly: it is there and it works.
@@ -59,7 +64,8 @@ if [ "${#setup_packages[@]}" -gt 0 ]; then
     IFS='|' read -r check package what <<<"$need"
     if ! $check; then
       echo "setup: $what is still missing after installing; Debian's package $package provides it" >&2
-      exit 1
+      # Sourced: the caller decides (scripts/image reports a missing buildah its own way).
+      return 1
     fi
   done
   echo "setup: installed ${setup_packages[*]}" >&2

@@ -1,6 +1,8 @@
 //! `deploy/`: every kustomize overlay renders with `kubectl kustomize`, every object parses
-//! into its k8s-openapi type, the names objects use for each other match, and the configs in
-//! the ConfigMaps are valid fleetmesh configs whose paths and ports fit the Deployments.
+//! into its k8s-openapi type, the names objects use for each other match, the configs in
+//! the ConfigMaps are valid fleetmesh configs whose paths and ports fit the Deployments, and
+//! every container runs as non-root on a read-only root filesystem, fleetmesh's all with
+//! the one image reference `scripts/image` tags, named in one place.
 
 // The helpers unwrap what the checks need; clippy's allow-unwrap-in-tests covers only
 // #[test] functions.
@@ -35,6 +37,11 @@ const OPERATOR_CONFIG_MAPS: &[&str] = &["fleetmesh-remotes", "fleetmesh-manifest
 const APISERVER: &str = "fleetmesh-apiserver";
 /// The agent's Deployment.
 const AGENT: &str = "fleetmesh-agent";
+/// The containers that run fleetmesh's image: the apiserver, the agent and the rotation.
+const FLEETMESH_CONTAINERS: &[&str] = &["agent", "apiserver", "rotate"];
+/// The other images deploy/ runs: the rotation CronJob's copy and publish steps, and the
+/// etcd sidecar.
+const OTHER_IMAGES: &[&str] = &["busybox:", "bitnami/kubectl:", "quay.io/coreos/etcd:"];
 
 /// One overlay's output, each object parsed into its k8s-openapi type.
 #[derive(Default)]
@@ -55,6 +62,11 @@ struct Rendered {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What `scripts/image` tags and deploy/base/kustomization.yaml's `images:` names.
+fn fleetmesh_image() -> String {
+    format!("fleetmesh:{}", env!("CARGO_PKG_VERSION"))
 }
 
 fn kustomize(overlay: &str) -> String {
@@ -371,6 +383,49 @@ fn check_references(overlay: &str, r: &Rendered) {
     }
 }
 
+/// Every fleetmesh container runs the one image reference `scripts/image` tags, and every
+/// container (fleetmesh's or not) runs as a non-root user, on a read-only root filesystem,
+/// without privilege escalation.
+fn check_containers(overlay: &str, r: &Rendered) {
+    let mut fleetmesh = Vec::new();
+    for (owner, pod) in r.pod_specs() {
+        let pod_security = pod.security_context.clone().unwrap_or_default();
+        for container in all_containers(pod) {
+            let c = format!("{overlay}: {owner}/{}", container.name);
+            let image = container.image.as_deref().unwrap_or_default();
+            if OTHER_IMAGES.iter().all(|other| !image.starts_with(other)) {
+                assert_eq!(image, fleetmesh_image(), "{c}: the image");
+                fleetmesh.push(container.name.as_str());
+            }
+            let security = container.security_context.clone().unwrap_or_default();
+            let non_root = security.run_as_non_root.or(pod_security.run_as_non_root);
+            assert_eq!(non_root, Some(true), "{c}: runAsNonRoot");
+            let user = security.run_as_user.or(pod_security.run_as_user);
+            assert!(
+                user.is_some_and(|uid| uid != 0),
+                "{c}: runs as user {user:?}, not a non-root uid"
+            );
+            assert_eq!(
+                security.read_only_root_filesystem,
+                Some(true),
+                "{c}: readOnlyRootFilesystem"
+            );
+            assert_eq!(
+                security.allow_privilege_escalation,
+                Some(false),
+                "{c}: allowPrivilegeEscalation"
+            );
+        }
+    }
+    fleetmesh.sort_unstable();
+    assert_eq!(
+        fleetmesh,
+        FLEETMESH_CONTAINERS,
+        "{overlay}: the containers running {}",
+        fleetmesh_image()
+    );
+}
+
 /// The Deployment's fleetmesh container, the path its `--config` names, and that file's
 /// text from the ConfigMap mounted there.
 fn mounted_config<'a>(
@@ -387,7 +442,7 @@ fn mounted_config<'a>(
     let container = pod
         .containers
         .iter()
-        .find(|c| c.image.as_deref() == Some("fleetmesh:latest"))
+        .find(|c| c.image.as_deref() == Some(fleetmesh_image().as_str()))
         .unwrap_or_else(|| panic!("{deployment}: no fleetmesh container"));
     let args = container.args.clone().unwrap_or_default();
     let at = args
@@ -536,6 +591,7 @@ fn every_overlay_renders_parses_and_its_references_match() {
         );
         assert_eq!(r.cron_jobs.len(), 1, "{overlay}: the certificate rotation");
         check_references(overlay, &r);
+        check_containers(overlay, &r);
         let (apiserver, _) = check_configs(overlay, &r);
         assert!(
             matches!(apiserver.source, SourceConfig::Kube { kubeconfig: None }),
@@ -559,6 +615,72 @@ fn every_overlay_renders_parses_and_its_references_match() {
             "{overlay}: apiserver Service type"
         );
     }
+}
+
+/// Every YAML file under `dir`, recursively.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Every `image:` value anywhere in `value`.
+fn images_in(value: &serde_yaml::Value, found: &mut Vec<String>) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_str()) {
+                    (Some("image"), Some(image)) => found.push(image.to_string()),
+                    _ => images_in(value, found),
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| images_in(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_fleetmesh_image_is_named_in_one_place() {
+    let mut named_by = Vec::new();
+    for file in yaml_files(&repo().join("deploy")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shown = file.strip_prefix(repo()).unwrap().display().to_string();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).unwrap();
+            let mut images = Vec::new();
+            images_in(&value, &mut images);
+            for image in images {
+                if OTHER_IMAGES.iter().all(|other| !image.starts_with(other)) {
+                    assert_eq!(
+                        image, "fleetmesh",
+                        "{shown}: a fleetmesh container names its image by the bare name; \
+                         its reference is set in deploy/base/kustomization.yaml's images:"
+                    );
+                }
+            }
+            if let Some(entries) = value.get("images") {
+                named_by.push((shown.clone(), entries.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        named_by.len(),
+        1,
+        "kustomizations with images: {named_by:?}"
+    );
+    let (file, entries) = &named_by[0];
+    assert_eq!(file, "deploy/base/kustomization.yaml");
+    let entries = entries.as_sequence().unwrap();
+    assert_eq!(entries.len(), 1, "{file}: {entries:?}");
+    assert_eq!(entries[0]["name"], "fleetmesh", "{file}");
 }
 
 #[test]
@@ -624,6 +746,7 @@ fn fleet_plan_writes_each_member_an_overlay_that_deploys_its_configs_and_certifi
         let label = format!("member {member}");
         let r = parse_rendered(&label, &kustomize_dir(&out.join(member)));
         check_references(&label, &r);
+        check_containers(&label, &r);
         let (apiserver, agent) = check_configs(&label, &r);
         assert!(
             matches!(apiserver.source, SourceConfig::Kube { .. }),
