@@ -48,6 +48,26 @@ struct RawConfig {
     health: HealthConfig,
     #[serde(default)]
     export: RawExport,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIdentity {
+    /// Where the embedded store keeps identity allocations across restarts.
+    state_dir: Option<PathBuf>,
+    quarantine_seconds: Option<u64>,
+}
+
+/// Identity allocation: where the numbers are kept, and how long a released one rests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// A directory for the embedded store's durable allocations (`None`: kept in the
+    /// store, so with the embedded store they last as long as the process).
+    pub state_dir: Option<PathBuf>,
+    /// How long a number no workload uses stays with its labels; at least the lease TTL.
+    pub quarantine: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +207,7 @@ pub struct ApiserverConfig {
     pub health: HealthConfig,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    pub identity: IdentitySettings,
 }
 
 /// The store to open.
@@ -328,6 +349,32 @@ impl ApiserverConfig {
             ));
         }
 
+        let quarantine = seconds(
+            "identity.quarantineSeconds",
+            raw.identity.quarantine_seconds,
+            lease_ttl,
+        )?;
+        if quarantine < lease_ttl {
+            return Err(invalid(
+                "identity.quarantineSeconds",
+                format!(
+                    "must be at least export.leaseTtlSeconds ({}): a peer may hold a \
+                     released number that long",
+                    lease_ttl.as_secs()
+                ),
+            ));
+        }
+        if raw.identity.state_dir.is_some() && !matches!(store, StoreSettings::Memory) {
+            return Err(invalid(
+                "identity.stateDir",
+                "only for the embedded store; etcd keeps identity allocations itself".to_string(),
+            ));
+        }
+        let identity = IdentitySettings {
+            state_dir: raw.identity.state_dir.map(|dir| base.join(dir)),
+            quarantine,
+        };
+
         Ok(Self {
             cluster,
             store,
@@ -336,6 +383,7 @@ impl ApiserverConfig {
             health: raw.health,
             lease_ttl,
             heartbeat_interval,
+            identity,
         })
     }
 }
@@ -360,6 +408,43 @@ mod tests {
             SourceConfig::Manifests(PathBuf::from("/etc/fleetmesh/manifests"))
         );
         assert_eq!(cfg.lease_ttl, Duration::from_secs(900));
+        assert_eq!(cfg.identity.state_dir, None);
+        assert_eq!(cfg.identity.quarantine, cfg.lease_ttl);
+    }
+
+    #[test]
+    fn the_identity_state_dir_is_for_the_embedded_store_and_the_quarantine_outlasts_leases() {
+        let cfg = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             identity: {stateDir: state, quarantineSeconds: 1000}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.identity.state_dir,
+            Some(PathBuf::from("/etc/fleetmesh/state"))
+        );
+        assert_eq!(cfg.identity.quarantine, Duration::from_secs(1000));
+        let short = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             export: {leaseTtlSeconds: 60, heartbeatSeconds: 10}\nidentity: {quarantineSeconds: 59}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            short.contains("identity.quarantineSeconds: must be at least"),
+            "{short}"
+        );
+        let etcd = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             store: {kind: etcd, etcd: {endpoints: [\"http://127.0.0.1:2379\"]}}\n\
+             identity: {stateDir: state}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            etcd.contains("identity.stateDir: only for the embedded store"),
+            "{etcd}"
+        );
     }
 
     #[test]

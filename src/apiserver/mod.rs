@@ -13,10 +13,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
+pub use config::{ApiserverConfig, GrpcConfig, IdentitySettings, SourceConfig, StoreSettings};
 pub use serve::CacheSink;
 
-use crate::export::{ExportSettings, ExportStatus, Exporter};
+use crate::export::{ExportSettings, ExportStatus, Exporter, IdentityLedger, RedbLedger};
 use crate::grpc::GrpcStats;
 use crate::k8s::kube::{self as kube_source, KubeSource};
 use crate::k8s::{Snapshot, manifests};
@@ -93,8 +93,13 @@ impl Apiserver {
             ExportSettings {
                 lease_ttl: config.lease_ttl,
                 heartbeat_interval: config.heartbeat_interval,
+                identity_quarantine: config.identity.quarantine,
             },
         );
+        let exporter = match identity_ledger(&config).await? {
+            Some(ledger) => exporter.with_identity_ledger(ledger),
+            None => exporter,
+        };
         tasks.spawn(async move {
             exporter
                 .run(desired_rx, status_tx)
@@ -151,6 +156,28 @@ impl Apiserver {
             None => Ok(()),
         }
     }
+}
+
+/// Where identity allocations are kept when not in the store: the state directory's file
+/// for the embedded store. `None`: in the store.
+async fn identity_ledger(
+    config: &ApiserverConfig,
+) -> anyhow::Result<Option<Arc<dyn IdentityLedger>>> {
+    if !matches!(config.store, StoreSettings::Memory) {
+        return Ok(None);
+    }
+    let Some(dir) = &config.identity.state_dir else {
+        tracing::warn!(
+            "identity allocations live only as long as this process: set identity.stateDir \
+             to keep them across restarts"
+        );
+        return Ok(None);
+    };
+    let ledger = RedbLedger::open(dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("cannot open the identity state")?;
+    Ok(Some(Arc::new(ledger)))
 }
 
 /// Hands the source's snapshots to the exporter (the source logs their problems). The
