@@ -104,6 +104,8 @@ pub struct GrpcConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSource {
     manifests: Option<PathBuf>,
+    /// The largest manifest file read; larger ones are refused and keep what they held.
+    max_file_bytes: Option<u64>,
     /// `Some(None)`: `kube:` given without a value, the same as `kube: {}`.
     #[serde(default, deserialize_with = "present")]
     kube: Option<Option<RawKube>>,
@@ -208,6 +210,8 @@ pub struct ApiserverConfig {
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub identity: IdentitySettings,
+    /// With the manifest source: files larger than this are refused unread.
+    pub manifest_max_file_bytes: u64,
 }
 
 /// The store to open.
@@ -271,6 +275,22 @@ impl ApiserverConfig {
             }
         };
 
+        let manifest_max_file_bytes = match raw.source.max_file_bytes {
+            None => crate::k8s::manifests::DEFAULT_MAX_FILE_BYTES,
+            Some(0) => {
+                return Err(invalid(
+                    "source.maxFileBytes",
+                    "must be at least 1".to_string(),
+                ));
+            }
+            Some(_) if raw.source.manifests.is_none() => {
+                return Err(invalid(
+                    "source.maxFileBytes",
+                    "only for source.manifests".to_string(),
+                ));
+            }
+            Some(bytes) => bytes,
+        };
         let source = match (raw.source.manifests, raw.source.kube) {
             (Some(dir), None) => SourceConfig::Manifests(base.join(dir)),
             (None, Some(kube)) => SourceConfig::Kube {
@@ -384,6 +404,7 @@ impl ApiserverConfig {
             lease_ttl,
             heartbeat_interval,
             identity,
+            manifest_max_file_bytes,
         })
     }
 }
@@ -410,6 +431,10 @@ mod tests {
         assert_eq!(cfg.lease_ttl, Duration::from_secs(900));
         assert_eq!(cfg.identity.state_dir, None);
         assert_eq!(cfg.identity.quarantine, cfg.lease_ttl);
+        assert_eq!(cfg.manifest_max_file_bytes, 8 * 1024 * 1024);
+        let cfg = parse("cluster: {name: c1, id: 1}\nsource: {manifests: m, maxFileBytes: 1000}\n")
+            .unwrap();
+        assert_eq!(cfg.manifest_max_file_bytes, 1000);
     }
 
     #[test]
@@ -487,6 +512,14 @@ mod tests {
                 "store.etcd",
             ),
             ("cluster: {name: c1, id: 1}\nsource: {}\n", "source"),
+            (
+                "cluster: {name: c1, id: 1}\nsource: {manifests: m, maxFileBytes: 0}\n",
+                "source.maxFileBytes",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nsource: {kube: {}, maxFileBytes: 10}\n",
+                "source.maxFileBytes",
+            ),
             (
                 "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
                  grpc: {listen: \"127.0.0.1:0\", tls: {ca: a, cert: b, key: c}, allowedPeers: [Nope]}\n",

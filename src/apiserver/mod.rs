@@ -74,7 +74,9 @@ impl Apiserver {
         let (desired_tx, desired_rx) = watch::channel(None);
         let snapshots = match &config.source {
             SourceConfig::Manifests(dir) => {
-                manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL)
+                manifests::ManifestSource::new(dir.clone(), config.cluster.clone())
+                    .with_max_file_bytes(config.manifest_max_file_bytes)
+                    .watch_rx(MANIFEST_POLL)
             }
             SourceConfig::Kube { kubeconfig } => {
                 let client = kube_source::connect(kubeconfig.as_deref())
