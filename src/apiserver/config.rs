@@ -22,7 +22,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config {path}: {source}")]
+    /// The serde error says what and where in the file; shown once, as the source.
+    #[error("config {path}")]
     Parse {
         path: PathBuf,
         #[source]
@@ -531,7 +532,7 @@ mod tests {
             ),
         ];
         for (text, field) in cases {
-            let err = parse(text).unwrap_err().to_string();
+            let err = crate::report::error_chain(&parse(text).unwrap_err());
             assert!(err.contains("/etc/fleetmesh/apiserver.yaml"), "{err}");
             assert!(err.contains(field), "{field} not in: {err}");
         }
@@ -566,7 +567,7 @@ mod tests {
             neither.contains("source: set one of source.manifests"),
             "{neither}"
         );
-        let typo = source("{kube: {kubconfig: x}}").unwrap_err().to_string();
+        let typo = crate::report::error_chain(&source("{kube: {kubconfig: x}}").unwrap_err());
         assert!(typo.contains("kubconfig"), "{typo}");
     }
 
