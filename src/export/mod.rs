@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 pub use allocator::{AllocError, IdentityAllocator};
 pub use heartbeat::HEARTBEAT_INTERVAL;
-pub use ledger::{IdentityLedger, RedbLedger, StoreLedger};
+pub use ledger::{IdentityLedger, KubeLedger, RedbLedger, StoreLedger};
 pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 

@@ -6,11 +6,15 @@
 //!   etcd, which is durable and shared by replicas.
 //! - [`RedbLedger`]: an embedded database file in the apiserver's state directory, for the
 //!   embedded store with the manifest source.
+//! - [`KubeLedger`]: one ConfigMap per identity in the cluster, created with Kubernetes'
+//!   create-if-absent semantics, for the embedded store with the kube source: the cluster
+//!   is durable and every replica reads the same objects.
 //!
 //! Every ledger answers a claim the same way: a label set that holds a number keeps it,
 //! a number held by another label set is refused, and only a number held by nothing is
 //! granted — atomically, so two allocators never hand out one number twice.
 
+mod configmaps;
 mod redb_file;
 mod store;
 
@@ -20,6 +24,7 @@ use thiserror::Error;
 use crate::kvstore::StoreError;
 use crate::model::{IdentityId, Labels};
 
+pub use configmaps::KubeLedger;
 pub use redb_file::RedbLedger;
 pub use store::StoreLedger;
 
@@ -42,6 +47,12 @@ pub enum LedgerError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("identity ledger in the cluster: {what}")]
+    Kube {
+        what: String,
+        #[source]
+        source: ::kube::Error,
     },
     #[error("the identity ledger's worker stopped")]
     Worker(#[from] tokio::task::JoinError),
