@@ -3,6 +3,10 @@
 //! number. Each commit is durable before the claim returns, so a number is never exported
 //! before it is on disk.
 
+// redb's error type is large; it is boxed as soon as it leaves this module, and the
+// closures that return it run once per allocation, not per event.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
