@@ -451,21 +451,33 @@ async fn two_allocators_on_one_store_never_share_an_id() {
 }
 
 #[test]
-fn an_invalid_config_stops_the_start_naming_file_and_field() {
+fn an_invalid_config_stops_the_start_naming_file_and_field_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("apiserver.yaml");
-    std::fs::write(
-        &path,
-        "cluster: {name: cluster1, id: 300}\nsource: {manifests: m}\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
-        .args(["apiserver", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert!(stderr.contains("cluster.id"), "{stderr}");
+    let cases = [
+        (
+            "cluster: {name: cluster1, id: 300}\nsource: {manifests: m}\n",
+            "cluster.id",
+        ),
+        (
+            "cluster: {name: cluster1, id: 1}\nsource: {manifests: m}\ncolour: blue\n",
+            "unknown field `colour`",
+        ),
+    ];
+    for (text, field) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
+            .args(["apiserver", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+        assert_eq!(
+            stderr.matches(field).count(),
+            1,
+            "{field} not once in: {stderr}"
+        );
+    }
 }

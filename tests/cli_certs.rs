@@ -110,3 +110,36 @@ fn issuing_without_a_ca_names_the_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing"), "{stderr}");
 }
+
+#[test]
+fn a_validity_of_zero_days_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    fleetmesh(&["certs", "ca", "--out", "ca"], dir.path());
+    for args in [
+        &[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "ca",
+            "--cluster",
+            "east",
+            "--role",
+            "client",
+        ][..],
+        &["certs", "ca"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
+            .args(args)
+            .args(["--out", "leaf", "--days", "0"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} --days 0 succeeded");
+        assert!(
+            stderr.contains("--days") && stderr.contains("must be at least 1"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("leaf").exists());
+    }
+}

@@ -174,14 +174,10 @@ fn text(value: &Bytes) -> String {
 
 /// What the manifest source exports for the objects `fake` holds now: each object in its
 /// own file of a manifest directory, loaded, converted and rendered. Identity ids come
-/// from the allocations in `store`, copied into a scratch store: the same labels get the
-/// same ids as in the export under test, whatever the order they were allocated in, and
-/// nothing is allocated into that export's store.
-async fn manifest_export(
-    fake: &FakeKube,
-    cluster: &Cluster,
-    store: &Arc<dyn Store>,
-) -> BTreeMap<String, String> {
+/// from the allocations the apiserver keeps in the cluster (ConfigMaps), copied into a
+/// scratch store: the same labels get the same ids as in the export under test, whatever
+/// the order they were allocated in, and nothing is allocated into that export's ledger.
+async fn manifest_export(fake: &FakeKube, cluster: &Cluster) -> BTreeMap<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let objects = KINDS
         .iter()
@@ -192,12 +188,26 @@ async fn manifest_export(
     let loaded = manifests::load(dir.path()).unwrap();
     let (state, _) = desired_state(cluster, &loaded.objects);
 
+    // The numbers the apiserver allocated, kept in the cluster as one ConfigMap each.
     let scratch = MemoryStore::new();
-    for kv in store.list(keys::ALLOC_VALUE_PREFIX).await.unwrap().kvs {
-        scratch.put(&kv.key, kv.value, None).await.unwrap();
-    }
-    for kv in store.list(keys::ALLOC_ID_PREFIX).await.unwrap().kvs {
-        scratch.put(&kv.key, kv.value, None).await.unwrap();
+    for allocation in fake.list_json("v1", "ConfigMap") {
+        let id: u32 = allocation["metadata"]["name"]
+            .as_str()
+            .and_then(|n| n.strip_prefix("fleetmesh-identity-"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let labels = allocation["data"]["labels"].as_str().unwrap().to_string();
+        let value_key = format!("{}{labels}", keys::ALLOC_VALUE_PREFIX);
+        scratch
+            .put(&value_key, Bytes::from(id.to_string()), None)
+            .await
+            .unwrap();
+        let id_key = format!("{}{id}", keys::ALLOC_ID_PREFIX);
+        scratch
+            .put(&id_key, Bytes::from(labels), None)
+            .await
+            .unwrap();
     }
     let mut allocator = IdentityAllocator::load(scratch, cluster.clone())
         .await
@@ -220,7 +230,7 @@ async fn wait_export_matches(
 ) -> BTreeMap<String, String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let expected = manifest_export(fake, cluster, &apiserver.store).await;
+        let expected = manifest_export(fake, cluster).await;
         let actual = exported(&apiserver.store, cluster).await;
         if actual == expected {
             return actual;
@@ -686,4 +696,67 @@ async fn with_cilium_the_store_holds_what_clustermesh_apiserver_writes() {
     assert!(fake.delete("cilium.io/v2", "CiliumEndpoint", Some("bar"), "cep-002"));
     let export = wait_export_matches(&fake, &apiserver, &cluster).await;
     assert!(!export.contains_key("cilium/state/ip/v1/default/10.244.2.74"));
+}
+
+/// With the embedded store, identity numbers are kept in the cluster: an apiserver started
+/// again (with an empty store) gives every label set the number it had, even after other
+/// label sets came and went; a second replica agrees.
+#[tokio::test]
+async fn identity_numbers_are_kept_in_the_cluster_across_a_restart() {
+    let fake = FakeKube::start().await;
+    let cluster = mk_cluster("cluster1", 1);
+    fake.apply_json(mk_namespace("shop", None));
+    for i in 0..5 {
+        let ip = format!("10.244.1.{}", 100 + i);
+        fake.apply_json(mk_pod(
+            "shop",
+            &format!("gone-{i}"),
+            &format!("gone-{i}"),
+            &ip,
+            "172.18.0.2",
+        ));
+    }
+    let (mut first, _dir) = start_apiserver(&fake, &cluster).await;
+    wait_synced(&mut first).await;
+    for i in 0..5 {
+        fake.delete("v1", "Pod", Some("shop"), &format!("gone-{i}"));
+        let ip = format!("10.244.1.{i}");
+        fake.apply_json(mk_pod(
+            "shop",
+            &format!("kept-{i}"),
+            &format!("kept-{i}"),
+            &ip,
+            "172.18.0.2",
+        ));
+    }
+    let before = wait_export_matches(&fake, &first, &cluster).await;
+    let numbers = |export: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        export
+            .iter()
+            .filter_map(|(key, value)| {
+                let id = key.strip_prefix(keys::IDENTITIES_ID_PREFIX)?;
+                Some((value.clone(), id.to_string()))
+            })
+            .collect()
+    };
+    let before = numbers(&before);
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert_eq!(
+        fake.list_json("v1", "ConfigMap").len(),
+        10,
+        "the label sets that went keep their numbers for the quarantine"
+    );
+    drop(first);
+
+    let (mut again, _dir2) = start_apiserver(&fake, &cluster).await;
+    wait_synced(&mut again).await;
+    let after = numbers(&exported(&again.store, &cluster).await);
+    let kept: Vec<_> = after
+        .iter()
+        .filter(|(labels, _)| labels.contains("app=kept-"))
+        .collect();
+    assert_eq!(kept.len(), 5, "{after:?}");
+    for (labels, id) in kept {
+        assert_eq!(before.get(labels), Some(id), "{labels} got another number");
+    }
 }

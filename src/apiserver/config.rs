@@ -22,7 +22,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config {path}: {source}")]
+    /// The serde error says what and where in the file; shown once, as the source.
+    #[error("config {path}")]
     Parse {
         path: PathBuf,
         #[source]
@@ -48,6 +49,26 @@ struct RawConfig {
     health: HealthConfig,
     #[serde(default)]
     export: RawExport,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIdentity {
+    /// Where the embedded store keeps identity allocations across restarts.
+    state_dir: Option<PathBuf>,
+    quarantine_seconds: Option<u64>,
+}
+
+/// Identity allocation: where the numbers are kept, and how long a released one rests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// A directory for the embedded store's durable allocations (`None`: kept in the
+    /// store, so with the embedded store they last as long as the process).
+    pub state_dir: Option<PathBuf>,
+    /// How long a number no workload uses stays with its labels; at least the lease TTL.
+    pub quarantine: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +105,8 @@ pub struct GrpcConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSource {
     manifests: Option<PathBuf>,
+    /// The largest manifest file read; larger ones are refused and keep what they held.
+    max_file_bytes: Option<u64>,
     /// `Some(None)`: `kube:` given without a value, the same as `kube: {}`.
     #[serde(default, deserialize_with = "present")]
     kube: Option<Option<RawKube>>,
@@ -187,6 +210,9 @@ pub struct ApiserverConfig {
     pub health: HealthConfig,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    pub identity: IdentitySettings,
+    /// With the manifest source: files larger than this are refused unread.
+    pub manifest_max_file_bytes: u64,
 }
 
 /// The store to open.
@@ -250,6 +276,22 @@ impl ApiserverConfig {
             }
         };
 
+        let manifest_max_file_bytes = match raw.source.max_file_bytes {
+            None => crate::k8s::manifests::DEFAULT_MAX_FILE_BYTES,
+            Some(0) => {
+                return Err(invalid(
+                    "source.maxFileBytes",
+                    "must be at least 1".to_string(),
+                ));
+            }
+            Some(_) if raw.source.manifests.is_none() => {
+                return Err(invalid(
+                    "source.maxFileBytes",
+                    "only for source.manifests".to_string(),
+                ));
+            }
+            Some(bytes) => bytes,
+        };
         let source = match (raw.source.manifests, raw.source.kube) {
             (Some(dir), None) => SourceConfig::Manifests(base.join(dir)),
             (None, Some(kube)) => SourceConfig::Kube {
@@ -328,6 +370,32 @@ impl ApiserverConfig {
             ));
         }
 
+        let quarantine = seconds(
+            "identity.quarantineSeconds",
+            raw.identity.quarantine_seconds,
+            lease_ttl,
+        )?;
+        if quarantine < lease_ttl {
+            return Err(invalid(
+                "identity.quarantineSeconds",
+                format!(
+                    "must be at least export.leaseTtlSeconds ({}): a peer may hold a \
+                     released number that long",
+                    lease_ttl.as_secs()
+                ),
+            ));
+        }
+        if raw.identity.state_dir.is_some() && !matches!(store, StoreSettings::Memory) {
+            return Err(invalid(
+                "identity.stateDir",
+                "only for the embedded store; etcd keeps identity allocations itself".to_string(),
+            ));
+        }
+        let identity = IdentitySettings {
+            state_dir: raw.identity.state_dir.map(|dir| base.join(dir)),
+            quarantine,
+        };
+
         Ok(Self {
             cluster,
             store,
@@ -336,6 +404,8 @@ impl ApiserverConfig {
             health: raw.health,
             lease_ttl,
             heartbeat_interval,
+            identity,
+            manifest_max_file_bytes,
         })
     }
 }
@@ -360,6 +430,47 @@ mod tests {
             SourceConfig::Manifests(PathBuf::from("/etc/fleetmesh/manifests"))
         );
         assert_eq!(cfg.lease_ttl, Duration::from_secs(900));
+        assert_eq!(cfg.identity.state_dir, None);
+        assert_eq!(cfg.identity.quarantine, cfg.lease_ttl);
+        assert_eq!(cfg.manifest_max_file_bytes, 8 * 1024 * 1024);
+        let cfg = parse("cluster: {name: c1, id: 1}\nsource: {manifests: m, maxFileBytes: 1000}\n")
+            .unwrap();
+        assert_eq!(cfg.manifest_max_file_bytes, 1000);
+    }
+
+    #[test]
+    fn the_identity_state_dir_is_for_the_embedded_store_and_the_quarantine_outlasts_leases() {
+        let cfg = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             identity: {stateDir: state, quarantineSeconds: 1000}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.identity.state_dir,
+            Some(PathBuf::from("/etc/fleetmesh/state"))
+        );
+        assert_eq!(cfg.identity.quarantine, Duration::from_secs(1000));
+        let short = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             export: {leaseTtlSeconds: 60, heartbeatSeconds: 10}\nidentity: {quarantineSeconds: 59}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            short.contains("identity.quarantineSeconds: must be at least"),
+            "{short}"
+        );
+        let etcd = parse(
+            "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
+             store: {kind: etcd, etcd: {endpoints: [\"http://127.0.0.1:2379\"]}}\n\
+             identity: {stateDir: state}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            etcd.contains("identity.stateDir: only for the embedded store"),
+            "{etcd}"
+        );
     }
 
     #[test]
@@ -403,6 +514,14 @@ mod tests {
             ),
             ("cluster: {name: c1, id: 1}\nsource: {}\n", "source"),
             (
+                "cluster: {name: c1, id: 1}\nsource: {manifests: m, maxFileBytes: 0}\n",
+                "source.maxFileBytes",
+            ),
+            (
+                "cluster: {name: c1, id: 1}\nsource: {kube: {}, maxFileBytes: 10}\n",
+                "source.maxFileBytes",
+            ),
+            (
                 "cluster: {name: c1, id: 1}\nsource: {manifests: m}\n\
                  grpc: {listen: \"127.0.0.1:0\", tls: {ca: a, cert: b, key: c}, allowedPeers: [Nope]}\n",
                 "grpc.allowedPeers",
@@ -413,7 +532,7 @@ mod tests {
             ),
         ];
         for (text, field) in cases {
-            let err = parse(text).unwrap_err().to_string();
+            let err = crate::report::error_chain(&parse(text).unwrap_err());
             assert!(err.contains("/etc/fleetmesh/apiserver.yaml"), "{err}");
             assert!(err.contains(field), "{field} not in: {err}");
         }
@@ -448,7 +567,7 @@ mod tests {
             neither.contains("source: set one of source.manifests"),
             "{neither}"
         );
-        let typo = source("{kube: {kubconfig: x}}").unwrap_err().to_string();
+        let typo = crate::report::error_chain(&source("{kube: {kubconfig: x}}").unwrap_err());
         assert!(typo.contains("kubconfig"), "{typo}");
     }
 

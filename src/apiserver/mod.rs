@@ -13,10 +13,12 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
+pub use config::{ApiserverConfig, GrpcConfig, IdentitySettings, SourceConfig, StoreSettings};
 pub use serve::CacheSink;
 
-use crate::export::{ExportSettings, ExportStatus, Exporter};
+use crate::export::{
+    ExportSettings, ExportStatus, Exporter, IdentityLedger, KubeLedger, RedbLedger,
+};
 use crate::grpc::GrpcStats;
 use crate::k8s::kube::{self as kube_source, KubeSource};
 use crate::k8s::{Snapshot, manifests};
@@ -76,16 +78,20 @@ impl Apiserver {
         let health_addr = listener.local_addr()?;
 
         let (desired_tx, desired_rx) = watch::channel(None);
-        let snapshots = match &config.source {
-            SourceConfig::Manifests(dir) => {
-                manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL)
-            }
+        let (snapshots, kube_client) = match &config.source {
+            SourceConfig::Manifests(dir) => (
+                manifests::ManifestSource::new(dir.clone(), config.cluster.clone())
+                    .with_max_file_bytes(config.manifest_max_file_bytes)
+                    .watch_rx(MANIFEST_POLL),
+                None,
+            ),
             SourceConfig::Kube { kubeconfig } => {
                 let client = kube_source::connect(kubeconfig.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("cannot set up the kube source")?;
-                KubeSource::new(client, config.cluster.clone()).watch_rx()
+                let snapshots = KubeSource::new(client.clone(), config.cluster.clone()).watch_rx();
+                (snapshots, Some(client))
             }
         };
         tasks.spawn(forward_snapshots(snapshots, desired_tx));
@@ -97,8 +103,13 @@ impl Apiserver {
             ExportSettings {
                 lease_ttl: config.lease_ttl,
                 heartbeat_interval: config.heartbeat_interval,
+                identity_quarantine: config.identity.quarantine,
             },
         );
+        let exporter = match identity_ledger(&config, kube_client).await? {
+            Some(ledger) => exporter.with_identity_ledger(ledger),
+            None => exporter,
+        };
         tasks.spawn(async move {
             exporter
                 .run(desired_rx, status_tx)
@@ -194,6 +205,36 @@ impl Apiserver {
             None => Ok(()),
         }
     }
+}
+
+/// Where identity allocations are kept when not in the store: with the embedded store,
+/// the state directory's file, else (with the kube source) the cluster itself. `None`: in
+/// the store.
+async fn identity_ledger(
+    config: &ApiserverConfig,
+    kube_client: Option<kube::Client>,
+) -> anyhow::Result<Option<Arc<dyn IdentityLedger>>> {
+    if !matches!(config.store, StoreSettings::Memory) {
+        return Ok(None);
+    }
+    if let Some(dir) = &config.identity.state_dir {
+        let ledger = RedbLedger::open(dir)
+            .await
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .context("cannot open the identity state")?;
+        return Ok(Some(Arc::new(ledger)));
+    }
+    if let Some(client) = kube_client {
+        let namespace = client.default_namespace().to_string();
+        tracing::info!(%namespace, "identity allocations are kept as ConfigMaps in the cluster");
+        let ledger = KubeLedger::new(client, &namespace, config.cluster.name.clone());
+        return Ok(Some(Arc::new(ledger)));
+    }
+    tracing::warn!(
+        "identity allocations live only as long as this process: set identity.stateDir \
+         to keep them across restarts"
+    );
+    Ok(None)
 }
 
 /// Hands the source's snapshots to the exporter (the source logs their problems). The

@@ -55,8 +55,9 @@ pub struct RotateArgs {
     /// Renew leaves that expire within this many days.
     #[arg(long, default_value_t = 30)]
     pub within_days: u64,
-    /// Validity of renewed leaves in days (default: the lifetime the old leaf had).
-    #[arg(long)]
+    /// Validity of renewed leaves in days, 1 to 36500 (default: the lifetime the old leaf
+    /// had).
+    #[arg(long, value_parser = validity_days)]
     pub days: Option<u64>,
 }
 
@@ -71,11 +72,12 @@ pub struct RotateCaArgs {
     /// The new CA's common name (a date is appended to tell CAs apart).
     #[arg(long, default_value = "fleetmesh CA")]
     pub name: String,
-    /// The new CA's validity in days.
-    #[arg(long, default_value_t = 3650)]
+    /// The new CA's validity in days (1 to 36500).
+    #[arg(long, default_value_t = 3650, value_parser = validity_days)]
     pub ca_days: u64,
-    /// Validity of the re-issued leaves in days (default: the lifetime the old leaf had).
-    #[arg(long)]
+    /// Validity of the re-issued leaves in days, 1 to 36500 (default: the lifetime the old
+    /// leaf had).
+    #[arg(long, value_parser = validity_days)]
     pub days: Option<u64>,
     /// Only write the bundles; re-issue the leaves later with `certs rotate` (once every
     /// member reloaded the bundle).
@@ -115,8 +117,8 @@ pub struct CaArgs {
     /// The CA's common name.
     #[arg(long, default_value = "fleetmesh CA")]
     pub name: String,
-    /// Validity in days.
-    #[arg(long, default_value_t = 3650)]
+    /// Validity in days (1 to 36500).
+    #[arg(long, default_value_t = 3650, value_parser = validity_days)]
     pub days: u64,
     /// Replace an existing CA (every certificate it signed stops being trusted).
     #[arg(long)]
@@ -147,12 +149,33 @@ pub struct IssueArgs {
     /// IP addresses peers dial (server certificates; repeatable).
     #[arg(long)]
     pub ip: Vec<IpAddr>,
-    /// Validity in days.
-    #[arg(long, default_value_t = 365)]
+    /// Validity in days (1 to 36500).
+    #[arg(long, default_value_t = 365, value_parser = validity_days)]
     pub days: u64,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// The longest validity accepted, in days: a hundred years, far past any sane
+/// certificate and far from overflowing the arithmetic on it.
+const MAX_VALIDITY_DAYS: u64 = 36_500;
+
+/// A validity in days: at least one (a certificate valid for 0 days has expired when it is
+/// written), at most [`MAX_VALIDITY_DAYS`].
+fn validity_days(text: &str) -> Result<u64, String> {
+    let days: u64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of days"))?;
+    match days {
+        0 => Err(
+            "must be at least 1: a certificate valid for 0 days is expired when \
+                  written"
+                .to_string(),
+        ),
+        d if d > MAX_VALIDITY_DAYS => Err(format!("must be at most {MAX_VALIDITY_DAYS}")),
+        d => Ok(d),
+    }
 }
 
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {

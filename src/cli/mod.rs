@@ -111,6 +111,14 @@ pub struct LookupArgs {
     pub query: QueryArgs,
 }
 
+impl LookupArgs {
+    /// The address to ask for: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
+    /// dual-stack socket reports an IPv4 peer) is that IPv4 address.
+    pub fn address(&self) -> IpAddr {
+        self.ip.to_canonical()
+    }
+}
+
 /// How a query command prints its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -148,9 +156,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_answer(q.output, &services, || observe::services_table(&services))
         }
         Command::Lookup(args) => {
+            let ip = args.address();
             let q = args.query;
-            let entry = AgentClient::new(&q.agent)?.lookup(args.ip).await?;
-            print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
+            let entry = AgentClient::new(&q.agent)?.lookup(ip).await?;
+            print_answer(q.output, &entry, || observe::lookup_table(ip, &entry))
         }
         Command::Demo(args) => {
             let until = if args.keep_running {
@@ -219,4 +228,24 @@ fn print_answer<T: Serialize>(
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn lookup_of_an_ipv4_mapped_address_asks_for_the_ipv4_address() {
+        let address = |ip: &str| match Cli::try_parse_from(["fleetmesh", "lookup", ip]) {
+            Ok(Cli {
+                command: Command::Lookup(args),
+                ..
+            }) => args.address().to_string(),
+            other => panic!("not a lookup: {other:?}"),
+        };
+        assert_eq!(address("::ffff:10.2.0.1"), "10.2.0.1");
+        assert_eq!(address("10.2.0.1"), "10.2.0.1");
+        assert_eq!(address("fd00::1"), "fd00::1");
+    }
 }

@@ -215,6 +215,7 @@ fn apiserver_config(dir: &Path, name: &str, id: u32) -> anyhow::Result<Apiserver
     let text = format!(
         "cluster: {{name: {name}, id: {id}}}\n\
          store: {{kind: memory}}\n\
+         identity: {{stateDir: state}}\n\
          source: {{manifests: manifests}}\n\
          grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: ../certs/ca.crt, cert: ../certs/server-{name}.crt, key: ../certs/server-{name}.key}}\n\
          health: {{listen: \"127.0.0.1:0\"}}\n"

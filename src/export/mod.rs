@@ -12,6 +12,7 @@ mod allocator;
 mod cluster_config;
 mod heartbeat;
 mod leases;
+pub mod ledger;
 mod render;
 mod writer;
 
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 pub use allocator::{AllocError, IdentityAllocator};
 pub use heartbeat::HEARTBEAT_INTERVAL;
+pub use ledger::{IdentityLedger, KubeLedger, RedbLedger, StoreLedger};
 pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 
@@ -67,6 +69,9 @@ where
 pub struct ExportSettings {
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// How long an identity no workload uses keeps its number before the number may name
+    /// other labels; at least `lease_ttl`.
+    pub identity_quarantine: Duration,
 }
 
 impl Default for ExportSettings {
@@ -74,6 +79,7 @@ impl Default for ExportSettings {
         Self {
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            identity_quarantine: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -105,15 +111,24 @@ pub struct Exporter {
     store: Arc<dyn Store>,
     cluster: Cluster,
     settings: ExportSettings,
+    identities: Arc<dyn IdentityLedger>,
 }
 
 impl Exporter {
+    /// An exporter whose identity allocations are kept in `store` itself.
     pub fn new(store: Arc<dyn Store>, cluster: Cluster, settings: ExportSettings) -> Self {
         Self {
+            identities: Arc::new(StoreLedger::new(store.clone())),
             store,
             cluster,
             settings,
         }
+    }
+
+    /// Keeps identity allocations in `ledger` instead (where the store is not durable).
+    pub fn with_identity_ledger(mut self, ledger: Arc<dyn IdentityLedger>) -> Self {
+        self.identities = ledger;
+        self
     }
 
     /// The prefixes whose content the exporter owns entirely.
@@ -157,9 +172,15 @@ impl Exporter {
         status: &watch::Sender<ExportStatus>,
     ) -> Result<(), ExportError> {
         let mut backoff = FIRST_RETRY;
+        // Kept across restarts of the loop: what it holds is written back to a ledger that
+        // lost it (a wiped store).
+        let mut allocator = None;
         loop {
             let started = tokio::time::Instant::now();
-            match self.export_loop(source.clone(), status).await {
+            match self
+                .export_loop(source.clone(), status, &mut allocator)
+                .await
+            {
                 Err(ExportError::SourceClosed) => return Err(ExportError::SourceClosed),
                 Ok(()) => return Ok(()),
                 Err(err) => {
@@ -180,6 +201,7 @@ impl Exporter {
         &self,
         mut source: watch::Receiver<Option<DesiredState>>,
         status: &watch::Sender<ExportStatus>,
+        allocator: &mut Option<IdentityAllocator>,
     ) -> Result<(), ExportError> {
         let leases = LeasePool::new(self.store.clone(), self.settings.lease_ttl);
         let canaries = [keys::synced_of(&self.cluster.name)];
@@ -190,8 +212,20 @@ impl Exporter {
             &canaries,
         )
         .await?;
-        let mut allocator =
-            IdentityAllocator::load(self.store.clone(), self.cluster.clone()).await?;
+        let allocator = match allocator {
+            Some(allocator) => {
+                allocator.resync().await?;
+                allocator
+            }
+            None => allocator.insert(
+                IdentityAllocator::open(
+                    self.identities.clone(),
+                    self.cluster.clone(),
+                    self.settings.identity_quarantine,
+                )
+                .await?,
+            ),
+        };
         let mut renew = tokio::time::interval(writer.leases().renew_interval());
         let mut retry = FIRST_RETRY;
         let mut failing = false;
@@ -217,7 +251,7 @@ impl Exporter {
             let Some(state) = source.borrow_and_update().clone() else {
                 continue;
             };
-            match self.export_once(&state, &mut writer, &mut allocator).await {
+            match self.export_once(&state, &mut writer, allocator).await {
                 Ok(report) => {
                     dirty = false;
                     failing = false;
@@ -247,6 +281,9 @@ impl Exporter {
             .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
             .collect();
         let last_write = writer.reconcile(&desired).await?;
+        // Only once the store no longer serves an unused identity does its quarantine run.
+        let in_use = state.workloads.iter().map(|w| &w.labels).collect();
+        allocator.sweep(&in_use, std::time::Instant::now()).await?;
         if last_write != WriteStats::default() {
             tracing::info!(
                 puts = last_write.puts,

@@ -11,6 +11,8 @@ pub(super) const HEADER: &str =
 
 /// The member's directory holding its manifests (the apiserver's source).
 pub const MANIFESTS_DIR: &str = "manifests";
+/// Where the embedded store keeps identity allocations across restarts.
+pub const STATE_DIR: &str = "state";
 /// The member's directory holding its peer files.
 pub const REMOTES_DIR: &str = "remotes";
 /// The member's directory holding its CA bundle and leaves.
@@ -27,14 +29,18 @@ const ETCD_SIDECAR_URL: &str = "http://127.0.0.1:2379";
 /// Where `deploy/base` probes the agent's `/readyz` and `/healthz`.
 const CONTAINER_AGENT_API_LISTEN: &str = "0.0.0.0:9890";
 
-/// `<name>/apiserver.yaml`: the embedded store, the manifest source, gRPC on the
+/// `<name>/apiserver.yaml`: the embedded store (identities kept in `state/`), the
+/// manifest source, gRPC on the
 /// address's port for every interface, and only `allowed` (the member itself and the
 /// members that watch it) as peers.
 pub fn apiserver_yaml(fleet: &Fleet, member: &Member) -> String {
     apiserver_text(
         fleet,
         member,
-        &format!("source: {{manifests: {MANIFESTS_DIR}}}\nstore: {{kind: memory}}"),
+        &format!(
+            "source: {{manifests: {MANIFESTS_DIR}}}\nstore: {{kind: memory}}\n\
+             identity: {{stateDir: {STATE_DIR}}}"
+        ),
         member.address.port,
     )
 }

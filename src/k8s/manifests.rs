@@ -21,6 +21,7 @@
 //! - [`watch`] polls the directory and publishes a new [`Snapshot`] when a file changes.
 
 mod documents;
+mod last_good;
 mod scan;
 mod watch;
 
@@ -31,7 +32,13 @@ use thiserror::Error;
 
 use crate::k8s::convert::Objects;
 
+use last_good::LastGood;
+
 pub use watch::{DEFAULT_POLL_INTERVAL, ManifestSource, Snapshot, watch};
+
+/// The largest manifest file read by default: far above any real cluster's file, far below
+/// what would strain the apiserver's memory.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The directory itself could not be read; problems inside it are [`ManifestProblem`]s.
 #[derive(Debug, Error)]
@@ -76,51 +83,11 @@ pub struct LoadedManifests {
 /// Reads every manifest under `dir` (blocking file IO). Only a missing or unreadable `dir`
 /// is an error; a bad file or document is a problem and the rest are still loaded.
 pub fn load(dir: &Path) -> Result<LoadedManifests, ManifestError> {
-    Ok(parse_files(&scan::scan(dir)?))
+    Ok(parse_files(&scan::scan(dir, DEFAULT_MAX_FILE_BYTES)?))
 }
 
 fn parse_files(files: &[scan::ManifestFile]) -> LoadedManifests {
-    let mut loaded = LoadedManifests::default();
-    for file in files {
-        let problem = |document, message| ManifestProblem {
-            file: file.path.clone(),
-            document,
-            message,
-        };
-        let text = match &file.content {
-            Ok(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(e) => {
-                    loaded.problems.push(problem(0, format!("not UTF-8: {e}")));
-                    continue;
-                }
-            },
-            Err(e) => {
-                loaded
-                    .problems
-                    .push(problem(0, format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        let is_json = file
-            .path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let parsed = if is_json {
-            vec![serde_json::from_str(text).map_err(|e| e.to_string())]
-        } else {
-            documents::yaml_documents(text)
-        };
-        for (index, document) in parsed.into_iter().enumerate() {
-            let added = document.and_then(|value| {
-                documents::add_document(value, &file.path, index, &mut loaded.objects)
-            });
-            if let Err(message) = added {
-                loaded.problems.push(problem(index, message));
-            }
-        }
-    }
-    loaded
+    LastGood::default().load(files)
 }
 
 #[cfg(test)]

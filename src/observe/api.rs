@@ -176,6 +176,8 @@ async fn ipcache(
     let addr: IpAddr = ip
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IP address")))?;
+    // `::ffff:a.b.c.d` is how a dual-stack socket shows an IPv4 peer: the IPv4 address.
+    let addr = addr.to_canonical();
     state
         .view
         .read()
@@ -402,6 +404,15 @@ mod tests {
         assert_eq!(json["pod"], "echo-1");
         let entry: IpcacheEntryView = serde_json::from_value(json).unwrap();
         assert_eq!(entry.labels.unwrap().cluster(), Some("c2"));
+
+        let (code, json) = get_json(&app, "/v1/ipcache/::ffff:10.2.0.1").await;
+        assert_eq!(
+            (code, &json["pod"]),
+            (StatusCode::OK, &serde_json::json!("echo-1"))
+        );
+        let (code, json) = get_json(&app, "/v1/ipcache/::ffff:10.9.9.9").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"], "no cluster owns 10.9.9.9");
 
         let (code, json) = get_json(&app, "/v1/ipcache/10.2.0.999").await;
         assert_eq!(code, StatusCode::BAD_REQUEST);

@@ -159,6 +159,27 @@ pub(super) fn add_document(
     Ok(())
 }
 
+/// What names an object across versions of a file: apiVersion, kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct ObjectKey {
+    api_version: String,
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+/// The key of a document's object, if it says its apiVersion, kind and name.
+pub(super) fn object_key(value: &Value) -> Option<ObjectKey> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let metadata = value.get("metadata");
+    Some(ObjectKey {
+        api_version: text(value.get("apiVersion"))?,
+        kind: text(value.get("kind"))?,
+        namespace: text(metadata.and_then(|m| m.get("namespace"))).unwrap_or_default(),
+        name: text(metadata.and_then(|m| m.get("name")))?,
+    })
+}
+
 /// `Kind namespace/name` (or `Kind name`) as far as the document says.
 fn describe(kind: &str, metadata: Option<&Value>) -> String {
     let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
@@ -169,8 +190,17 @@ fn describe(kind: &str, metadata: Option<&Value>) -> String {
     }
 }
 
+/// The object, or what is wrong with it: the object and the path of the bad field.
 fn parse<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| format!("{what}: {e}"))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("{what}: {inner}")
+        } else {
+            format!("{what}: field {path}: {inner}")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -284,11 +314,11 @@ mod tests {
             ),
             (
                 "apiVersion: cilium.io/v2\nkind: CiliumIdentity\nmetadata: {name: \"1\"}\nsecurity-labels: [a]\n",
-                "CiliumIdentity 1: invalid type: sequence, expected a map",
+                "CiliumIdentity 1: field security-labels: invalid type: sequence, expected a map",
             ),
             (
                 "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: 3}}\n",
-                "items[0]: Pod p: invalid type: integer `3`, expected a sequence",
+                "items[0]: Pod p: field spec.containers: invalid type: integer `3`, expected a sequence",
             ),
         ];
         for (yaml, expected) in cases {
@@ -300,7 +330,7 @@ mod tests {
         assert!(
             wrong_type
                 .unwrap_err()
-                .starts_with("EndpointSlice s: invalid type")
+                .starts_with("EndpointSlice s: field addressType: invalid type")
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Which files of a manifest directory are read, and their fingerprint.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -29,18 +29,20 @@ pub(super) type Fingerprint = [u8; 32];
 /// `..data/` and shows them through symlinks, which are followed, so each file is read
 /// once. A file that vanishes between listing and reading is skipped as if listed later;
 /// any other unreadable entry is kept with its error.
-pub(super) fn scan(dir: &Path) -> Result<Vec<ManifestFile>, ManifestError> {
+/// A file larger than `max_file_bytes` is not read: it is kept as an error naming its size
+/// and the limit, so that no memory goes to a file that will be refused.
+pub(super) fn scan(dir: &Path, max_file_bytes: u64) -> Result<Vec<ManifestFile>, ManifestError> {
     let entries = fs::read_dir(dir).map_err(|source| ManifestError::ReadDir {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
-    walk(entries, 0, &mut files);
+    walk(entries, 0, max_file_bytes, &mut files);
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-fn walk(entries: fs::ReadDir, depth: usize, files: &mut Vec<ManifestFile>) {
+fn walk(entries: fs::ReadDir, depth: usize, limit: u64, files: &mut Vec<ManifestFile>) {
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -77,20 +79,39 @@ fn walk(entries: fs::ReadDir, depth: usize, files: &mut Vec<ManifestFile>) {
                 continue;
             }
             match fs::read_dir(&path) {
-                Ok(sub) => walk(sub, depth + 1, files),
+                Ok(sub) => walk(sub, depth + 1, limit, files),
                 Err(e) => files.push(unreadable(e)),
             }
         } else if is_manifest(&path) {
-            match fs::read(&path) {
-                Ok(bytes) => files.push(ManifestFile {
-                    path,
-                    content: Ok(bytes),
-                }),
+            match read_limited(&path, meta.len(), limit) {
+                Ok(content) => files.push(ManifestFile { path, content }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => files.push(unreadable(e)),
             }
         }
     }
+}
+
+/// The file's bytes, or the reason it is refused when it is over `limit` (checked before
+/// reading, and again while reading, for a file that grows meanwhile).
+fn read_limited(path: &Path, len: u64, limit: u64) -> io::Result<Result<Vec<u8>, String>> {
+    let too_large = |size: String| {
+        Err(format!(
+            "the file is {size} bytes, over the limit of {limit} bytes per manifest file \
+             (source.maxFileBytes); not read"
+        ))
+    };
+    if len > limit {
+        return Ok(too_large(len.to_string()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(too_large(format!("more than {limit}")));
+    }
+    Ok(Ok(bytes))
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -142,7 +163,7 @@ mod tests {
         ] {
             fs::write(root.join(name), name).unwrap();
         }
-        let files = scan(root).unwrap();
+        let files = scan(root, u64::MAX).unwrap();
         let names: Vec<_> = files
             .iter()
             .map(|f| {
@@ -158,10 +179,24 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("big.yaml"), vec![b'#'; 101]).unwrap();
+        fs::write(dir.path().join("small.yaml"), vec![b'#'; 100]).unwrap();
+        let files = scan(dir.path(), 100).unwrap();
+        let big = files[0].content.as_ref().unwrap_err();
+        assert!(
+            big.contains("101 bytes, over the limit of 100 bytes per manifest file"),
+            "{big}"
+        );
+        assert_eq!(files[1].content.as_ref().map(Vec::len), Ok(100));
+    }
+
+    #[test]
     fn a_missing_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let err = scan(&missing).unwrap_err();
+        let err = scan(&missing, u64::MAX).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 

@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use super::scan::{self, Fingerprint};
-use super::{ManifestError, parse_files};
+use super::{DEFAULT_MAX_FILE_BYTES, LastGood, ManifestError};
 use crate::k8s::convert;
 use crate::model::Cluster;
 
@@ -28,11 +28,22 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ManifestSource {
     dir: PathBuf,
     cluster: Cluster,
+    max_file_bytes: u64,
 }
 
 impl ManifestSource {
     pub fn new(dir: PathBuf, cluster: Cluster) -> Self {
-        Self { dir, cluster }
+        Self {
+            dir,
+            cluster,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+
+    /// Refuses (without reading) files larger than `bytes`.
+    pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -41,8 +52,8 @@ impl ManifestSource {
 
     /// Reads and converts the directory once (blocking file IO).
     pub fn snapshot(&self) -> Result<Snapshot, ManifestError> {
-        let files = scan::scan(&self.dir)?;
-        Ok(self.convert(&files))
+        let files = scan::scan(&self.dir, self.max_file_bytes)?;
+        Ok(self.convert(&files, &mut LastGood::default()))
     }
 
     /// Publishes the directory's state and every change of it.
@@ -61,21 +72,23 @@ impl ManifestSource {
         rx
     }
 
-    /// The snapshot of `files`, or `None` when their fingerprint is `last`.
+    /// The snapshot of the directory, or `None` when its fingerprint is `last`. What no
+    /// longer reads keeps its version in `memory`.
     fn read_if_changed(
         &self,
         last: Option<Fingerprint>,
+        memory: &mut LastGood,
     ) -> Result<Option<(Fingerprint, Snapshot)>, ManifestError> {
-        let files = scan::scan(&self.dir)?;
+        let files = scan::scan(&self.dir, self.max_file_bytes)?;
         let fingerprint = scan::fingerprint(&files);
         if last == Some(fingerprint) {
             return Ok(None);
         }
-        Ok(Some((fingerprint, self.convert(&files))))
+        Ok(Some((fingerprint, self.convert(&files, memory))))
     }
 
-    fn convert(&self, files: &[scan::ManifestFile]) -> Snapshot {
-        let loaded = parse_files(files);
+    fn convert(&self, files: &[scan::ManifestFile], memory: &mut LastGood) -> Snapshot {
+        let loaded = memory.load(files);
         let (state, convert_problems) = convert::desired_state(&self.cluster, &loaded.objects);
         let problems = loaded
             .problems
@@ -105,13 +118,23 @@ async fn poll(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<Fingerprint> = None;
     let mut last_error: Option<String> = None;
+    let mut memory = LastGood::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = tx.closed() => return,
         }
         let reader = Arc::clone(&source);
-        let read = tokio::task::spawn_blocking(move || reader.read_if_changed(last)).await;
+        let mut lent = std::mem::take(&mut memory);
+        let read = tokio::task::spawn_blocking(move || {
+            let read = reader.read_if_changed(last, &mut lent);
+            (read, lent)
+        })
+        .await
+        .map(|(read, lent)| {
+            memory = lent;
+            read
+        });
         match read {
             Ok(Ok(changed)) => {
                 last_error = None;

@@ -49,10 +49,12 @@ impl Drop for FakeKube {
 }
 
 impl FakeKube {
-    /// Serves Namespaces, Nodes, Pods, Services and EndpointSlices.
+    /// Serves Namespaces, Nodes, Pods, Services, EndpointSlices and ConfigMaps (where the
+    /// apiserver keeps identity numbers).
     pub async fn start() -> FakeKube {
         let state = State::new(vec![
             ResourceType::new("v1", "Namespace", "namespaces", false),
+            ResourceType::new("v1", "ConfigMap", "configmaps", true),
             ResourceType::new("v1", "Node", "nodes", false),
             ResourceType::new("v1", "Pod", "pods", true),
             ResourceType::new("v1", "Service", "services", true),
