@@ -113,6 +113,8 @@ impl Fleet {
                 } = store
                 {
                     assert!(text.contains("store: {kind: memory}"), "{text}");
+                    // etcd keeps identity allocations itself: no state directory.
+                    text = text.replace("identity: {stateDir: state}\n", "");
                     text = text.replace(
                         "store: {kind: memory}",
                         &format!(
