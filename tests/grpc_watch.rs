@@ -120,6 +120,10 @@ async fn put(store: &dyn Store, c1: &Cluster, resource: &Resource) -> Revision {
         ),
         Resource::Identity(i) => (keys::identity(i.id()), encode_identity(i)),
         Resource::Endpoint(e) => (keys::ip(e.prefix), encode_endpoint(e)),
+        Resource::ServiceExport(e) => (
+            keys::service_export(&c1.name, &e.name),
+            fleetmesh::kvstore::codec::encode_service_export(e),
+        ),
     };
     store.put(&key, value, None).await.unwrap()
 }

@@ -202,7 +202,9 @@ async fn manifest_export(
     let mut allocator = IdentityAllocator::load(scratch, cluster.clone())
         .await
         .unwrap();
-    let rendered = render(cluster, &state, &mut allocator).await.unwrap();
+    let rendered = render(cluster, &state, false, &mut allocator)
+        .await
+        .unwrap();
     rendered
         .by_kind
         .into_values()

@@ -140,6 +140,7 @@ fn expected_counts(endpoints: usize) -> Counts {
         endpoints,
         identities: 2,
         services: 0,
+        service_exports: 0,
     }
 }
 

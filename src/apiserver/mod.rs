@@ -18,8 +18,9 @@ pub use serve::CacheSink;
 
 use crate::export::{ExportSettings, ExportStatus, Exporter};
 use crate::grpc::GrpcStats;
-use crate::k8s::kube::{self as kube_source, KubeSource};
-use crate::k8s::{Snapshot, manifests};
+use crate::k8s::Snapshot;
+use crate::k8s::kube::{self as kube_source, KubeOptions, KubeSource};
+use crate::k8s::manifests::ManifestSource;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
@@ -74,14 +75,22 @@ impl Apiserver {
         let (desired_tx, desired_rx) = watch::channel(None);
         let snapshots = match &config.source {
             SourceConfig::Manifests(dir) => {
-                manifests::watch(dir.clone(), config.cluster.clone(), MANIFEST_POLL)
+                ManifestSource::new(dir.clone(), config.cluster.clone())
+                    .with_options(config.convert)
+                    .watch_rx(MANIFEST_POLL)
             }
             SourceConfig::Kube { kubeconfig } => {
                 let client = kube_source::connect(kubeconfig.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("cannot set up the kube source")?;
-                KubeSource::new(client, config.cluster.clone()).watch_rx()
+                KubeSource::new(client, config.cluster.clone())
+                    .with_options(KubeOptions {
+                        convert: config.convert,
+                        endpoint_slices: config.cilium_endpoint_slices,
+                        service_exports: config.mcs_api,
+                    })
+                    .watch_rx()
             }
         };
         tasks.spawn(forward_snapshots(snapshots, desired_tx));
@@ -93,6 +102,7 @@ impl Apiserver {
             ExportSettings {
                 lease_ttl: config.lease_ttl,
                 heartbeat_interval: config.heartbeat_interval,
+                mcs_api: config.mcs_api,
             },
         );
         tasks.spawn(async move {

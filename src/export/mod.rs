@@ -28,7 +28,7 @@ pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 
 use crate::kvstore::{Store, StoreError, codec, keys};
-use crate::model::{Cluster, DesiredState, Kind};
+use crate::model::{Cluster, DesiredState};
 use crate::report::error_chain;
 use leases::LeasePool;
 
@@ -67,6 +67,9 @@ where
 pub struct ExportSettings {
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// MCS-API service exports are written (Cilium's `--clustermesh-enable-mcs-api`),
+    /// and the cluster config says so.
+    pub mcs_api: bool,
 }
 
 impl Default for ExportSettings {
@@ -74,6 +77,7 @@ impl Default for ExportSettings {
         Self {
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            mcs_api: false,
         }
     }
 }
@@ -125,6 +129,9 @@ impl Exporter {
             keys::fleetmesh_services_of(c),
             keys::IDENTITIES_ID_PREFIX.to_string(),
             keys::IP_PREFIX.to_string(),
+            // Managed with MCS-API exports off too, so that turning them off withdraws
+            // what an earlier run wrote.
+            keys::service_exports_of(c),
         ]
     }
 
@@ -139,10 +146,11 @@ impl Exporter {
         let ttl = self.settings.lease_ttl;
         let (store, cluster) = (self.store.clone(), self.cluster.clone());
         let beat = self.settings.heartbeat_interval;
+        let mcs_api = self.settings.mcs_api;
         tokio::select! {
             result = self.export_retrying(source, &status) => result,
             never = retry_forever("cluster config", || {
-                cluster_config::enforce(store.clone(), cluster.clone(), ttl)
+                cluster_config::enforce(store.clone(), cluster.clone(), mcs_api, ttl)
             }) => match never {},
             never = retry_forever("heartbeat", || heartbeat::beat(store.clone(), beat, ttl)) => {
                 match never {}
@@ -240,7 +248,7 @@ impl Exporter {
         writer: &mut StateWriter,
         allocator: &mut IdentityAllocator,
     ) -> Result<ExportStatus, ExportError> {
-        let rendered = render(&self.cluster, state, allocator).await?;
+        let rendered = render(&self.cluster, state, self.settings.mcs_api, allocator).await?;
         let desired: BTreeMap<&str, &bytes::Bytes> = rendered
             .by_kind
             .values()
@@ -254,8 +262,10 @@ impl Exporter {
                 "exported"
             );
         }
-        // Only now is every key queued before this point written: the canaries may go.
-        for kind in Kind::ALL {
+        // Only now is every key queued before this point written: the canaries may go,
+        // one per kind rendered (service exports only with MCS-API exports on, as Cilium
+        // writes their canary only then).
+        for &kind in rendered.by_kind.keys() {
             let key = keys::synced_canary(&self.cluster.name, kind);
             if !writer.holds_key(&key) {
                 let now = codec::encode_timestamp(time::OffsetDateTime::now_utc());

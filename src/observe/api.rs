@@ -293,6 +293,7 @@ mod tests {
             services: ready,
             identities: ready,
             endpoints: ready,
+            service_exports: ready,
         };
         LinkReport {
             status: PeerStatus {

@@ -196,6 +196,7 @@ mod tests {
             endpoints: 20,
             identities: 5,
             services: 7,
+            service_exports: 2,
         };
         c2.last_failure = Some(Failure {
             reason: "x".into(),

@@ -340,12 +340,14 @@ mod tests {
                 services: true,
                 identities: true,
                 endpoints: true,
+                service_exports: true,
             },
             counts: Counts {
                 nodes: 3,
                 endpoints: 120,
                 identities: 8,
                 services: 10,
+                service_exports: 2,
             },
             last_event_unix_ms: Some(73_000),
             ..PeerStatus::default()

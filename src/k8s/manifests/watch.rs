@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::scan::{self, Fingerprint};
 use super::{ManifestError, parse_files};
-use crate::k8s::convert;
+use crate::k8s::convert::{self, ConvertOptions};
 use crate::model::Cluster;
 
 // Shared by every source; re-exported here, where it used to live.
@@ -28,11 +28,21 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ManifestSource {
     dir: PathBuf,
     cluster: Cluster,
+    options: ConvertOptions,
 }
 
 impl ManifestSource {
     pub fn new(dir: PathBuf, cluster: Cluster) -> Self {
-        Self { dir, cluster }
+        Self {
+            dir,
+            cluster,
+            options: ConvertOptions::default(),
+        }
+    }
+
+    /// The same source, converting as `options` say.
+    pub fn with_options(self, options: ConvertOptions) -> Self {
+        Self { options, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,7 +86,8 @@ impl ManifestSource {
 
     fn convert(&self, files: &[scan::ManifestFile]) -> Snapshot {
         let loaded = parse_files(files);
-        let (state, convert_problems) = convert::desired_state(&self.cluster, &loaded.objects);
+        let (state, convert_problems) =
+            convert::desired_state_with(&self.cluster, &loaded.objects, &self.options);
         let problems = loaded
             .problems
             .iter()
