@@ -85,6 +85,12 @@ const PER_LINK: &[PerLink] = &[
         help: "Services held from the cluster, shared or not.",
         value: |s| s.counts.services as f64,
     },
+    PerLink {
+        name: "remote_cluster_service_exports",
+        kind: "gauge",
+        help: "MCS-API service exports held from the cluster.",
+        value: |s| s.counts.service_exports as f64,
+    },
 ];
 
 /// What the exposition shows besides the links.
