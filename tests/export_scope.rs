@@ -49,6 +49,15 @@ impl Exporting {
         for (file, text) in files {
             this.write(file, text);
         }
+        this.restart(export).await;
+        this
+    }
+
+    /// Stops the apiserver, if one runs, and starts one on the same etcd prefix and
+    /// directory whose `export:` block is `export`.
+    async fn restart(&mut self, export: &str) {
+        self.apiserver = None;
+        let this = &*self;
         let text = format!(
             "cluster: {{name: cluster3, id: 3}}\n\
              store: {{kind: etcd, etcd: {{endpoints: {endpoints:?}, namespace: {ns:?}}}}}\n\
@@ -65,8 +74,7 @@ impl Exporting {
             .await
             .expect("the export did not sync in time")
             .unwrap();
-        this.apiserver = Some(apiserver);
-        this
+        self.apiserver = Some(apiserver);
     }
 
     fn write(&self, file: &str, text: &str) {
@@ -562,4 +570,35 @@ async fn with_mcs_api_off_nothing_is_exported_and_the_config_says_so() {
     );
     assert!(exporting.dump(EXPORTS_PREFIX).await.is_empty());
     assert!(exporting.dump(EXPORTS_CANARY).await.is_empty());
+}
+
+#[tokio::test]
+async fn turning_mcs_api_off_withdraws_the_exports_and_their_canary() {
+    let mut exporting = Exporting::start(
+        "mcsApi: true",
+        &[("services.yaml", SERVICES), ("exports.yaml", EXPORTS)],
+    )
+    .await;
+    exporting
+        .expect(
+            "exported",
+            EXPORTS_PREFIX,
+            &[(WEB_KEY, web_export()), (DB_KEY, db_export())],
+        )
+        .await;
+    assert!(
+        exporting
+            .dump(EXPORTS_CANARY)
+            .await
+            .contains_key(EXPORTS_CANARY)
+    );
+
+    exporting.restart("mcsApi: false").await;
+    exporting.expect("withdrawn", EXPORTS_PREFIX, &[]).await;
+    assert!(exporting.dump(EXPORTS_CANARY).await.is_empty());
+    let config = exporting.dump(CONFIG_KEY).await;
+    assert_eq!(
+        config[CONFIG_KEY].value["capabilities"]["serviceExportsEnabled"],
+        false
+    );
 }

@@ -28,7 +28,7 @@ pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 
 use crate::kvstore::{Store, StoreError, codec, keys};
-use crate::model::{Cluster, DesiredState};
+use crate::model::{Cluster, DesiredState, Kind};
 use crate::report::error_chain;
 use leases::LeasePool;
 
@@ -265,9 +265,14 @@ impl Exporter {
         // Only now is every key queued before this point written: the canaries may go,
         // one per kind rendered (service exports only with MCS-API exports on, as Cilium
         // writes their canary only then).
-        for &kind in rendered.by_kind.keys() {
+        for kind in Kind::ALL {
             let key = keys::synced_canary(&self.cluster.name, kind);
-            if !writer.holds_key(&key) {
+            if !rendered.by_kind.contains_key(&kind) {
+                // A kind turned off (service exports) is no longer announced as synced.
+                if writer.withdraw_pinned(&key).await? {
+                    tracing::info!(%key, "sync canary of a kind no longer written withdrawn");
+                }
+            } else if !writer.holds_key(&key) {
                 let now = codec::encode_timestamp(time::OffsetDateTime::now_utc());
                 writer.put_pinned(&key, now).await?;
                 tracing::info!(%key, "sync canary written");
