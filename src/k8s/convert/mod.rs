@@ -136,8 +136,9 @@ pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec
 ///
 /// A namespace is global when annotated `clustermesh.cilium.io/global: "true"` (any
 /// case), not global with any other value, and as `options` say without the annotation.
-/// Services and pods of non-global namespaces are left out; identities, CiliumEndpoints
-/// and CiliumEndpointSlices are exported only once their Namespace is known and global.
+/// Services of non-global namespaces are left out (a namespace with no Namespace object
+/// follows the default); pods, identities, CiliumEndpoints and CiliumEndpointSlices are
+/// exported only once their Namespace is known and global.
 /// Each output vector is sorted by its key (node name, service namespace/name, pod
 /// namespace/name, identity id, IP); an object defined twice keeps its first definition
 /// and the second is reported. An address claimed by two CiliumEndpoints is not a
@@ -252,7 +253,8 @@ fn convert_each<T, U>(
     out
 }
 
-/// The workloads of the pods of global namespaces.
+/// The workloads of the pods of namespaces known to be global: a pod's identity carries
+/// its namespace's labels, so it waits for the Namespace like Cilium's identities do.
 fn workloads(
     cluster: &Cluster,
     pods: &[Pod],
@@ -262,7 +264,7 @@ fn workloads(
     let mut workloads = Vec::new();
     for pod in pods {
         let namespace = Obj::namespaced("Pod", &pod.metadata).namespace;
-        if !namespaces.is_global(namespace) {
+        if !namespaces.is_known_global(namespace) {
             continue;
         }
         match pod_to_workload(cluster, pod, namespaces.labels(namespace)) {
@@ -653,6 +655,48 @@ mod tests {
             .map(|l| l.value.as_str());
         assert_eq!(ns_label, Some("shop"));
         assert!(state.identities.is_empty() && state.endpoints.is_empty());
+    }
+
+    #[test]
+    fn workloads_wait_for_their_namespace_and_follow_the_default() {
+        let mut objects = mk_objects();
+        objects.pods.push(mk_pod(
+            "undeclared",
+            "ghost-1",
+            &[("app", "ghost")],
+            &["10.244.3.1"],
+        ));
+        objects.services.push(mk_service(
+            "undeclared",
+            "ghost",
+            &[GLOBAL_TRUE],
+            &[("http", 80)],
+        ));
+        let pods = |state: &DesiredState| -> Vec<String> {
+            state.workloads.iter().map(|w| w.pod.clone()).collect()
+        };
+        let services = |state: &DesiredState| -> Vec<String> {
+            state.services.iter().map(|s| s.name.to_string()).collect()
+        };
+        // The pod waits for its Namespace; the service follows the default (global).
+        let (state, _) = desired_state(&mk_cluster(), &objects);
+        assert_eq!(pods(&state), ["checkout-1", "web-1"]);
+        assert_eq!(
+            services(&state),
+            ["shop/checkout", "shop/web", "undeclared/ghost"]
+        );
+
+        // With the default off, only namespaces annotated global export anything.
+        let off = ConvertOptions {
+            default_global_namespace: false,
+        };
+        let (state, _) = desired_state_with(&mk_cluster(), &objects, &off);
+        assert!(pods(&state).is_empty() && services(&state).is_empty());
+        objects.namespaces[0] = mk_namespace("shop", &[(GLOBAL_NAMESPACE_ANNOTATION, "True")]);
+        objects.namespaces.push(mk_namespace("undeclared", &[]));
+        let (state, _) = desired_state_with(&mk_cluster(), &objects, &off);
+        assert_eq!(pods(&state), ["checkout-1", "web-1"]);
+        assert_eq!(services(&state), ["shop/checkout", "shop/web"]);
     }
 
     #[test]
