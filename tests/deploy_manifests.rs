@@ -684,6 +684,43 @@ fn the_fleetmesh_image_is_named_in_one_place() {
 }
 
 #[test]
+fn the_apiserver_may_list_and_watch_every_kind_the_kube_source_reads() {
+    let r = render("etcd-sidecar");
+    let role = r
+        .cluster_roles
+        .iter()
+        .find(|role| role.metadata.name.as_deref() == Some("fleetmesh-apiserver"))
+        .expect("the apiserver's ClusterRole");
+    let rules = role.rules.as_deref().unwrap_or_default();
+    let may = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|rule| {
+            let has = |list: &Option<Vec<String>>, item: &str| {
+                list.iter().flatten().any(|x| x == item || x == "*")
+            };
+            has(&rule.api_groups, group)
+                && has(&rule.resources, resource)
+                && rule.verbs.iter().any(|v| v == verb || v == "*")
+        })
+    };
+    for (group, resource) in [
+        ("", "services"),
+        ("", "namespaces"),
+        ("", "pods"),
+        ("", "nodes"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("cilium.io", "ciliumidentities"),
+        ("cilium.io", "ciliumendpoints"),
+        ("cilium.io", "ciliumendpointslices"),
+        ("cilium.io", "ciliumnodes"),
+        ("multicluster.x-k8s.io", "serviceexports"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(may(group, resource, verb), "{verb} {group}/{resource}");
+        }
+    }
+}
+
+#[test]
 fn the_etcd_sidecar_serves_the_apiserver_on_loopback() {
     let r = render("etcd-sidecar");
     let pod = r.deployment(APISERVER).spec.template.spec.as_ref().unwrap();

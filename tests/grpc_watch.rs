@@ -120,6 +120,10 @@ async fn put(store: &dyn Store, c1: &Cluster, resource: &Resource) -> Revision {
         ),
         Resource::Identity(i) => (keys::identity(i.id()), encode_identity(i)),
         Resource::Endpoint(e) => (keys::ip(e.prefix), encode_endpoint(e)),
+        Resource::ServiceExport(e) => (
+            keys::service_export(&c1.name, &e.name),
+            fleetmesh::kvstore::codec::encode_service_export(e),
+        ),
     };
     store.put(&key, value, None).await.unwrap()
 }
@@ -478,4 +482,86 @@ async fn an_oversized_request_is_refused_and_other_streams_go_on() {
     let rev = put(served.store.as_ref(), c1, &Resource::Endpoint(ep.clone())).await;
     let frame = next_frame(&mut stream).await;
     assert_eq!(decode(c1, &frame), [upsert(rev, Resource::Endpoint(ep))]);
+}
+
+/// An export of `shop/web` by c1.
+fn mk_service_export(c1: &Cluster) -> fleetmesh::model::ServiceExport {
+    use fleetmesh::model::{ExportPort, ExportType, Protocol, SessionAffinity};
+    fleetmesh::model::ServiceExport {
+        cluster: c1.name.clone(),
+        name: "shop/web".parse().unwrap(),
+        export_created_unix: 1_768_046_400,
+        ports: vec![ExportPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            app_protocol: None,
+            port: 80,
+        }],
+        export_type: ExportType::ClusterSetIp,
+        session_affinity: SessionAffinity::None,
+        session_affinity_timeout_seconds: None,
+        ip_families: vec![],
+        labels: Default::default(),
+        annotations: Default::default(),
+        internal_traffic_policy: None,
+        traffic_distribution: None,
+    }
+}
+
+#[tokio::test]
+async fn service_exports_go_only_to_watchers_that_name_them() {
+    let served = serve().await;
+    let c1 = &served.c1;
+    let export = mk_service_export(c1);
+    let rev = put(
+        served.store.as_ref(),
+        c1,
+        &Resource::ServiceExport(export.clone()),
+    )
+    .await;
+    served.cached(rev).await;
+    let mut client = served.client("c2");
+    let info = client.info(v1::InfoRequest {}).await.unwrap().into_inner();
+    assert!(
+        info.capabilities.iter().any(|c| c == "service-exports"),
+        "{info:?}"
+    );
+
+    // A watcher that names no kind (every peer before service exports) gets the
+    // original four kinds only: nothing it could not decode.
+    let mut old = client
+        .watch(mk_request(&[], None))
+        .await
+        .unwrap()
+        .into_inner();
+    let (resources, _) = read_full_state(c1, &mut old).await;
+    assert_eq!(
+        sorted_keys(&resources),
+        sorted_keys(&mk_initial_state(c1)),
+        "no service export in the full state"
+    );
+
+    let mut new = client
+        .watch(mk_request(&[v1::Kind::ServiceExport], None))
+        .await
+        .unwrap()
+        .into_inner();
+    let (resources, _) = read_full_state(c1, &mut new).await;
+    assert_eq!(resources, [Resource::ServiceExport(export.clone())]);
+
+    // Its deletion reaches only the watcher that named the kind; an endpoint change
+    // after it reaches the other, whose next frame holds that change alone.
+    let key = keys::service_export(&c1.name, &export.name);
+    served.store.delete(&key).await.unwrap();
+    let ep = Resource::Endpoint(mk_endpoint(c1, "10.244.1.8"));
+    let ep_rev = put(served.store.as_ref(), c1, &ep).await;
+    let frame = next_frame(&mut new).await;
+    let events = decode(c1, &frame);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].change,
+        Change::Delete(ResourceKey::ServiceExport(export.name.clone()))
+    );
+    let frame = next_frame(&mut old).await;
+    assert_eq!(decode(c1, &frame), [upsert(ep_rev, ep)]);
 }

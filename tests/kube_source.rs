@@ -15,7 +15,7 @@ use bytes::Bytes;
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::export::{IdentityAllocator, render};
 use fleetmesh::k8s::convert::desired_state;
-use fleetmesh::k8s::kube::KubeSource;
+use fleetmesh::k8s::kube::{KubeOptions, KubeSource};
 use fleetmesh::k8s::{Snapshot, manifests};
 use fleetmesh::kvstore::memory::MemoryStore;
 use fleetmesh::kvstore::{Store, WatchEvent, WatchStart, keys};
@@ -212,7 +212,9 @@ async fn manifest_export(fake: &FakeKube, cluster: &Cluster) -> BTreeMap<String,
     let mut allocator = IdentityAllocator::load(scratch, cluster.clone())
         .await
         .unwrap();
-    let rendered = render(cluster, &state, &mut allocator).await.unwrap();
+    let rendered = render(cluster, &state, false, &mut allocator)
+        .await
+        .unwrap();
     rendered
         .by_kind
         .into_values()
@@ -759,4 +761,188 @@ async fn identity_numbers_are_kept_in_the_cluster_across_a_restart() {
     for (labels, id) in kept {
         assert_eq!(before.get(labels), Some(id), "{labels} got another number");
     }
+}
+/// Log lines written while it is in scope, on this thread (a `#[tokio::test]` runs every
+/// task it spawns on it).
+struct CapturedLogs {
+    lines: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl CapturedLogs {
+    fn start() -> Self {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Arc::clone(&lines);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&writer)))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        Self {
+            lines,
+            _guard: guard,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lines.lock().unwrap()).into_owned()
+    }
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A CiliumEndpointSlice of namespace bar whose one endpoint holds `ip`.
+fn mk_cilium_endpoint_slice(name: &str, pod: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "cilium.io/v2alpha1", "kind": "CiliumEndpointSlice",
+        "metadata": {"name": name},
+        "namespace": "bar",
+        "endpoints": [{"name": pod, "id": 199475,
+                       "networking": {"addressing": [{"ipv4": ip}], "node": "172.18.0.2"}}],
+    })
+}
+
+fn mk_service_export(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": namespace,
+                     "creationTimestamp": "2026-01-10T12:00:00Z"},
+    })
+}
+
+fn endpoint_ips(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .state
+        .endpoints
+        .iter()
+        .map(|e| e.prefix.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn served_endpoint_slices_and_service_exports_are_discovered_and_read() {
+    let fake = FakeKube::start().await;
+    fake.install_cilium_crds();
+    fake.install_cilium_endpoint_slice_crd();
+    fake.install_mcs_crds();
+    apply_cilium_objects(&fake);
+    fake.apply_json(mk_cilium_endpoint_slice("ces-1", "cep-010", "10.244.2.10"));
+    fake.apply_json(mk_service("bar", "web", false));
+    fake.apply_json(mk_service_export("bar", "web"));
+    let options = KubeOptions {
+        service_exports: true,
+        ..KubeOptions::default()
+    };
+    let mut rx = KubeSource::new(fake.client(), mk_cluster("cluster3", 3))
+        .with_options(options)
+        .watch_rx();
+    let snapshot = next_snapshot(&mut rx).await;
+    // The slice's endpoint, not the CiliumEndpoint's (10.244.2.74).
+    assert_eq!(endpoint_ips(&snapshot), ["10.244.2.10"]);
+    let exports: Vec<String> = snapshot
+        .state
+        .service_exports
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(exports, ["bar/web"]);
+    assert!(lists_of(&fake, "/apis/cilium.io/v2alpha1/ciliumendpointslices") >= 1);
+    assert!(lists_of(&fake, "/apis/multicluster.x-k8s.io/v1alpha1/serviceexports") >= 1);
+    assert_eq!(lists_of(&fake, "/apis/cilium.io/v2/ciliumendpoints"), 0);
+
+    // A slice changed through the watch reaches the next snapshot.
+    fake.apply_json(mk_cilium_endpoint_slice("ces-1", "cep-010", "10.244.2.11"));
+    let snapshot = next_snapshot(&mut rx).await;
+    assert_eq!(endpoint_ips(&snapshot), ["10.244.2.11"]);
+}
+
+#[tokio::test]
+async fn absent_apis_start_no_watcher_and_say_why() {
+    let logs = CapturedLogs::start();
+    let fake = FakeKube::start().await;
+    fake.install_cilium_crds();
+    apply_cilium_objects(&fake);
+    let options = KubeOptions {
+        service_exports: true,
+        ..KubeOptions::default()
+    };
+    let mut rx = KubeSource::new(fake.client(), mk_cluster("cluster3", 3))
+        .with_options(options)
+        .watch_rx();
+    let snapshot = next_snapshot(&mut rx).await;
+    assert_eq!(endpoint_ips(&snapshot), ["10.244.2.74"]);
+    assert!(snapshot.state.service_exports.is_empty());
+    let requests = fake.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/ciliumendpointslices") || r.contains("/serviceexports")),
+        "{requests:#?}"
+    );
+    let text = logs.text();
+    assert!(
+        text.contains(
+            "multicluster.x-k8s.io/v1alpha1 does not serve serviceexports (the MCS-API CRDs are \
+             not installed): no ServiceExport is read, none is exported"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "cilium.io/v2alpha1 does not serve ciliumendpointslices: ipcache entries come from \
+             CiliumEndpoints"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn options_force_endpoint_slices_off_and_keep_service_exports_unread() {
+    let logs = CapturedLogs::start();
+    let fake = FakeKube::start().await;
+    fake.install_cilium_crds();
+    fake.install_cilium_endpoint_slice_crd();
+    fake.install_mcs_crds();
+    apply_cilium_objects(&fake);
+    fake.apply_json(mk_cilium_endpoint_slice("ces-1", "cep-010", "10.244.2.10"));
+    fake.apply_json(mk_service_export("bar", "web"));
+    let options = KubeOptions {
+        endpoint_slices: Some(false),
+        service_exports: false,
+        ..KubeOptions::default()
+    };
+    let mut rx = KubeSource::new(fake.client(), mk_cluster("cluster3", 3))
+        .with_options(options)
+        .watch_rx();
+    let snapshot = next_snapshot(&mut rx).await;
+    assert_eq!(endpoint_ips(&snapshot), ["10.244.2.74"]);
+    assert_eq!(
+        lists_of(&fake, "/apis/cilium.io/v2alpha1/ciliumendpointslices"),
+        0
+    );
+    assert_eq!(
+        lists_of(&fake, "/apis/multicluster.x-k8s.io/v1alpha1/serviceexports"),
+        0
+    );
+    let text = logs.text();
+    assert!(
+        text.contains(
+            "MCS-API service exports are off (export.mcsApi): ServiceExports are not read"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("set by source.kube.ciliumEndpointSlices"),
+        "{text}"
+    );
 }

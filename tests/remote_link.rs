@@ -140,6 +140,7 @@ fn expected_counts(endpoints: usize) -> Counts {
         endpoints,
         identities: 2,
         services: 0,
+        service_exports: 0,
     }
 }
 
@@ -589,4 +590,76 @@ async fn a_server_that_does_not_trust_this_agent_reads_as_a_tls_handshake_failur
     );
     link.stop().await;
     server.stop().await;
+}
+
+/// A ClusterSetIP export of `shop/web` by `cluster`, every field set.
+fn mk_service_export(cluster: &Cluster) -> fleetmesh::model::ServiceExport {
+    use fleetmesh::model::{
+        ExportPort, ExportType, InternalTrafficPolicy, IpFamily, Protocol, SessionAffinity,
+        TrafficDistribution,
+    };
+    fleetmesh::model::ServiceExport {
+        cluster: cluster.name.clone(),
+        name: "shop/web".parse().unwrap(),
+        export_created_unix: 1_768_046_400,
+        ports: vec![ExportPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            app_protocol: Some("http".into()),
+            port: 80,
+        }],
+        export_type: ExportType::ClusterSetIp,
+        session_affinity: SessionAffinity::ClientIp,
+        session_affinity_timeout_seconds: Some(600),
+        ip_families: vec![IpFamily::V4],
+        labels: [("tier".to_string(), "front".to_string())].into(),
+        annotations: Default::default(),
+        internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+        traffic_distribution: Some(TrafficDistribution::PreferClose),
+    }
+}
+
+#[tokio::test]
+async fn a_peers_service_exports_reach_the_view_and_its_status() {
+    let pki = MeshPki::new();
+    let agent = Agent::new();
+    let c2 = mk_cluster("c2", 2);
+    let export = mk_service_export(&c2);
+    let mut state = mk_state(&c2, 5);
+    state.push(Resource::ServiceExport(export.clone()));
+    let server = start_peer(&pki, &c2, &state).await;
+
+    let link = agent.link(&pki, "c2", &server);
+    let mut rx = link.status_rx();
+    let status = wait_for(&mut rx, "ready", |s| s.ready).await;
+    assert!(status.synced.service_exports, "{status:#?}");
+    assert_eq!(status.counts.service_exports, 1);
+    assert_eq!(status.refused_events, 0);
+    let held = agent
+        .view
+        .read()
+        .service_exports(&c2.name)
+        .cloned()
+        .unwrap();
+    assert_eq!(held.values().collect::<Vec<_>>(), [&export]);
+
+    // Withdrawn at the peer: withdrawn from the view.
+    delete(
+        &server.store,
+        &c2,
+        &fleetmesh::model::ResourceKey::ServiceExport(export.name.clone()),
+    )
+    .await;
+    wait_for(&mut rx, "the export withdrawn", |s| {
+        s.counts.service_exports == 0
+    })
+    .await;
+    assert!(
+        agent
+            .view
+            .read()
+            .service_exports(&c2.name)
+            .unwrap()
+            .is_empty()
+    );
 }

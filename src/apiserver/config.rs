@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::config::ClusterBlock;
 use crate::grpc::AllowedPeers;
+use crate::k8s::convert::ConvertOptions;
 use crate::kvstore::etcd::{EtcdConfig, EtcdTls};
 use crate::model::{Cluster, ClusterName};
 use crate::tls::TlsFiles;
@@ -117,6 +118,8 @@ struct RawSource {
 struct RawKube {
     /// Absent: `$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account.
     kubeconfig: Option<PathBuf>,
+    /// Absent: CiliumEndpointSlices are read when the API server serves them.
+    cilium_endpoint_slices: Option<bool>,
 }
 
 /// A field that is present, whatever its value (null included); absent fields take the
@@ -134,6 +137,10 @@ where
 struct RawExport {
     lease_ttl_seconds: Option<u64>,
     heartbeat_seconds: Option<u64>,
+    /// Absent: true, as Cilium's `--clustermesh-default-global-namespace`.
+    default_global_namespace: Option<bool>,
+    /// Absent: false, as Cilium's `--clustermesh-enable-mcs-api`.
+    mcs_api: Option<bool>,
 }
 
 /// Which store the apiserver writes to.
@@ -213,6 +220,13 @@ pub struct ApiserverConfig {
     pub identity: IdentitySettings,
     /// With the manifest source: files larger than this are refused unread.
     pub manifest_max_file_bytes: u64,
+    /// How the source's objects are read (`export.defaultGlobalNamespace`).
+    pub convert: ConvertOptions,
+    /// MCS-API service exports are read and written (`export.mcsApi`).
+    pub mcs_api: bool,
+    /// `source.kube.ciliumEndpointSlices`: `None` reads CiliumEndpointSlices when the API
+    /// server serves them, `Some` forces the choice.
+    pub cilium_endpoint_slices: Option<bool>,
 }
 
 /// The store to open.
@@ -292,6 +306,12 @@ impl ApiserverConfig {
             }
             Some(bytes) => bytes,
         };
+        let cilium_endpoint_slices = raw
+            .source
+            .kube
+            .as_ref()
+            .and_then(|k| k.as_ref())
+            .and_then(|k| k.cilium_endpoint_slices);
         let source = match (raw.source.manifests, raw.source.kube) {
             (Some(dir), None) => SourceConfig::Manifests(base.join(dir)),
             (None, Some(kube)) => SourceConfig::Kube {
@@ -406,6 +426,11 @@ impl ApiserverConfig {
             heartbeat_interval,
             identity,
             manifest_max_file_bytes,
+            convert: ConvertOptions {
+                default_global_namespace: raw.export.default_global_namespace.unwrap_or(true),
+            },
+            mcs_api: raw.export.mcs_api.unwrap_or(false),
+            cilium_endpoint_slices,
         })
     }
 }
@@ -417,6 +442,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<ApiserverConfig, ConfigError> {
         ApiserverConfig::parse(text, Path::new("/etc/fleetmesh/apiserver.yaml"))
+    }
+
+    #[test]
+    fn export_scope_options_default_as_ciliums_flags_and_can_be_set() {
+        let cfg = parse("cluster: {name: c1, id: 1}\nsource: {manifests: m}\n").unwrap();
+        assert!(cfg.convert.default_global_namespace);
+        assert!(!cfg.mcs_api);
+        assert_eq!(cfg.cilium_endpoint_slices, None);
+        let cfg = parse(
+            "cluster: {name: c1, id: 1}\n\
+             source: {kube: {ciliumEndpointSlices: false}}\n\
+             export: {defaultGlobalNamespace: false, mcsApi: true}\n",
+        )
+        .unwrap();
+        assert!(!cfg.convert.default_global_namespace);
+        assert!(cfg.mcs_api);
+        assert_eq!(cfg.cilium_endpoint_slices, Some(false));
+        let err = crate::report::error_chain(
+            &parse("cluster: {name: c1, id: 1}\nsource: {manifests: m}\nexport: {mcsAPI: true}\n")
+                .unwrap_err(),
+        );
+        assert!(err.contains("unknown field `mcsAPI`"), "{err}");
     }
 
     #[test]

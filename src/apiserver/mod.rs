@@ -20,8 +20,9 @@ use crate::export::{
     ExportSettings, ExportStatus, Exporter, IdentityLedger, KubeLedger, RedbLedger,
 };
 use crate::grpc::GrpcStats;
-use crate::k8s::kube::{self as kube_source, KubeSource};
-use crate::k8s::{Snapshot, manifests};
+use crate::k8s::Snapshot;
+use crate::k8s::kube::{self as kube_source, KubeOptions, KubeSource};
+use crate::k8s::manifests::ManifestSource;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
@@ -80,8 +81,9 @@ impl Apiserver {
         let (desired_tx, desired_rx) = watch::channel(None);
         let (snapshots, kube_client) = match &config.source {
             SourceConfig::Manifests(dir) => (
-                manifests::ManifestSource::new(dir.clone(), config.cluster.clone())
+                ManifestSource::new(dir.clone(), config.cluster.clone())
                     .with_max_file_bytes(config.manifest_max_file_bytes)
+                    .with_options(config.convert)
                     .watch_rx(MANIFEST_POLL),
                 None,
             ),
@@ -90,7 +92,13 @@ impl Apiserver {
                     .await
                     .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                     .context("cannot set up the kube source")?;
-                let snapshots = KubeSource::new(client.clone(), config.cluster.clone()).watch_rx();
+                let snapshots = KubeSource::new(client.clone(), config.cluster.clone())
+                    .with_options(KubeOptions {
+                        convert: config.convert,
+                        endpoint_slices: config.cilium_endpoint_slices,
+                        service_exports: config.mcs_api,
+                    })
+                    .watch_rx();
                 (snapshots, Some(client))
             }
         };
@@ -104,6 +112,7 @@ impl Apiserver {
                 lease_ttl: config.lease_ttl,
                 heartbeat_interval: config.heartbeat_interval,
                 identity_quarantine: config.identity.quarantine,
+                mcs_api: config.mcs_api,
             },
         );
         let exporter = match identity_ledger(&config, kube_client).await? {

@@ -86,6 +86,9 @@ pub fn check_view(view: &MeshView, workload: &Workload) -> Correctness {
                             .all(|b| s.backends.get(&b.ip) == Some(&b.backend))
                 })
             }),
+            Resource::ServiceExport(e) => view
+                .service_exports(source)
+                .is_some_and(|held| held.get(&e.name) == Some(e)),
         };
         if !present {
             lost += 1;
@@ -96,13 +99,15 @@ pub fn check_view(view: &MeshView, workload: &Workload) -> Correctness {
             Resource::Identity(_) => matched.identities += 1,
             Resource::Node(_) => matched.nodes += 1,
             Resource::Service(_) => matched.services += 1,
+            Resource::ServiceExport(_) => matched.service_exports += 1,
         }
     }
     let held = view.counts(source).unwrap_or_default();
     let phantom = held.endpoints.saturating_sub(matched.endpoints)
         + held.identities.saturating_sub(matched.identities)
         + held.nodes.saturating_sub(matched.nodes)
-        + held.services.saturating_sub(matched.services);
+        + held.services.saturating_sub(matched.services)
+        + held.service_exports.saturating_sub(matched.service_exports);
     Correctness {
         lost,
         phantom: phantom as u64,

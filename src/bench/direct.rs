@@ -98,6 +98,6 @@ pub(super) fn decode(kv: &KeyValue, source: &Cluster) -> Option<Resource> {
         StateKey::Endpoint(_) => codec::decode_endpoint(&kv.value)
             .ok()
             .map(Resource::Endpoint),
-        StateKey::FleetmeshService { .. } => None,
+        StateKey::FleetmeshService { .. } | StateKey::ServiceExport { .. } => None,
     }
 }

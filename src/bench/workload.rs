@@ -146,6 +146,10 @@ pub fn encode(cluster: &Cluster, resource: &Resource) -> Vec<(String, Bytes)> {
         ],
         Resource::Identity(i) => vec![(keys::identity(i.id()), codec::encode_identity(i))],
         Resource::Endpoint(e) => vec![(keys::ip(e.prefix), codec::encode_endpoint(e))],
+        Resource::ServiceExport(e) => vec![(
+            keys::service_export(&cluster.name, &e.name),
+            codec::encode_service_export(e),
+        )],
     }
 }
 

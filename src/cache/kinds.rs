@@ -7,7 +7,9 @@ use crate::model::Kind;
 pub struct KindSet(u8);
 
 impl KindSet {
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b1_1111);
+    /// What a watcher that names no kind gets: [`Kind::ORIGINAL`].
+    pub const ORIGINAL: Self = Self(0b1111);
     pub const EMPTY: Self = Self(0);
 
     pub fn contains(self, kind: Kind) -> bool {
@@ -35,6 +37,7 @@ pub(super) fn slot(kind: Kind) -> usize {
         Kind::Service => 1,
         Kind::Identity => 2,
         Kind::Endpoint => 3,
+        Kind::ServiceExport => 4,
     }
 }
 
@@ -79,7 +82,11 @@ mod tests {
         assert!(set.contains(Kind::Node) && set.contains(Kind::Endpoint));
         assert!(!set.contains(Kind::Service));
         assert_eq!(set.to_string(), "nodes,endpoints");
-        assert_eq!(KindSet::ALL.iter().count(), 4);
+        assert_eq!(KindSet::ALL.iter().count(), 5);
+        assert_eq!(
+            KindSet::ORIGINAL.iter().collect::<Vec<_>>(),
+            Kind::ORIGINAL.to_vec()
+        );
         assert!(KindSet::EMPTY.is_empty() && !set.is_empty());
     }
 }

@@ -45,6 +45,13 @@ impl KindKey for IpPrefix {
     }
 }
 
+/// Service exports are few: their state is keyed by the whole resource key.
+impl KindKey for ResourceKey {
+    fn into_resource_key(self) -> ResourceKey {
+        self
+    }
+}
+
 /// Arena bytes no entry points at that a compaction waits for: below this, rewriting
 /// the arena costs more than the garbage does.
 const COMPACT_MIN: usize = 64 * 1024;
@@ -252,6 +259,7 @@ pub(super) struct States {
     services: KindState<ServiceName>,
     identities: KindState<IdentityId>,
     endpoints: KindState<IpPrefix>,
+    service_exports: KindState<ResourceKey>,
 }
 
 /// Runs `$body` on the state of `$key`'s kind, with `$k` bound to the bare key.
@@ -274,6 +282,10 @@ macro_rules! by_key {
                 let $state = &mut $states.endpoints;
                 $body
             }
+            $k @ ResourceKey::ServiceExport(_) => {
+                let $state = &mut $states.service_exports;
+                $body
+            }
         }
     };
 }
@@ -285,6 +297,7 @@ impl States {
             Kind::Service => &mut self.services,
             Kind::Identity => &mut self.identities,
             Kind::Endpoint => &mut self.endpoints,
+            Kind::ServiceExport => &mut self.service_exports,
         }
     }
 
@@ -294,6 +307,7 @@ impl States {
             Kind::Service => self.services.len(),
             Kind::Identity => self.identities.len(),
             Kind::Endpoint => self.endpoints.len(),
+            Kind::ServiceExport => self.service_exports.len(),
         }
     }
 

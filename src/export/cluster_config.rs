@@ -14,17 +14,22 @@ use crate::model::{Capabilities, Cluster, ClusterConfig};
 /// Cilium re-asserts its cluster config every 5 minutes, besides reacting to watch events.
 const REASSERT_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Keeps `cilium/cluster-config/<name>` equal to this cluster's config. Returns only on
-/// a store error (the caller restarts it).
+/// Keeps `cilium/cluster-config/<name>` equal to this cluster's config, whose
+/// `serviceExportsEnabled` says whether MCS-API exports are on. Returns only on a store
+/// error (the caller restarts it).
 pub async fn enforce(
     store: Arc<dyn Store>,
     cluster: Cluster,
+    mcs_api: bool,
     lease_ttl: Duration,
 ) -> Result<(), StoreError> {
     let key = keys::cluster_config(&cluster.name);
     let value = codec::encode_cluster_config(&ClusterConfig {
         id: cluster.id,
-        capabilities: Capabilities::fleetmesh(cluster.mode),
+        capabilities: Capabilities {
+            service_exports_enabled: Some(mcs_api),
+            ..Capabilities::fleetmesh(cluster.mode)
+        },
     });
     let mut leases = LeasePool::new(store.clone(), lease_ttl);
     let mut lease = match adoptable(&*store, &key, &value, &mut leases).await? {

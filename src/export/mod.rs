@@ -72,6 +72,9 @@ pub struct ExportSettings {
     /// How long an identity no workload uses keeps its number before the number may name
     /// other labels; at least `lease_ttl`.
     pub identity_quarantine: Duration,
+    /// MCS-API service exports are written (Cilium's `--clustermesh-enable-mcs-api`),
+    /// and the cluster config says so.
+    pub mcs_api: bool,
 }
 
 impl Default for ExportSettings {
@@ -80,6 +83,7 @@ impl Default for ExportSettings {
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             identity_quarantine: DEFAULT_LEASE_TTL,
+            mcs_api: false,
         }
     }
 }
@@ -140,6 +144,9 @@ impl Exporter {
             keys::fleetmesh_services_of(c),
             keys::IDENTITIES_ID_PREFIX.to_string(),
             keys::IP_PREFIX.to_string(),
+            // Managed with MCS-API exports off too, so that turning them off withdraws
+            // what an earlier run wrote.
+            keys::service_exports_of(c),
         ]
     }
 
@@ -154,10 +161,11 @@ impl Exporter {
         let ttl = self.settings.lease_ttl;
         let (store, cluster) = (self.store.clone(), self.cluster.clone());
         let beat = self.settings.heartbeat_interval;
+        let mcs_api = self.settings.mcs_api;
         tokio::select! {
             result = self.export_retrying(source, &status) => result,
             never = retry_forever("cluster config", || {
-                cluster_config::enforce(store.clone(), cluster.clone(), ttl)
+                cluster_config::enforce(store.clone(), cluster.clone(), mcs_api, ttl)
             }) => match never {},
             never = retry_forever("heartbeat", || heartbeat::beat(store.clone(), beat, ttl)) => {
                 match never {}
@@ -274,7 +282,7 @@ impl Exporter {
         writer: &mut StateWriter,
         allocator: &mut IdentityAllocator,
     ) -> Result<ExportStatus, ExportError> {
-        let rendered = render(&self.cluster, state, allocator).await?;
+        let rendered = render(&self.cluster, state, self.settings.mcs_api, allocator).await?;
         let desired: BTreeMap<&str, &bytes::Bytes> = rendered
             .by_kind
             .values()
@@ -291,10 +299,17 @@ impl Exporter {
                 "exported"
             );
         }
-        // Only now is every key queued before this point written: the canaries may go.
+        // Only now is every key queued before this point written: the canaries may go,
+        // one per kind rendered (service exports only with MCS-API exports on, as Cilium
+        // writes their canary only then).
         for kind in Kind::ALL {
             let key = keys::synced_canary(&self.cluster.name, kind);
-            if !writer.holds_key(&key) {
+            if !rendered.by_kind.contains_key(&kind) {
+                // A kind turned off (service exports) is no longer announced as synced.
+                if writer.withdraw_pinned(&key).await? {
+                    tracing::info!(%key, "sync canary of a kind no longer written withdrawn");
+                }
+            } else if !writer.holds_key(&key) {
                 let now = codec::encode_timestamp(time::OffsetDateTime::now_utc());
                 writer.put_pinned(&key, now).await?;
                 tracing::info!(%key, "sync canary written");

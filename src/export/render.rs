@@ -34,16 +34,32 @@ impl RenderedState {
     }
 }
 
-/// Renders `state` for `cluster`, allocating identities for its workloads.
+/// Renders `state` for `cluster`, allocating identities for its workloads. Service
+/// exports are rendered only when `mcs_api` is on.
 pub async fn render(
     cluster: &Cluster,
     state: &DesiredState,
+    mcs_api: bool,
     allocator: &mut IdentityAllocator,
 ) -> Result<RenderedState, AllocError> {
     let mut out = RenderedState::default();
-    // Every kind is present, even when empty, so that its canary is written.
-    for kind in Kind::ALL {
+    // Every kind written is present, even when empty, so that its canary is written.
+    for kind in Kind::ORIGINAL {
         out.by_kind.entry(kind).or_default();
+    }
+    if mcs_api {
+        out.by_kind.entry(Kind::ServiceExport).or_default();
+        for export in state
+            .service_exports
+            .iter()
+            .filter(|e| e.cluster == cluster.name)
+        {
+            out.insert(
+                Kind::ServiceExport,
+                keys::service_export(&cluster.name, &export.name),
+                codec::encode_service_export(export),
+            );
+        }
     }
 
     for node in state.nodes.iter().filter(|n| n.cluster == cluster.name) {

@@ -144,6 +144,16 @@ impl StateWriter {
         self.put_all(vec![(key.to_string(), value)]).await
     }
 
+    /// Deletes one key outside the managed prefixes (the sync canary of a kind no longer
+    /// written) if this writer holds or adopted it; whether it did.
+    pub async fn withdraw_pinned(&mut self, key: &str) -> Result<bool, StoreError> {
+        if !self.written.contains_key(key) {
+            return Ok(false);
+        }
+        self.delete_all(vec![key.to_string()]).await?;
+        Ok(true)
+    }
+
     async fn put_all(&mut self, puts: Vec<(String, Bytes)>) -> Result<(), StoreError> {
         let mut planned = Vec::with_capacity(puts.len());
         for (key, value) in puts {
@@ -296,6 +306,12 @@ mod tests {
         let stats = writer.reconcile(&BTreeMap::new()).await.unwrap();
         assert_eq!(stats, WriteStats::default());
         assert!(store.get("pin/canary").await.unwrap().is_some());
+        assert!(store.get("other/x").await.unwrap().is_some());
+
+        // Withdrawn only when asked, and only what it holds.
+        assert!(!writer.withdraw_pinned("other/x").await.unwrap());
+        assert!(writer.withdraw_pinned("pin/canary").await.unwrap());
+        assert!(store.get("pin/canary").await.unwrap().is_none());
         assert!(store.get("other/x").await.unwrap().is_some());
     }
 

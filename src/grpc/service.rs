@@ -14,14 +14,19 @@ use crate::cache::{KindSet, ResumePoint};
 use crate::model::ClusterName;
 use crate::proto::v1::mesh_server::Mesh;
 use crate::proto::{
-    CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER, CAP_RESUME, PROTOCOL_VERSION, ServerInfo, WatchFrame,
-    kind_from_wire, v1,
+    CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER, CAP_RESUME, CAP_SERVICE_EXPORTS, PROTOCOL_VERSION,
+    ServerInfo, WatchFrame, kind_from_wire, v1,
 };
 use crate::report::error_chain;
 use crate::tls::server::PeerInfo;
 
 /// What `Info` announces.
-const CAPABILITIES: [&str; 3] = [CAP_RESUME, CAP_BACKEND_CONDITIONS, CAP_KIND_FILTER];
+const CAPABILITIES: [&str; 4] = [
+    CAP_RESUME,
+    CAP_BACKEND_CONDITIONS,
+    CAP_KIND_FILTER,
+    CAP_SERVICE_EXPORTS,
+];
 
 /// A watch's frames, as tonic sends them.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchFrame, Status>> + Send>>;
@@ -47,10 +52,12 @@ impl<S: WatchSource> GrpcServer<S> {
     }
 }
 
-/// The kinds a request asks for: empty means all; an unknown one is refused.
+/// The kinds a request asks for: empty means the original four (a peer that predates
+/// service exports names no kind and must not get one it cannot decode); an unknown
+/// one is refused.
 fn requested_kinds(kinds: &[i32]) -> Result<KindSet, GrpcError> {
     if kinds.is_empty() {
-        return Ok(KindSet::ALL);
+        return Ok(KindSet::ORIGINAL);
     }
     kinds
         .iter()
@@ -133,10 +140,17 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
 mod tests {
     use super::*;
     use crate::model::Kind;
+    use crate::proto::kind_to_wire;
 
     #[test]
-    fn kinds_default_to_all_and_unknown_ones_are_invalid() {
-        assert_eq!(requested_kinds(&[]).unwrap(), KindSet::ALL);
+    fn kinds_default_to_the_original_four_and_unknown_ones_are_invalid() {
+        assert_eq!(requested_kinds(&[]).unwrap(), KindSet::ORIGINAL);
+        assert!(!requested_kinds(&[]).unwrap().contains(Kind::ServiceExport));
+        let all: Vec<i32> = Kind::ALL
+            .iter()
+            .map(|k| i32::from(kind_to_wire(*k)))
+            .collect();
+        assert_eq!(requested_kinds(&all).unwrap(), KindSet::ALL);
         let endpoints = i32::from(v1::Kind::Endpoint);
         let set = requested_kinds(&[endpoints]).unwrap();
         assert_eq!(set.iter().collect::<Vec<_>>(), [Kind::Endpoint]);

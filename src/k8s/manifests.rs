@@ -8,9 +8,10 @@
 //!   and nodes then come from the Cilium objects, and Pods and Nodes are not used. (The
 //!   kube source decides otherwise: by whether the API server serves Cilium's resources,
 //!   asked through discovery, even while none exists; see [`crate::k8s::kube`].)
-//! - `CiliumEndpointSlice` (`cilium.io/v2alpha1`) is not read, by either source:
-//!   ipcache entries come from CiliumEndpoints, from which Cilium's operator builds the
-//!   slices.
+//! - A directory holding any `CiliumEndpointSlice` (`cilium.io/v2alpha1`) describes a
+//!   cluster that publishes its endpoints in slices: ipcache entries then come from the
+//!   slices and CiliumEndpoints are not used. `ServiceExport`s
+//!   (`multicluster.x-k8s.io/v1alpha1`) are read too.
 //! - Files ending `.yaml`, `.yml` or `.json` are read, recursively, in path order; names
 //!   starting with `.` are skipped (a mounted ConfigMap shows each file once, through
 //!   symlinks that are followed).

@@ -5,6 +5,7 @@ pub mod client;
 pub mod convert;
 pub mod kube;
 pub mod manifests;
+pub mod mcs;
 mod snapshot;
 
 pub use snapshot::Snapshot;

@@ -8,6 +8,7 @@
 //! | `cilium/state/services/v1/<cluster>/<ns>/<name>` | `ClusterService` JSON; global and shared services only |
 //! | `cilium/state/identities/v1/id/<id>` | label string `source:key=value;…` |
 //! | `cilium/state/ip/v1/default/<ip>` or `…/<ip>/<len>` | `IPIdentityPair` JSON |
+//! | `cilium/state/serviceexports/v1/<cluster>/<ns>/<name>` | `MCSAPIServiceSpec` JSON; only with MCS-API exports on |
 //! | `cilium/cluster-config/<cluster>` | `CiliumClusterConfig` JSON |
 //! | `cilium/synced/<cluster>/<base prefix>` | RFC 3339 time: the prefix is fully written |
 //! | `cilium/.heartbeat` | RFC 3339 time, rewritten every minute |
@@ -24,6 +25,7 @@ pub const NODES_PREFIX: &str = "cilium/state/nodes/v1/";
 pub const SERVICES_PREFIX: &str = "cilium/state/services/v1/";
 pub const IDENTITIES_ID_PREFIX: &str = "cilium/state/identities/v1/id/";
 pub const IP_PREFIX: &str = "cilium/state/ip/v1/default/";
+pub const SERVICE_EXPORTS_PREFIX: &str = "cilium/state/serviceexports/v1/";
 pub const CLUSTER_CONFIG_PREFIX: &str = "cilium/cluster-config/";
 pub const SYNCED_PREFIX: &str = "cilium/synced/";
 pub const HEARTBEAT: &str = "cilium/.heartbeat";
@@ -38,6 +40,7 @@ const NODES_BASE: &str = "cilium/state/nodes/v1";
 const SERVICES_BASE: &str = "cilium/state/services/v1";
 const IDENTITIES_BASE: &str = "cilium/state/identities/v1";
 const IP_BASE: &str = "cilium/state/ip/v1";
+const SERVICE_EXPORTS_BASE: &str = "cilium/state/serviceexports/v1";
 
 pub fn node(cluster: &ClusterName, node: &str) -> String {
     format!("{NODES_PREFIX}{cluster}/{node}")
@@ -72,6 +75,18 @@ pub fn fleetmesh_services_of(cluster: &ClusterName) -> String {
     format!("{FLEETMESH_SERVICES_PREFIX}{cluster}/")
 }
 
+pub fn service_export(cluster: &ClusterName, name: &ServiceName) -> String {
+    format!(
+        "{SERVICE_EXPORTS_PREFIX}{cluster}/{}/{}",
+        name.namespace(),
+        name.name()
+    )
+}
+
+pub fn service_exports_of(cluster: &ClusterName) -> String {
+    format!("{SERVICE_EXPORTS_PREFIX}{cluster}/")
+}
+
 pub fn identity(id: IdentityId) -> String {
     format!("{IDENTITIES_ID_PREFIX}{id}")
 }
@@ -91,6 +106,7 @@ pub fn synced_canary(cluster: &ClusterName, kind: Kind) -> String {
         Kind::Service => SERVICES_BASE,
         Kind::Identity => IDENTITIES_BASE,
         Kind::Endpoint => IP_BASE,
+        Kind::ServiceExport => SERVICE_EXPORTS_BASE,
     };
     format!("{SYNCED_PREFIX}{cluster}/{base}")
 }
@@ -114,6 +130,7 @@ pub enum StateKey {
     Node { cluster: String, name: String },
     Service { cluster: String, name: ServiceName },
     FleetmeshService { cluster: String, name: ServiceName },
+    ServiceExport { cluster: String, name: ServiceName },
     Identity(IdentityId),
     Endpoint(IpPrefix),
 }
@@ -140,6 +157,10 @@ impl StateKey {
             let (cluster, name) = split_service(rest)?;
             return Some(Self::FleetmeshService { cluster, name });
         }
+        if let Some(rest) = key.strip_prefix(SERVICE_EXPORTS_PREFIX) {
+            let (cluster, name) = split_service(rest)?;
+            return Some(Self::ServiceExport { cluster, name });
+        }
         if let Some(rest) = key.strip_prefix(IDENTITIES_ID_PREFIX) {
             return rest.parse().ok().map(Self::Identity);
         }
@@ -162,6 +183,11 @@ impl StateKey {
             }
             Self::FleetmeshService { cluster, name } => format!(
                 "{FLEETMESH_SERVICES_PREFIX}{cluster}/{}/{}",
+                name.namespace(),
+                name.name()
+            ),
+            Self::ServiceExport { cluster, name } => format!(
+                "{SERVICE_EXPORTS_PREFIX}{cluster}/{}/{}",
                 name.namespace(),
                 name.name()
             ),
@@ -224,6 +250,14 @@ mod tests {
             synced_canary(&c, Kind::Node),
             "cilium/synced/cluster3/cilium/state/nodes/v1"
         );
+        assert_eq!(
+            service_export(&c, &svc),
+            "cilium/state/serviceexports/v1/cluster3/test/echo"
+        );
+        assert_eq!(
+            synced_canary(&c, Kind::ServiceExport),
+            "cilium/synced/cluster3/cilium/state/serviceexports/v1"
+        );
     }
 
     #[test]
@@ -234,6 +268,7 @@ mod tests {
             node(&c, "n1"),
             service(&c, &svc),
             fleetmesh_service(&c, &svc),
+            service_export(&c, &svc),
             identity(IdentityId::new(65_600).unwrap()),
             ip("10.0.0.1".parse().unwrap()),
             ip("fd00::/64".parse().unwrap()),

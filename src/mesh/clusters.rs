@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{ClusterName, IdentityId, Node, Service, ServiceName};
+use crate::model::{ClusterName, IdentityId, Node, Service, ServiceExport, ServiceName};
 
 use super::labels::CompactLabels;
 use super::stale::Reachability;
@@ -27,6 +27,8 @@ pub(super) struct ClusterSlot {
     pub nodes: BTreeMap<String, Node>,
     pub identities: BTreeMap<IdentityId, CompactLabels>,
     pub services: BTreeMap<ServiceName, Service>,
+    /// The MCS-API service exports the cluster offers.
+    pub service_exports: BTreeMap<ServiceName, ServiceExport>,
     /// How many ipcache entries this cluster holds.
     pub endpoints: usize,
 }
@@ -40,6 +42,7 @@ impl ClusterSlot {
             nodes: BTreeMap::new(),
             identities: BTreeMap::new(),
             services: BTreeMap::new(),
+            service_exports: BTreeMap::new(),
             endpoints: 0,
         }
     }

@@ -44,7 +44,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Change, Cluster, ClusterName, IdentityId, Labels, Node, Resource, ResourceKey, ServiceName,
+    Change, Cluster, ClusterName, IdentityId, Labels, Node, Resource, ResourceKey, ServiceExport,
+    ServiceName,
 };
 
 use self::clusters::{ClusterIdx, ClusterTable, LOCAL};
@@ -66,6 +67,9 @@ pub struct Counts {
     pub identities: usize,
     /// Every service held from the cluster, shared or not.
     pub services: usize,
+    /// MCS-API service exports held from the cluster.
+    #[serde(default)]
+    pub service_exports: usize,
 }
 
 /// The merged view of every cluster this agent sees, its own included.
@@ -196,7 +200,18 @@ impl MeshView {
             endpoints: slot.endpoints,
             identities: slot.identities.len(),
             services: slot.services.len(),
+            service_exports: slot.service_exports.len(),
         })
+    }
+
+    /// The MCS-API service exports `cluster` offers, by namespace and name; `None` for a
+    /// cluster never seen or drained.
+    pub fn service_exports(
+        &self,
+        cluster: &ClusterName,
+    ) -> Option<&BTreeMap<ServiceName, ServiceExport>> {
+        let slot = self.clusters.get(self.clusters.find(cluster)?);
+        slot.present.then_some(&slot.service_exports)
     }
 
     /// The global service `name` as selected at `now`; `None` if no cluster
@@ -298,12 +313,21 @@ impl MeshView {
         let nodes = slot.nodes.keys().cloned().map(ResourceKey::Node);
         let services = slot.services.keys().cloned().map(ResourceKey::Service);
         let identities = slot.identities.keys().copied().map(ResourceKey::Identity);
+        let exports = slot
+            .service_exports
+            .keys()
+            .cloned()
+            .map(ResourceKey::ServiceExport);
         let endpoints = self
             .ipcache
             .prefixes_of(idx)
             .into_iter()
             .map(ResourceKey::Endpoint);
-        nodes.chain(services).chain(identities).chain(endpoints)
+        nodes
+            .chain(services)
+            .chain(identities)
+            .chain(endpoints)
+            .chain(exports)
     }
 
     fn apply_one(&mut self, idx: ClusterIdx, change: &Change) -> bool {
@@ -334,6 +358,9 @@ impl MeshView {
                 || i.id(),
                 &CompactLabels::new(i.labels()),
             ),
+            Resource::ServiceExport(e) => {
+                put(&mut slot.service_exports, &e.name, || e.name.clone(), e)
+            }
             Resource::Endpoint(e) => match self.ipcache.upsert(idx, e) {
                 Upserted::Unchanged => false,
                 Upserted::Replaced => true,
@@ -352,6 +379,7 @@ impl MeshView {
             ResourceKey::Node(name) => slot.nodes.remove(name).is_some(),
             ResourceKey::Service(name) => slot.services.remove(name).is_some(),
             ResourceKey::Identity(id) => slot.identities.remove(id).is_some(),
+            ResourceKey::ServiceExport(name) => slot.service_exports.remove(name).is_some(),
             ResourceKey::Endpoint(prefix) => {
                 let removed = self.ipcache.delete(idx, *prefix);
                 if removed {
@@ -487,7 +515,8 @@ mod tests {
                 nodes: 1,
                 endpoints: 3,
                 identities: 1,
-                services: 1
+                services: 1,
+                service_exports: 0,
             })
         );
     }

@@ -108,6 +108,9 @@ pub struct SyncedKinds {
     pub services: bool,
     pub identities: bool,
     pub endpoints: bool,
+    /// Also set when the peer serves no service exports: there is nothing to wait for.
+    #[serde(default)]
+    pub service_exports: bool,
 }
 
 impl SyncedKinds {
@@ -118,6 +121,7 @@ impl SyncedKinds {
             Kind::Service => self.services,
             Kind::Identity => self.identities,
             Kind::Endpoint => self.endpoints,
+            Kind::ServiceExport => self.service_exports,
         }
     }
 
@@ -128,6 +132,7 @@ impl SyncedKinds {
             Kind::Service => &mut self.services,
             Kind::Identity => &mut self.identities,
             Kind::Endpoint => &mut self.endpoints,
+            Kind::ServiceExport => &mut self.service_exports,
         };
         *flag = synced;
     }

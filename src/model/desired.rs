@@ -1,6 +1,6 @@
 use std::net::IpAddr;
 
-use super::{Endpoint, Identity, Labels, NamedPort, Node, Service};
+use super::{Endpoint, Identity, Labels, NamedPort, Node, Service, ServiceExport};
 
 /// A pod's network presence before its identity is allocated: the security labels that
 /// will select an identity, and the addresses that identity will own.
@@ -28,6 +28,10 @@ pub struct DesiredState {
     pub workloads: Vec<Workload>,
     /// Identities whose ids were already allocated elsewhere (Cilium's CiliumIdentity).
     pub identities: Vec<Identity>,
-    /// Ipcache entries with already-known identities (Cilium's CiliumEndpoint).
+    /// Ipcache entries with already-known identities (Cilium's CiliumEndpoint and
+    /// CiliumEndpointSlice).
     pub endpoints: Vec<Endpoint>,
+    /// MCS-API service exports whose Service exists; written only where the apiserver
+    /// has MCS-API exports on.
+    pub service_exports: Vec<ServiceExport>,
 }

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::{Endpoint, Identity, IdentityId, IpPrefix, Node, Service, ServiceName};
+use super::{Endpoint, Identity, IdentityId, IpPrefix, Node, Service, ServiceExport, ServiceName};
 
 /// A position in a store's history: every write gets the next one (like etcd's revision).
 pub type Revision = u64;
@@ -12,10 +12,22 @@ pub enum Kind {
     Service,
     Identity,
     Endpoint,
+    /// MCS-API service exports: only where the exporter has them on, and sent only to
+    /// watchers that ask for them (peers before them do not know the kind).
+    ServiceExport,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Service, Kind::Identity, Kind::Endpoint];
+    pub const ALL: [Kind; 5] = [
+        Kind::Node,
+        Kind::Service,
+        Kind::Identity,
+        Kind::Endpoint,
+        Kind::ServiceExport,
+    ];
+    /// The kinds of protocol version 1 as first released: what a watcher that names no
+    /// kind gets.
+    pub const ORIGINAL: [Kind; 4] = [Kind::Node, Kind::Service, Kind::Identity, Kind::Endpoint];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -23,6 +35,7 @@ impl Kind {
             Self::Service => "services",
             Self::Identity => "identities",
             Self::Endpoint => "endpoints",
+            Self::ServiceExport => "serviceexports",
         }
     }
 }
@@ -40,6 +53,7 @@ pub enum ResourceKey {
     Service(ServiceName),
     Identity(IdentityId),
     Endpoint(IpPrefix),
+    ServiceExport(ServiceName),
 }
 
 impl ResourceKey {
@@ -49,6 +63,7 @@ impl ResourceKey {
             Self::Service(_) => Kind::Service,
             Self::Identity(_) => Kind::Identity,
             Self::Endpoint(_) => Kind::Endpoint,
+            Self::ServiceExport(_) => Kind::ServiceExport,
         }
     }
 }
@@ -60,6 +75,7 @@ impl fmt::Display for ResourceKey {
             Self::Service(s) => write!(f, "service {s}"),
             Self::Identity(i) => write!(f, "identity {i}"),
             Self::Endpoint(p) => write!(f, "endpoint {p}"),
+            Self::ServiceExport(s) => write!(f, "service export {s}"),
         }
     }
 }
@@ -71,6 +87,7 @@ pub enum Resource {
     Service(Service),
     Identity(Identity),
     Endpoint(Endpoint),
+    ServiceExport(ServiceExport),
 }
 
 impl Resource {
@@ -80,6 +97,7 @@ impl Resource {
             Self::Service(s) => ResourceKey::Service(s.name.clone()),
             Self::Identity(i) => ResourceKey::Identity(i.id()),
             Self::Endpoint(e) => ResourceKey::Endpoint(e.prefix),
+            Self::ServiceExport(e) => ResourceKey::ServiceExport(e.name.clone()),
         }
     }
 

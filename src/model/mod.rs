@@ -14,6 +14,7 @@ mod event;
 mod identity;
 mod node;
 mod service;
+mod service_export;
 
 pub use cluster::{Cluster, ClusterId, ClusterName, IdMode};
 pub use config::{Capabilities, ClusterConfig};
@@ -27,4 +28,8 @@ pub use identity::{
 pub use node::{Node, NodeAddress};
 pub use service::{
     Affinity, Backend, BackendConditions, L4Addr, PortMap, Protocol, Service, ServiceName,
+};
+pub use service_export::{
+    ExportPort, ExportType, InternalTrafficPolicy, IpFamily, ServiceExport, SessionAffinity,
+    TrafficDistribution,
 };

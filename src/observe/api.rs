@@ -19,7 +19,7 @@ use crate::model::{IdentityId, ServiceName};
 use super::links::{Links, waiting_for};
 use super::metrics::{self, AgentGauges};
 use super::page;
-use super::report::{ErrorBody, IdentityView, NodeView, StatusReport};
+use super::report::{ErrorBody, IdentityView, NodeView, ServiceExportView, StatusReport};
 use super::unix_ms_now;
 
 /// What the routes read: the merged view and the agent's links.
@@ -68,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ipcache/{ip}", get(ipcache))
         .route("/v1/identities/{id}", get(identity))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/serviceexports", get(service_exports))
         .route("/v1/conflicts", get(conflicts))
         .fallback(not_found)
         .with_state(state)
@@ -211,6 +212,18 @@ async fn nodes(State(state): State<ApiState>) -> Json<Vec<NodeView>> {
     )
 }
 
+/// Every cluster's MCS-API exports, local first then by cluster, each by name.
+async fn service_exports(State(state): State<ApiState>) -> Json<Vec<ServiceExportView>> {
+    let view = state.view.read();
+    let exports = view
+        .clusters()
+        .iter()
+        .filter_map(|cluster| view.service_exports(cluster))
+        .flat_map(|held| held.values().map(ServiceExportView::new))
+        .collect();
+    Json(exports)
+}
+
 async fn conflicts(State(state): State<ApiState>) -> Json<Vec<IpConflict>> {
     Json(state.view.read().conflicts())
 }
@@ -228,7 +241,8 @@ mod tests {
     use crate::mesh::{PeerStatus, StalePolicy, SyncedKinds};
     use crate::model::{
         Affinity, Backend, BackendConditions, CLUSTER_LABEL, Change, Cluster, ClusterId,
-        ClusterName, Endpoint, IdMode, Identity, IpPrefix, Label, Labels, Node, Resource, Service,
+        ClusterName, Endpoint, ExportPort, ExportType, IdMode, Identity, IpFamily, IpPrefix, Label,
+        Labels, Node, Resource, Service, ServiceExport, SessionAffinity,
     };
     use crate::observe::links::LinkReport;
 
@@ -273,11 +287,31 @@ mod tests {
             shared: true,
             affinity: Affinity::None,
         };
+        let export = ServiceExport {
+            cluster: c.name.clone(),
+            name: "test/echo".parse().unwrap(),
+            export_created_unix: 1_768_046_400 + i64::from(c.id.get()),
+            ports: vec![ExportPort {
+                name: "http".into(),
+                protocol: crate::model::Protocol::Tcp,
+                app_protocol: None,
+                port: 80,
+            }],
+            export_type: ExportType::ClusterSetIp,
+            session_affinity: SessionAffinity::None,
+            session_affinity_timeout_seconds: None,
+            ip_families: vec![IpFamily::V4],
+            labels: Default::default(),
+            annotations: Default::default(),
+            internal_traffic_policy: None,
+            traffic_distribution: None,
+        };
         vec![
             Resource::Node(Node::new("node-1", c.name.clone(), c.id).unwrap()),
             Resource::Identity(Identity::new(c, id, labels).unwrap()),
             Resource::Endpoint(endpoint),
             Resource::Service(service),
+            Resource::ServiceExport(export),
         ]
     }
 
@@ -295,6 +329,7 @@ mod tests {
             services: ready,
             identities: ready,
             endpoints: ready,
+            service_exports: ready,
         };
         LinkReport {
             status: PeerStatus {
@@ -370,6 +405,22 @@ mod tests {
             get_path(&app, "/healthz").await,
             (StatusCode::OK, "ok\n".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn service_exports_are_listed_per_cluster() {
+        let app = mk_router(Vec::new());
+        let (code, json) = get_json(&app, "/v1/serviceexports").await;
+        assert_eq!(code, StatusCode::OK);
+        let exports: Vec<ServiceExportView> = serde_json::from_value(json.clone()).unwrap();
+        let held: Vec<(&str, &str)> = exports
+            .iter()
+            .map(|e| (e.cluster.as_str(), e.name.as_str()))
+            .collect();
+        assert_eq!(held, [("c1", "test/echo"), ("c2", "test/echo")]);
+        assert_eq!(json[1]["type"], "ClusterSetIP");
+        assert_eq!(json[1]["ports"][0], "http:80/TCP");
+        assert_eq!(json[1]["exportCreatedUnix"], 1_768_046_402);
     }
 
     #[tokio::test]

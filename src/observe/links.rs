@@ -100,7 +100,7 @@ mod tests {
         b.status.synced.nodes = true;
         assert_eq!(
             waiting_for(&[a.clone(), b.clone()], t0, now),
-            vec!["b: connected, syncing services, identities, endpoints"]
+            vec!["b: connected, syncing services, identities, endpoints, serviceexports"]
         );
         // Ready once, then lost: readiness does not flap with the link.
         b.been_ready = true;
@@ -132,6 +132,7 @@ mod tests {
             services: true,
             identities: true,
             endpoints: true,
+            service_exports: true,
         };
         assert_eq!(
             waiting_for(std::slice::from_ref(&a), t0, late),

@@ -85,6 +85,12 @@ const PER_LINK: &[PerLink] = &[
         help: "Services held from the cluster, shared or not.",
         value: |s| s.counts.services as f64,
     },
+    PerLink {
+        name: "remote_cluster_service_exports",
+        kind: "gauge",
+        help: "MCS-API service exports held from the cluster.",
+        value: |s| s.counts.service_exports as f64,
+    },
 ];
 
 /// What the exposition shows besides the links.
@@ -196,6 +202,7 @@ mod tests {
             endpoints: 20,
             identities: 5,
             services: 7,
+            service_exports: 2,
         };
         c2.last_failure = Some(Failure {
             reason: "x".into(),

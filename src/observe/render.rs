@@ -41,6 +41,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         "ENDPOINTS",
         "IDENTITIES",
         "SERVICES",
+        "EXPORTS",
         "LAST EVENT",
         "RECONNECTS",
         "CERTS PEER/OWN",
@@ -59,6 +60,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
                 p.counts.endpoints.to_string(),
                 p.counts.identities.to_string(),
                 p.counts.services.to_string(),
+                p.counts.service_exports.to_string(),
                 last_event(p, now_unix_ms),
                 p.reconnects.to_string(),
                 cert_expiries(p, now_unix_ms),
@@ -340,12 +342,14 @@ mod tests {
                 services: true,
                 identities: true,
                 endpoints: true,
+                service_exports: true,
             },
             counts: Counts {
                 nodes: 3,
                 endpoints: 120,
                 identities: 8,
                 services: 10,
+                service_exports: 2,
             },
             last_event_unix_ms: Some(73_000),
             ..PeerStatus::default()
@@ -383,9 +387,9 @@ mod tests {
 cluster c1 (id 1): NOT READY, 1/2 links ready
   waiting for c2: connecting
 
-CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  LAST EVENT  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
-c1 (local)  yes    yes        all             3      120        8           10        3s ago      0           -/-             never
-c2          no     no         nodes,services  0      0          0           0         never       4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  EXPORTS  LAST EVENT  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
+c1 (local)  yes    yes        all             3      120        8           10        2        3s ago      0           -/-             never
+c2          no     no         nodes,services  0      0          0           0         0        never       4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
 
 WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew it with `fleetmesh certs rotate`
 ";

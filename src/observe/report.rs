@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::PeerStatus;
-use crate::model::{ClusterName, IdentityId, Labels, Node};
+use std::collections::BTreeMap;
+
+use crate::model::{ClusterName, IdentityId, Labels, Node, ServiceExport};
 
 /// `GET /v1/status`: this agent and every one of its links.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +74,56 @@ impl NodeView {
                 .map(|a| format!("{}={}", a.kind, a.ip))
                 .collect(),
             pod_cidrs: cidrs.map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// One element of `GET /v1/serviceexports`: an MCS-API export a cluster offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceExportView {
+    pub cluster: ClusterName,
+    /// `<namespace>/<name>`.
+    pub name: String,
+    /// `ClusterSetIP` or `Headless`.
+    #[serde(rename = "type")]
+    pub export_type: String,
+    /// `<name>:<port>/<protocol>` (`<port>/<protocol>` for an unnamed port).
+    pub ports: Vec<String>,
+    pub session_affinity: String,
+    pub ip_families: Vec<String>,
+    /// When the export was created, seconds since the Unix epoch: the oldest export
+    /// wins a conflict between clusters.
+    pub export_created_unix: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ServiceExportView {
+    pub fn new(export: &ServiceExport) -> Self {
+        Self {
+            cluster: export.cluster.clone(),
+            name: export.name.to_string(),
+            export_type: export.export_type.to_string(),
+            ports: export
+                .ports
+                .iter()
+                .map(|p| {
+                    let port = format!("{}/{}", p.port, p.protocol);
+                    if p.name.is_empty() {
+                        port
+                    } else {
+                        format!("{}:{port}", p.name)
+                    }
+                })
+                .collect(),
+            session_affinity: export.session_affinity.to_string(),
+            ip_families: export.ip_families.iter().map(ToString::to_string).collect(),
+            export_created_unix: export.export_created_unix,
+            labels: export.labels.clone(),
+            annotations: export.annotations.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ use prost::Message;
 use super::identity::{endpoint_from_wire, identity_from_wire};
 use super::node::node_from_wire;
 use super::service::service_from_wire;
+use super::service_export::service_export_from_wire;
 use super::{ProtoError, v1};
 use crate::model::{Change, Cluster, Event, Kind, Resource, ResourceKey};
 
@@ -16,6 +17,7 @@ pub fn kind_to_wire(kind: Kind) -> v1::Kind {
         Kind::Service => v1::Kind::Service,
         Kind::Identity => v1::Kind::Identity,
         Kind::Endpoint => v1::Kind::Endpoint,
+        Kind::ServiceExport => v1::Kind::ServiceExport,
     }
 }
 
@@ -26,6 +28,7 @@ pub fn kind_from_wire(field: &'static str, value: i32) -> Result<Kind, ProtoErro
         Ok(v1::Kind::Service) => Ok(Kind::Service),
         Ok(v1::Kind::Identity) => Ok(Kind::Identity),
         Ok(v1::Kind::Endpoint) => Ok(Kind::Endpoint),
+        Ok(v1::Kind::ServiceExport) => Ok(Kind::ServiceExport),
         Ok(v1::Kind::Unspecified) => Err(ProtoError::value(field, value, "kind unspecified")),
         Err(_) => Err(ProtoError::value(field, value, "unknown kind")),
     }
@@ -35,7 +38,7 @@ impl From<&ResourceKey> for v1::ResourceKey {
     fn from(key: &ResourceKey) -> Self {
         let name = match key {
             ResourceKey::Node(name) => name.clone(),
-            ResourceKey::Service(name) => name.to_string(),
+            ResourceKey::Service(name) | ResourceKey::ServiceExport(name) => name.to_string(),
             ResourceKey::Identity(id) => id.to_string(),
             ResourceKey::Endpoint(prefix) => prefix.to_string(),
         };
@@ -62,6 +65,9 @@ pub fn resource_key_from_wire(
         Kind::Service => ResourceKey::Service(name.parse().map_err(ProtoError::model(FIELD))?),
         Kind::Identity => ResourceKey::Identity(name.parse().map_err(ProtoError::model(FIELD))?),
         Kind::Endpoint => ResourceKey::Endpoint(name.parse().map_err(ProtoError::model(FIELD))?),
+        Kind::ServiceExport => {
+            ResourceKey::ServiceExport(name.parse().map_err(ProtoError::model(FIELD))?)
+        }
     })
 }
 
@@ -72,6 +78,9 @@ impl From<&Event> for v1::Event {
             Change::Upsert(Resource::Service(s)) => v1::event::Change::Service(s.into()),
             Change::Upsert(Resource::Identity(i)) => v1::event::Change::Identity(i.into()),
             Change::Upsert(Resource::Endpoint(e)) => v1::event::Change::Endpoint(e.into()),
+            Change::Upsert(Resource::ServiceExport(e)) => {
+                v1::event::Change::ServiceExport(e.into())
+            }
             Change::Delete(key) => v1::event::Change::Deleted(key.into()),
         };
         v1::Event {
@@ -91,6 +100,9 @@ pub fn event_from_wire(wire: v1::Event, peer: &Cluster) -> Result<Event, ProtoEr
         Wire::Service(s) => Change::Upsert(Resource::Service(service_from_wire(s, peer)?)),
         Wire::Identity(i) => Change::Upsert(Resource::Identity(identity_from_wire(i, peer)?)),
         Wire::Endpoint(e) => Change::Upsert(Resource::Endpoint(endpoint_from_wire(e, peer)?)),
+        Wire::ServiceExport(e) => {
+            Change::Upsert(Resource::ServiceExport(service_export_from_wire(e, peer)?))
+        }
         Wire::Deleted(k) => Change::Delete(resource_key_from_wire(k, peer)?),
     };
     Ok(Event {
@@ -120,7 +132,9 @@ pub fn decode_event(bytes: impl bytes::Buf, peer: &Cluster) -> Result<Event, Pro
 mod tests {
     use super::*;
     use crate::model::{IdentityId, ServiceName};
-    use crate::proto::fixtures::{mk_cluster, mk_endpoint, mk_identity, mk_node, mk_service};
+    use crate::proto::fixtures::{
+        mk_cluster, mk_endpoint, mk_identity, mk_node, mk_service, mk_service_export,
+    };
 
     fn mk_events(peer: &Cluster) -> Vec<Event> {
         let upserts = [
@@ -128,6 +142,7 @@ mod tests {
             Resource::Service(mk_service(peer, "shop", "cart")),
             Resource::Identity(mk_identity(peer, 307)),
             Resource::Endpoint(mk_endpoint(peer, "10.0.0.0/16")),
+            Resource::ServiceExport(mk_service_export(peer, "shop", "cart")),
         ];
         let deletes = [
             ResourceKey::Node("worker-2".into()),
@@ -135,6 +150,7 @@ mod tests {
             ResourceKey::Identity(IdentityId::new(196_999).unwrap()),
             ResourceKey::Endpoint("10.0.0.9".parse().unwrap()),
             ResourceKey::Endpoint("fd00::/64".parse().unwrap()),
+            ResourceKey::ServiceExport(ServiceName::new("shop", "gone").unwrap()),
         ];
         let changes = upserts
             .into_iter()
@@ -161,7 +177,7 @@ mod tests {
             let wire = i32::from(kind_to_wire(kind));
             assert_eq!(kind_from_wire("kinds", wire).unwrap(), kind);
         }
-        for bad in [0, 5, -1] {
+        for bad in [0, 6, -1] {
             assert!(matches!(
                 kind_from_wire("kinds", bad),
                 Err(ProtoError::Value { field: "kinds", .. })

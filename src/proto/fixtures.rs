@@ -3,8 +3,9 @@
 
 use crate::model::{
     Affinity, Backend, BackendConditions, CLUSTER_LABEL, Cluster, ClusterId, ClusterName, Endpoint,
-    IdMode, Identity, IdentityId, L4Addr, Label, Labels, NamedPort, Node, NodeAddress, PortMap,
-    Protocol, Service, ServiceName,
+    ExportPort, ExportType, IdMode, Identity, IdentityId, InternalTrafficPolicy, IpFamily, L4Addr,
+    Label, Labels, NamedPort, Node, NodeAddress, PortMap, Protocol, Service, ServiceExport,
+    ServiceName, SessionAffinity, TrafficDistribution,
 };
 
 /// A test case: the field an error must name, and how to break a valid message there.
@@ -140,4 +141,27 @@ pub fn mk_endpoint(cluster: &Cluster, prefix: &str) -> Endpoint {
         },
     }];
     ep
+}
+
+/// A service export with every field set.
+pub fn mk_service_export(cluster: &Cluster, namespace: &str, name: &str) -> ServiceExport {
+    ServiceExport {
+        cluster: cluster.name.clone(),
+        name: ServiceName::new(namespace, name).unwrap(),
+        export_created_unix: 1_768_046_400,
+        ports: vec![ExportPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            app_protocol: Some("http".into()),
+            port: 80,
+        }],
+        export_type: ExportType::ClusterSetIp,
+        session_affinity: SessionAffinity::ClientIp,
+        session_affinity_timeout_seconds: Some(300),
+        ip_families: vec![IpFamily::V4, IpFamily::V6],
+        labels: [("tier".to_string(), "front".to_string())].into(),
+        annotations: [("owner".to_string(), "shop".to_string())].into(),
+        internal_traffic_policy: Some(InternalTrafficPolicy::Cluster),
+        traffic_distribution: Some(TrafficDistribution::PreferClose),
+    }
 }

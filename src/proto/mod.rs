@@ -27,6 +27,7 @@ mod identity;
 mod info;
 mod node;
 mod service;
+mod service_export;
 mod wire;
 
 /// The generated messages, client (`mesh_client`) and server (`mesh_server`).
@@ -45,6 +46,7 @@ pub use identity::{endpoint_from_wire, identity_from_wire};
 pub use info::{ServerInfo, server_info_from_wire};
 pub use node::node_from_wire;
 pub use service::service_from_wire;
+pub use service_export::service_export_from_wire;
 
 /// The protocol version `Info` reports; a consumer refuses a server speaking another.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -55,3 +57,5 @@ pub const CAP_RESUME: &str = "resume";
 pub const CAP_BACKEND_CONDITIONS: &str = "backend-conditions";
 /// A watcher may ask for some kinds only.
 pub const CAP_KIND_FILTER: &str = "kind-filter";
+/// The server serves `KIND_SERVICE_EXPORT` to a watcher that names it.
+pub const CAP_SERVICE_EXPORTS: &str = "service-exports";

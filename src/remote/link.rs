@@ -28,7 +28,9 @@ use super::{
 };
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
-use crate::proto::{CAP_RESUME, WatchFrame, server_info_from_wire, v1};
+use crate::proto::{
+    CAP_RESUME, CAP_SERVICE_EXPORTS, WatchFrame, kind_to_wire, server_info_from_wire, v1,
+};
 use crate::report::error_chain;
 use crate::tls::client::{ServerCert, channel_to_cluster};
 use crate::tls::{RELOAD_INTERVAL, ReloadingClientConfig, spawn_reload};
@@ -139,6 +141,7 @@ pub fn spawn_link(
         reserved: None,
         resume: None,
         synced_once: false,
+        exports_watched: false,
         last_logged: None,
     };
     let task = tokio::spawn(
@@ -177,6 +180,9 @@ struct Link {
     resume: Option<v1::ResumePoint>,
     /// A stream has delivered a complete state before: a new full listing is a resync.
     synced_once: bool,
+    /// The last stream watched service exports too: a resume point only covers the
+    /// kinds its stream watched.
+    exports_watched: bool,
     /// The last failure logged at warn level, so a peer that stays down with the same
     /// error is logged once, not every retry.
     last_logged: Option<String>,
@@ -259,13 +265,27 @@ impl Link {
             s.credential_warnings = s.credential_warnings(unix_ms());
         });
 
-        let resume = if info.capabilities.iter().any(|c| c == CAP_RESUME) {
+        // A peer that serves service exports is asked for every kind; one that predates
+        // them for none, which means the original four.
+        let exports = info.capabilities.iter().any(|c| c == CAP_SERVICE_EXPORTS);
+        let resume = if info.capabilities.iter().any(|c| c == CAP_RESUME)
+            && exports == self.exports_watched
+        {
             self.resume.clone()
         } else {
             None
         };
+        self.exports_watched = exports;
+        let kinds = if exports {
+            Kind::ALL
+                .iter()
+                .map(|k| i32::from(kind_to_wire(*k)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let request = v1::WatchRequest {
-            kinds: Vec::new(),
+            kinds,
             resume: resume.clone(),
         };
         let mut stream = tokio::time::timeout(timeout, client.watch(request))
@@ -398,6 +418,7 @@ impl Link {
                 s.full_resyncs += 1;
             }
             if synced {
+                // Service exports too when the peer serves none: nothing to wait for.
                 for kind in Kind::ALL {
                     s.synced.set(kind, true);
                 }

@@ -208,6 +208,10 @@ pub async fn put(store: &MemoryStore, cluster: &Cluster, resource: &Resource) {
         ),
         Resource::Identity(i) => (keys::identity(i.id()), codec::encode_identity(i)),
         Resource::Endpoint(e) => (keys::ip(e.prefix), codec::encode_endpoint(e)),
+        Resource::ServiceExport(e) => (
+            keys::service_export(&cluster.name, &e.name),
+            codec::encode_service_export(e),
+        ),
     };
     store.put(&key, value, None).await.unwrap();
 }
@@ -219,6 +223,7 @@ pub async fn delete(store: &MemoryStore, cluster: &Cluster, key: &ResourceKey) {
         ResourceKey::Service(s) => keys::fleetmesh_service(&cluster.name, s),
         ResourceKey::Identity(i) => keys::identity(*i),
         ResourceKey::Endpoint(p) => keys::ip(*p),
+        ResourceKey::ServiceExport(s) => keys::service_export(&cluster.name, s),
     };
     assert!(store.delete(&key).await.unwrap(), "{key} was not stored");
 }

@@ -107,7 +107,7 @@ pub fn stable_yaml(index: usize) -> String {
 fn churn_slot(k: usize, generation: u64) -> Option<String> {
     let g = generation as usize;
     let sets = if g == 0 { 1 } else { 2 + g % 2 };
-    ((k + g) % 4 != 0).then(|| format!("churn-g{g}-{}", k % sets))
+    (!(k + g).is_multiple_of(4)).then(|| format!("churn-g{g}-{}", k % sets))
 }
 
 /// Member `index`'s churn manifests at `generation`.

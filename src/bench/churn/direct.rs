@@ -123,6 +123,6 @@ fn resource_key(key: &str) -> Option<ResourceKey> {
         StateKey::Service { name, .. } => ResourceKey::Service(name),
         StateKey::Identity(id) => ResourceKey::Identity(id),
         StateKey::Endpoint(prefix) => ResourceKey::Endpoint(prefix),
-        StateKey::FleetmeshService { .. } => return None,
+        StateKey::FleetmeshService { .. } | StateKey::ServiceExport { .. } => return None,
     })
 }

@@ -214,5 +214,6 @@ fn expected_counts(sizes: &Sizes) -> Counts {
         identities: sizes.identities as usize,
         nodes: sizes.nodes as usize,
         services: sizes.services as usize,
+        service_exports: 0,
     }
 }

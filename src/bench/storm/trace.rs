@@ -138,6 +138,7 @@ mod tests {
             identities: 1,
             nodes: 1,
             services: 1,
+            service_exports: 0,
         };
         let (tx, rx) = watch::channel(mk_status(true, 0, full));
         let resynced = Arc::new(AtomicUsize::new(0));

@@ -1,5 +1,6 @@
 //! Cilium's own resources (`cilium.io/v2`), read the way Cilium's clustermesh-apiserver
-//! reads them: `CiliumIdentity`, `CiliumEndpoint` and `CiliumNode`.
+//! reads them: `CiliumIdentity`, `CiliumEndpoint` and `CiliumNode`; and, where the
+//! cluster batches its endpoints, `CiliumEndpointSlice` (`cilium.io/v2alpha1`).
 //!
 //! Only the fields fleetmesh reads are declared; every other field (Cilium adds some in
 //! most releases) is ignored when an object is read. Fields are optional wherever Cilium's
@@ -12,6 +13,9 @@
 /// object metadata. Defined before the modules below, which use it.
 macro_rules! cilium_resource {
     ($type:ty, kind: $kind:literal, plural: $plural:literal, scope: $scope:ty) => {
+        cilium_resource!($type, kind: $kind, plural: $plural, scope: $scope, version: super::VERSION);
+    };
+    ($type:ty, kind: $kind:literal, plural: $plural:literal, scope: $scope:ty, version: $version:expr) => {
         impl kube::Resource for $type {
             type DynamicType = ();
             type Scope = $scope;
@@ -23,7 +27,7 @@ macro_rules! cilium_resource {
                 super::GROUP.into()
             }
             fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                super::VERSION.into()
+                $version.into()
             }
             fn plural(_: &()) -> std::borrow::Cow<'_, str> {
                 $plural.into()
@@ -41,6 +45,7 @@ macro_rules! cilium_resource {
 }
 
 mod endpoint;
+mod endpoint_slice;
 mod identity;
 mod node;
 
@@ -48,6 +53,7 @@ pub use endpoint::{
     AddressPair, CiliumEndpoint, EncryptionSpec, EndpointIdentity, EndpointNetworking,
     EndpointStatus, NamedPort,
 };
+pub use endpoint_slice::{CiliumEndpointSlice, CoreCiliumEndpoint};
 pub use identity::CiliumIdentity;
 pub use node::{
     AllocatedPool, CiliumNode, CiliumNodeSpec, HealthAddressing, IpamPools, IpamSpec, NodeAddress,
@@ -59,6 +65,10 @@ pub const GROUP: &str = "cilium.io";
 pub const VERSION: &str = "v2";
 /// `apiVersion` of the objects, as manifests spell it: `GROUP/VERSION` (a test checks).
 pub const API_VERSION: &str = "cilium.io/v2";
+/// The version of `CiliumEndpointSlice`, which has no `v2` yet.
+pub const SLICE_VERSION: &str = "v2alpha1";
+/// `apiVersion` of `CiliumEndpointSlice`: `GROUP/SLICE_VERSION` (a test checks).
+pub const SLICE_API_VERSION: &str = "cilium.io/v2alpha1";
 
 #[cfg(test)]
 mod tests {
@@ -67,6 +77,10 @@ mod tests {
         assert_eq!(
             super::API_VERSION,
             format!("{}/{}", super::GROUP, super::VERSION)
+        );
+        assert_eq!(
+            super::SLICE_API_VERSION,
+            format!("{}/{}", super::GROUP, super::SLICE_VERSION)
         );
     }
 }

@@ -17,10 +17,8 @@
 //!   under an unusable key); a node IP that is not one is left out with a problem, as
 //!   Cilium leaves it empty. The other addresses are still written.
 
-use std::net::IpAddr;
-
 use super::{ConvertProblem, Obj, keep_ok};
-use crate::k8s::cilium::CiliumEndpoint;
+use crate::k8s::cilium::{CiliumEndpoint, EndpointNetworking};
 use crate::model::{Cluster, Endpoint, IdentityId, IpPrefix};
 
 /// The ipcache entries of a CiliumEndpoint, one per IPv4 and IPv6 address, as Cilium's
@@ -36,7 +34,21 @@ pub fn cilium_endpoint_to_model(
 ) -> (Vec<Endpoint>, Vec<ConvertProblem>) {
     let obj = Obj::namespaced("CiliumEndpoint", &endpoint.metadata);
     let mut problems = Vec::new();
-    let entries = match convert(cluster, endpoint, &obj, &mut problems) {
+    if let Err(problem) = obj.require_name() {
+        return (Vec::new(), vec![problem]);
+    }
+    let Some(status) = endpoint.status.as_ref() else {
+        return (Vec::new(), problems);
+    };
+    let fields = EndpointFields {
+        identity: status.identity.as_ref().and_then(|i| i.id),
+        networking: status.networking.as_ref(),
+        encryption_key: status.encryption.as_ref().and_then(|e| e.key),
+        service_account: status.service_account.as_deref(),
+        path: "status.",
+        identity_path: "status.identity.id",
+    };
+    let entries = match fields.entries(cluster, &obj, obj.namespace, obj.name, &mut problems) {
         Ok(entries) => entries,
         Err(problem) => {
             problems.push(problem);
@@ -46,84 +58,86 @@ pub fn cilium_endpoint_to_model(
     (entries, problems)
 }
 
-/// The entries, reporting the values left out in `problems`; `Err` refuses the endpoint.
-fn convert(
-    cluster: &Cluster,
-    endpoint: &CiliumEndpoint,
-    obj: &Obj<'_>,
-    problems: &mut Vec<ConvertProblem>,
-) -> Result<Vec<Endpoint>, ConvertProblem> {
-    obj.require_name()?;
-    let Some(status) = endpoint.status.as_ref() else {
-        return Ok(Vec::new());
-    };
-    let Some(networking) = status.networking.as_ref() else {
-        return Ok(Vec::new());
-    };
-    let Some(raw_id) = status.identity.as_ref().and_then(|i| i.id) else {
-        return Ok(Vec::new());
-    };
-
-    let id = u32::try_from(raw_id)
-        .ok()
-        .and_then(|id| IdentityId::new(id).ok())
-        .ok_or_else(|| {
-            obj.problem(
-                "status.identity.id",
-                format!("{raw_id} is not a numeric identity"),
-            )
-        })?;
-    if !id.is_reserved() {
-        obj.require_in_range("status.identity.id", cluster, id)?;
-    }
-    let raw_key = status.encryption.as_ref().and_then(|e| e.key).unwrap_or(0);
-    let encrypt_key = u8::try_from(raw_key).map_err(|_| {
-        obj.problem(
-            "status.encryption.key",
-            format!("{raw_key} is outside 0..=255"),
-        )
-    })?;
-    let host_ip = networking
-        .node_ip
-        .as_deref()
-        .filter(|ip| !ip.is_empty())
-        .and_then(|ip| keep_ok(obj.parse_ip("status.networking.node", ip), problems));
-    let service_account = status
-        .service_account
-        .as_deref()
-        .filter(|sa| !sa.is_empty());
-
-    let mut entries = Vec::new();
-    for (i, pair) in networking.addressing.iter().flatten().enumerate() {
-        for (family, ip) in [("ipv4", &pair.ipv4), ("ipv6", &pair.ipv6)] {
-            let Some(ip) = ip.as_deref().filter(|ip| !ip.is_empty()) else {
-                continue;
-            };
-            let field = format!("status.networking.addressing[{i}].{family}");
-            let Some(ip) = keep_ok(obj.parse_ip(&field, ip), problems) else {
-                continue;
-            };
-            entries.push(entry(obj, ip, id, host_ip, encrypt_key, service_account));
-        }
-    }
-    Ok(entries)
+/// What one endpoint says about its addresses, wherever Cilium publishes it: a
+/// CiliumEndpoint's status, or one endpoint of a CiliumEndpointSlice.
+pub(super) struct EndpointFields<'a> {
+    pub identity: Option<i64>,
+    pub networking: Option<&'a EndpointNetworking>,
+    pub encryption_key: Option<i64>,
+    pub service_account: Option<&'a str>,
+    /// Where the fields are in the object, for problems: `status.` or `endpoints[3].`.
+    pub path: &'a str,
+    /// The full path of the identity field (its name differs between the two).
+    pub identity_path: &'a str,
 }
 
-fn entry(
-    obj: &Obj<'_>,
-    ip: IpAddr,
-    id: IdentityId,
-    host_ip: Option<IpAddr>,
-    encrypt_key: u8,
-    service_account: Option<&str>,
-) -> Endpoint {
-    let mut entry = Endpoint::new(IpPrefix::host(ip), id);
-    entry.host_ip = host_ip;
-    entry.encrypt_key = encrypt_key;
-    entry.namespace = Some(obj.namespace.to_string());
-    entry.pod = Some(obj.name.to_string());
-    entry.service_account = service_account.map(str::to_string);
-    entry
+impl EndpointFields<'_> {
+    /// The entries of the endpoint `namespace/pod`, reporting the values left out in
+    /// `problems`; `Err` refuses the endpoint.
+    pub(super) fn entries(
+        &self,
+        cluster: &Cluster,
+        obj: &Obj<'_>,
+        namespace: &str,
+        pod: &str,
+        problems: &mut Vec<ConvertProblem>,
+    ) -> Result<Vec<Endpoint>, ConvertProblem> {
+        let Some(networking) = self.networking else {
+            return Ok(Vec::new());
+        };
+        let Some(raw_id) = self.identity else {
+            return Ok(Vec::new());
+        };
+        let id = u32::try_from(raw_id)
+            .ok()
+            .and_then(|id| IdentityId::new(id).ok())
+            .ok_or_else(|| {
+                obj.problem(
+                    self.identity_path,
+                    format!("{raw_id} is not a numeric identity"),
+                )
+            })?;
+        if !id.is_reserved() {
+            obj.require_in_range(self.identity_path, cluster, id)?;
+        }
+        let raw_key = self.encryption_key.unwrap_or(0);
+        let encrypt_key = u8::try_from(raw_key).map_err(|_| {
+            obj.problem(
+                &format!("{}encryption.key", self.path),
+                format!("{raw_key} is outside 0..=255"),
+            )
+        })?;
+        let host_ip = networking
+            .node_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
+            .and_then(|ip| {
+                let field = format!("{}networking.node", self.path);
+                keep_ok(obj.parse_ip(&field, ip), problems)
+            });
+        let service_account = self.service_account.filter(|sa| !sa.is_empty());
+
+        let mut entries = Vec::new();
+        for (i, pair) in networking.addressing.iter().flatten().enumerate() {
+            for (family, ip) in [("ipv4", &pair.ipv4), ("ipv6", &pair.ipv6)] {
+                let Some(ip) = ip.as_deref().filter(|ip| !ip.is_empty()) else {
+                    continue;
+                };
+                let field = format!("{}networking.addressing[{i}].{family}", self.path);
+                let Some(ip) = keep_ok(obj.parse_ip(&field, ip), problems) else {
+                    continue;
+                };
+                let mut entry = Endpoint::new(IpPrefix::host(ip), id);
+                entry.host_ip = host_ip;
+                entry.encrypt_key = encrypt_key;
+                entry.namespace = Some(namespace.to_string());
+                entry.pod = Some(pod.to_string());
+                entry.service_account = service_account.map(str::to_string);
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
 }
 
 #[cfg(test)]

@@ -19,13 +19,16 @@ pub fn mk_cluster3() -> Cluster {
     )
 }
 
-/// Namespaces where the given ones are annotated non-global.
+/// The namespaces of the tests (`foo`, `bar`, `shop`, `legacy`, `private`), all global
+/// but the given ones, which are annotated non-global.
 pub fn mk_namespaces(non_global: &[&str]) -> Namespaces {
-    let objects: Vec<Namespace> = non_global
+    let objects: Vec<Namespace> = ["foo", "bar", "shop", "legacy", "private"]
         .iter()
         .map(|name| {
             let mut metadata = mk_meta("", name);
-            metadata.annotations = Some(mk_map(&[(GLOBAL_NAMESPACE_ANNOTATION, "false")]));
+            if non_global.contains(name) {
+                metadata.annotations = Some(mk_map(&[(GLOBAL_NAMESPACE_ANNOTATION, "false")]));
+            }
             Namespace {
                 metadata,
                 ..Namespace::default()

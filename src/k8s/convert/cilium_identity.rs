@@ -10,8 +10,9 @@ const UNSPEC_SOURCE: &str = "unspec";
 /// The label source Cilium's `$name` shorthand stands for.
 const RESERVED_SOURCE: &str = "reserved";
 
-/// A CiliumIdentity as the mesh sees it, or `None` when its namespace is not global
-/// (Cilium's apiserver leaves it out then).
+/// A CiliumIdentity as the mesh sees it, or `None` when its namespace is not global or
+/// not known yet (Cilium's apiserver leaves it out then, and writes it once the
+/// namespace is known and global).
 ///
 /// Refused as Cilium's apiserver skips them (reported here as problems, where Cilium logs
 /// them): an identity without security labels (`CiliumIdentityConverter`), or whose
@@ -45,7 +46,7 @@ pub fn cilium_identity_to_model(
                 format!("no {NAMESPACE_SECURITY_LABEL:?} label naming the namespace"),
             )
         })?;
-    if !namespaces.is_global(namespace) {
+    if !namespaces.is_known_global(namespace) {
         return Ok(None);
     }
 

@@ -8,6 +8,7 @@
 //! and the field; every other object is still converted.
 
 mod cilium_endpoint;
+mod cilium_endpoint_slice;
 #[cfg(test)]
 mod cilium_fixtures;
 mod cilium_identity;
@@ -19,6 +20,7 @@ mod namespace;
 mod node;
 mod pod;
 mod service;
+mod service_export;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,12 +30,14 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::k8s::cilium::{CiliumEndpoint, CiliumEndpointSlice, CiliumIdentity, CiliumNode};
+use crate::k8s::mcs::ServiceExport;
 use crate::model::{
     Cluster, DesiredState, Endpoint, Identity, IdentityId, IpPrefix, L4Addr, Protocol, Workload,
 };
 
 pub use cilium_endpoint::cilium_endpoint_to_model;
+pub use cilium_endpoint_slice::{cilium_endpoint_slice_to_model, slice_namespace};
 pub use cilium_identity::{NAMESPACE_SECURITY_LABEL, cilium_identity_to_model};
 pub use cilium_node::cilium_node_to_model;
 pub use endpoint_slice::{SERVICE_NAME_LABEL, backend_conditions, slice_backends};
@@ -41,6 +45,7 @@ pub use namespace::{GLOBAL_NAMESPACE_ANNOTATION, NamespaceInfo, Namespaces, name
 pub use node::node_to_model;
 pub use pod::{is_identity_label, pod_to_workload};
 pub use service::{is_global, service_to_model};
+pub use service_export::service_export_to_model;
 
 /// The namespace of a namespaced object that names none, as `kubectl apply` would place it.
 const DEFAULT_NAMESPACE: &str = "default";
@@ -53,6 +58,8 @@ pub struct Objects {
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
     pub namespaces: Vec<Namespace>,
+    /// MCS-API ServiceExports; each is exported once its Service exists.
+    pub service_exports: Vec<ServiceExport>,
     /// `Some` when Cilium runs in the cluster: identities, ipcache entries and nodes then
     /// come from Cilium's resources, and `pods` and `nodes` are not used.
     pub cilium: Option<CiliumObjects>,
@@ -63,7 +70,27 @@ pub struct Objects {
 pub struct CiliumObjects {
     pub identities: Vec<CiliumIdentity>,
     pub endpoints: Vec<CiliumEndpoint>,
+    /// `Some` when the cluster publishes its endpoints in CiliumEndpointSlices: ipcache
+    /// entries then come from the slices, and `endpoints` is not used (as Cilium's
+    /// apiserver reads one or the other, by `--enable-cilium-endpoint-slice`).
+    pub endpoint_slices: Option<Vec<CiliumEndpointSlice>>,
     pub nodes: Vec<CiliumNode>,
+}
+
+/// How a cluster's objects are read, beyond the objects themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Whether a namespace without the `clustermesh.cilium.io/global` annotation is
+    /// global (Cilium's `--clustermesh-default-global-namespace`, default true).
+    pub default_global_namespace: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            default_global_namespace: true,
+        }
+    }
 }
 
 /// Why one object (or part of it) was not converted.
@@ -92,22 +119,38 @@ impl fmt::Display for ConvertProblem {
 
 impl std::error::Error for ConvertProblem {}
 
+/// Converts everything one cluster holds into what it exports, with the default
+/// [`ConvertOptions`] (see [`desired_state_with`]).
+pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec<ConvertProblem>) {
+    desired_state_with(cluster, objects, &ConvertOptions::default())
+}
+
 /// Converts everything one cluster holds into what it exports.
 ///
 /// Services are read from Services and EndpointSlices. Without Cilium
 /// ([`Objects::cilium`] is `None`) nodes come from Nodes and workloads (whose identities
 /// the exporter allocates) from Pods. With Cilium, nodes come from CiliumNodes,
-/// identities from CiliumIdentities and ipcache entries from CiliumEndpoints, and Pods and
-/// Nodes are not used, as Cilium's clustermesh-apiserver does.
+/// identities from CiliumIdentities and ipcache entries from CiliumEndpoints (or
+/// CiliumEndpointSlices, where the cluster uses them), and Pods and Nodes are not used,
+/// as Cilium's clustermesh-apiserver does. ServiceExports are read whatever the mode.
 ///
-/// Services, pods, identities and endpoints of namespaces annotated
-/// `clustermesh.cilium.io/global: "false"` are left out. Each output vector is sorted by
-/// its key (node name, service namespace/name, pod namespace/name, identity id, IP); an
-/// object defined twice keeps its first definition and the second is reported. An
-/// address claimed by two CiliumEndpoints is not a problem (it happens whenever a pod is
-/// replaced): the older endpoint keeps it, as in Cilium.
-pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec<ConvertProblem>) {
-    let (namespaces, mut problems) = Namespaces::from_objects(&objects.namespaces);
+/// A namespace is global when annotated `clustermesh.cilium.io/global: "true"` (any
+/// case), not global with any other value, and as `options` say without the annotation.
+/// Services of non-global namespaces are left out (a namespace with no Namespace object
+/// follows the default); pods, identities, CiliumEndpoints and CiliumEndpointSlices are
+/// exported only once their Namespace is known and global.
+/// Each output vector is sorted by its key (node name, service namespace/name, pod
+/// namespace/name, identity id, IP); an object defined twice keeps its first definition
+/// and the second is reported. An address claimed by two CiliumEndpoints is not a
+/// problem (it happens whenever a pod is replaced): the older endpoint keeps it, as in
+/// Cilium.
+pub fn desired_state_with(
+    cluster: &Cluster,
+    objects: &Objects,
+    options: &ConvertOptions,
+) -> (DesiredState, Vec<ConvertProblem>) {
+    let (namespaces, mut problems) =
+        Namespaces::with_default(&objects.namespaces, options.default_global_namespace);
 
     let nodes = match &objects.cilium {
         None => convert_each(&objects.nodes, &mut problems, |n| node_to_model(cluster, n)),
@@ -149,6 +192,13 @@ pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec
         }
     };
 
+    let service_exports = service_exports(
+        cluster,
+        &objects.services,
+        &objects.service_exports,
+        &mut problems,
+    );
+
     let state = DesiredState {
         nodes: sort_unique(
             nodes,
@@ -177,6 +227,12 @@ pub fn desired_state(cluster: &Cluster, objects: &Objects) -> (DesiredState, Vec
             |e| e.prefix,
             |ip| format!("CiliumEndpoint address {ip}"),
         ),
+        service_exports: sort_unique(
+            service_exports,
+            &mut problems,
+            |e| e.name.clone(),
+            |name| format!("ServiceExport {name}"),
+        ),
     };
     (state, problems)
 }
@@ -197,7 +253,8 @@ fn convert_each<T, U>(
     out
 }
 
-/// The workloads of the pods of global namespaces.
+/// The workloads of the pods of namespaces known to be global: a pod's identity carries
+/// its namespace's labels, so it waits for the Namespace like Cilium's identities do.
 fn workloads(
     cluster: &Cluster,
     pods: &[Pod],
@@ -207,7 +264,7 @@ fn workloads(
     let mut workloads = Vec::new();
     for pod in pods {
         let namespace = Obj::namespaced("Pod", &pod.metadata).namespace;
-        if !namespaces.is_global(namespace) {
+        if !namespaces.is_known_global(namespace) {
             continue;
         }
         match pod_to_workload(cluster, pod, namespaces.labels(namespace)) {
@@ -230,15 +287,32 @@ fn cilium_identities_and_endpoints(
         cilium_identity_to_model(cluster, i, namespaces)
     });
     let mut endpoints: BTreeMap<IpPrefix, Endpoint> = BTreeMap::new();
-    for cep in endpoints_by_age(&cilium.endpoints) {
-        let namespace = Obj::namespaced("CiliumEndpoint", &cep.metadata).namespace;
-        if !namespaces.is_global(namespace) {
-            continue;
+    match &cilium.endpoint_slices {
+        None => {
+            for cep in by_age(&cilium.endpoints, |cep| &cep.metadata) {
+                let namespace = Obj::namespaced("CiliumEndpoint", &cep.metadata).namespace;
+                if !namespaces.is_known_global(namespace) {
+                    continue;
+                }
+                let (entries, found) = cilium_endpoint_to_model(cluster, cep);
+                problems.extend(found);
+                for entry in entries {
+                    claim_address(&mut endpoints, entry);
+                }
+            }
         }
-        let (entries, found) = cilium_endpoint_to_model(cluster, cep);
-        problems.extend(found);
-        for entry in entries {
-            claim_address(&mut endpoints, entry);
+        Some(slices) => {
+            for slice in by_age(slices, |ces| &ces.metadata) {
+                // A slice without a namespace is reported by its conversion.
+                if slice_namespace(slice).is_some_and(|ns| !namespaces.is_known_global(ns)) {
+                    continue;
+                }
+                let (entries, found) = cilium_endpoint_slice_to_model(cluster, slice);
+                problems.extend(found);
+                for entry in entries {
+                    claim_address(&mut endpoints, entry);
+                }
+            }
         }
     }
     (
@@ -247,20 +321,43 @@ fn cilium_identities_and_endpoints(
     )
 }
 
-/// CiliumEndpoints oldest first (creation time, then namespace and name), the order in
-/// which they claim addresses.
-fn endpoints_by_age(endpoints: &[CiliumEndpoint]) -> Vec<&CiliumEndpoint> {
-    let mut sorted: Vec<&CiliumEndpoint> = endpoints.iter().collect();
-    sorted.sort_by(|a, b| {
-        let key = |cep: &&CiliumEndpoint| {
-            let meta = &cep.metadata;
-            (
-                meta.creation_timestamp.as_ref().map(|t| t.0),
-                meta.namespace.clone(),
-                meta.name.clone(),
-            )
-        };
-        key(a).cmp(&key(b))
+/// The exports of the ServiceExports whose Service exists.
+fn service_exports(
+    cluster: &Cluster,
+    services: &[Service],
+    exports: &[ServiceExport],
+    problems: &mut Vec<ConvertProblem>,
+) -> Vec<crate::model::ServiceExport> {
+    let by_name: BTreeMap<(&str, &str), &Service> = services
+        .iter()
+        .map(|svc| {
+            let obj = Obj::namespaced("Service", &svc.metadata);
+            ((obj.namespace, obj.name), svc)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for export in exports {
+        let obj = Obj::namespaced("ServiceExport", &export.metadata);
+        let service = by_name.get(&(obj.namespace, obj.name)).copied();
+        match service_export_to_model(cluster, export, service) {
+            Ok(converted) => out.extend(converted),
+            Err(p) => problems.push(p),
+        }
+    }
+    out
+}
+
+/// Objects oldest first (creation time, then namespace and name), the order in which
+/// their endpoints claim addresses.
+fn by_age<T>(objects: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&T> {
+    let mut sorted: Vec<&T> = objects.iter().collect();
+    sorted.sort_by_key(|object| {
+        let meta = meta(object);
+        (
+            meta.creation_timestamp.as_ref().map(|t| t.0),
+            meta.namespace.clone(),
+            meta.name.clone(),
+        )
     });
     sorted
 }
@@ -520,6 +617,7 @@ mod tests {
                 mk_namespace("shop", &[]),
                 mk_namespace("legacy", &[(GLOBAL_NAMESPACE_ANNOTATION, "false")]),
             ],
+            service_exports: vec![],
             cilium: None,
         }
     }
@@ -557,6 +655,48 @@ mod tests {
             .map(|l| l.value.as_str());
         assert_eq!(ns_label, Some("shop"));
         assert!(state.identities.is_empty() && state.endpoints.is_empty());
+    }
+
+    #[test]
+    fn workloads_wait_for_their_namespace_and_follow_the_default() {
+        let mut objects = mk_objects();
+        objects.pods.push(mk_pod(
+            "undeclared",
+            "ghost-1",
+            &[("app", "ghost")],
+            &["10.244.3.1"],
+        ));
+        objects.services.push(mk_service(
+            "undeclared",
+            "ghost",
+            &[GLOBAL_TRUE],
+            &[("http", 80)],
+        ));
+        let pods = |state: &DesiredState| -> Vec<String> {
+            state.workloads.iter().map(|w| w.pod.clone()).collect()
+        };
+        let services = |state: &DesiredState| -> Vec<String> {
+            state.services.iter().map(|s| s.name.to_string()).collect()
+        };
+        // The pod waits for its Namespace; the service follows the default (global).
+        let (state, _) = desired_state(&mk_cluster(), &objects);
+        assert_eq!(pods(&state), ["checkout-1", "web-1"]);
+        assert_eq!(
+            services(&state),
+            ["shop/checkout", "shop/web", "undeclared/ghost"]
+        );
+
+        // With the default off, only namespaces annotated global export anything.
+        let off = ConvertOptions {
+            default_global_namespace: false,
+        };
+        let (state, _) = desired_state_with(&mk_cluster(), &objects, &off);
+        assert!(pods(&state).is_empty() && services(&state).is_empty());
+        objects.namespaces[0] = mk_namespace("shop", &[(GLOBAL_NAMESPACE_ANNOTATION, "True")]);
+        objects.namespaces.push(mk_namespace("undeclared", &[]));
+        let (state, _) = desired_state_with(&mk_cluster(), &objects, &off);
+        assert_eq!(pods(&state), ["checkout-1", "web-1"]);
+        assert_eq!(services(&state), ["shop/checkout", "shop/web"]);
     }
 
     #[test]
@@ -613,6 +753,7 @@ mod tests {
                 mk_cilium_endpoint("legacy", "c", 65538, ("10.244.2.10", ""), ""),
                 mk_cilium_endpoint("shop", "dup", 65537, ("10.244.1.10", ""), ""),
             ],
+            endpoint_slices: None,
             nodes: vec![mk_cilium_node(
                 "cilium-1",
                 &[("InternalIP", "172.18.0.2")],

@@ -9,10 +9,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
+use super::Discovered;
 use super::store::{KindSnapshot, KindStore};
 use crate::k8s::Snapshot;
-use crate::k8s::cilium::{CiliumEndpoint, CiliumIdentity, CiliumNode};
-use crate::k8s::convert::{self, CiliumObjects, Objects};
+use crate::k8s::cilium::{CiliumEndpoint, CiliumEndpointSlice, CiliumIdentity, CiliumNode};
+use crate::k8s::convert::{self, CiliumObjects, ConvertOptions, Objects};
+use crate::k8s::mcs::ServiceExport;
 use crate::model::Cluster;
 
 /// How long changes are gathered before a snapshot is assembled. A rollout changes a
@@ -26,8 +28,8 @@ pub const COALESCE: Duration = Duration::from_millis(100);
 /// empty and are not waited for.
 #[derive(Debug, Default)]
 pub(super) struct Stores {
-    /// Cilium is installed: identities, ipcache entries and nodes come from its resources.
-    pub cilium: bool,
+    /// What is watched.
+    pub found: Discovered,
     pub services: KindStore<Service>,
     pub endpoint_slices: KindStore<EndpointSlice>,
     pub namespaces: KindStore<Namespace>,
@@ -35,13 +37,15 @@ pub(super) struct Stores {
     pub nodes: KindStore<Node>,
     pub cilium_identities: KindStore<CiliumIdentity>,
     pub cilium_endpoints: KindStore<CiliumEndpoint>,
+    pub cilium_endpoint_slices: KindStore<CiliumEndpointSlice>,
     pub cilium_nodes: KindStore<CiliumNode>,
+    pub service_exports: KindStore<ServiceExport>,
 }
 
 impl Stores {
-    pub(super) fn new(cilium: bool) -> Self {
+    pub(super) fn new(found: Discovered) -> Self {
         Self {
-            cilium,
+            found,
             ..Self::default()
         }
     }
@@ -50,29 +54,39 @@ impl Stores {
     fn synced(&self) -> bool {
         let common =
             self.services.synced() && self.endpoint_slices.synced() && self.namespaces.synced();
-        let workloads = if self.cilium {
-            self.cilium_identities.synced()
-                && self.cilium_endpoints.synced()
-                && self.cilium_nodes.synced()
+        let found = &self.found;
+        let workloads = if found.cilium {
+            let endpoints = if found.endpoint_slices {
+                self.cilium_endpoint_slices.synced()
+            } else {
+                self.cilium_endpoints.synced()
+            };
+            self.cilium_identities.synced() && endpoints && self.cilium_nodes.synced()
         } else {
             self.pods.synced() && self.nodes.synced()
         };
-        common && workloads
+        let exports = !found.service_exports || self.service_exports.synced();
+        common && workloads && exports
     }
 
     /// What every watched store holds, as pointers: taken under the lock, so it copies
     /// no object.
     fn snapshot(&self) -> StoresSnapshot {
-        let cilium = self.cilium.then(|| CiliumSnapshot {
+        let found = &self.found;
+        let cilium = found.cilium.then(|| CiliumSnapshot {
             identities: self.cilium_identities.snapshot(),
             endpoints: self.cilium_endpoints.snapshot(),
+            endpoint_slices: found
+                .endpoint_slices
+                .then(|| self.cilium_endpoint_slices.snapshot()),
             nodes: self.cilium_nodes.snapshot(),
         });
-        let kube = (!self.cilium).then(|| (self.pods.snapshot(), self.nodes.snapshot()));
+        let kube = (!found.cilium).then(|| (self.pods.snapshot(), self.nodes.snapshot()));
         StoresSnapshot {
             services: self.services.snapshot(),
             endpoint_slices: self.endpoint_slices.snapshot(),
             namespaces: self.namespaces.snapshot(),
+            service_exports: self.service_exports.snapshot(),
             kube,
             cilium,
         }
@@ -84,6 +98,7 @@ struct StoresSnapshot {
     services: KindSnapshot<Service>,
     endpoint_slices: KindSnapshot<EndpointSlice>,
     namespaces: KindSnapshot<Namespace>,
+    service_exports: KindSnapshot<ServiceExport>,
     /// Pods and Nodes, without Cilium.
     kube: Option<(KindSnapshot<Pod>, KindSnapshot<Node>)>,
     cilium: Option<CiliumSnapshot>,
@@ -93,6 +108,8 @@ struct StoresSnapshot {
 struct CiliumSnapshot {
     identities: KindSnapshot<CiliumIdentity>,
     endpoints: KindSnapshot<CiliumEndpoint>,
+    /// Where the cluster uses them.
+    endpoint_slices: Option<KindSnapshot<CiliumEndpointSlice>>,
     nodes: KindSnapshot<CiliumNode>,
 }
 
@@ -104,6 +121,7 @@ impl StoresSnapshot {
             services: self.services.into_objects(&mut problems),
             endpoint_slices: self.endpoint_slices.into_objects(&mut problems),
             namespaces: self.namespaces.into_objects(&mut problems),
+            service_exports: self.service_exports.into_objects(&mut problems),
             ..Objects::default()
         };
         if let Some((pods, nodes)) = self.kube {
@@ -113,6 +131,9 @@ impl StoresSnapshot {
         objects.cilium = self.cilium.map(|cilium| CiliumObjects {
             identities: cilium.identities.into_objects(&mut problems),
             endpoints: cilium.endpoints.into_objects(&mut problems),
+            endpoint_slices: cilium
+                .endpoint_slices
+                .map(|slices| slices.into_objects(&mut problems)),
             nodes: cilium.nodes.into_objects(&mut problems),
         });
         (objects, problems)
@@ -130,6 +151,7 @@ impl StoresSnapshot {
 /// bounded. Incremental conversion is for when a profile says it matters.
 pub(super) async fn publish(
     cluster: Cluster,
+    options: ConvertOptions,
     stores: Arc<Mutex<Stores>>,
     changed: Arc<Notify>,
     tx: watch::Sender<Option<Snapshot>>,
@@ -145,7 +167,8 @@ pub(super) async fn publish(
         // Copying and converting every object is CPU work proportional to the cluster:
         // kept off the async workers, and (but for pointer copies) outside the lock the
         // watchers take.
-        let assembled = tokio::task::spawn_blocking(move || assemble(&cluster, &stores)).await;
+        let assembled =
+            tokio::task::spawn_blocking(move || assemble(&cluster, &options, &stores)).await;
         let snapshot = match assembled {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => continue,
@@ -167,6 +190,7 @@ pub(super) async fn publish(
             workloads = state.workloads.len(),
             identities = state.identities.len(),
             endpoints = state.endpoints.len(),
+            service_exports = state.service_exports.len(),
             problems = snapshot.problems.len(),
             "kubernetes state converted"
         );
@@ -175,7 +199,11 @@ pub(super) async fn publish(
 }
 
 /// The snapshot of what the stores hold, or `None` while some kind is not listed yet.
-fn assemble(cluster: &Cluster, stores: &Mutex<Stores>) -> Option<Snapshot> {
+fn assemble(
+    cluster: &Cluster,
+    options: &ConvertOptions,
+    stores: &Mutex<Stores>,
+) -> Option<Snapshot> {
     let snapshot = {
         let stores = stores.lock();
         if !stores.synced() {
@@ -184,7 +212,7 @@ fn assemble(cluster: &Cluster, stores: &Mutex<Stores>) -> Option<Snapshot> {
         stores.snapshot()
     };
     let (objects, mut problems) = snapshot.into_objects();
-    let (state, convert_problems) = convert::desired_state(cluster, &objects);
+    let (state, convert_problems) = convert::desired_state_with(cluster, &objects, options);
     problems.extend(convert_problems.iter().map(ToString::to_string));
     Some(Snapshot { state, problems })
 }
@@ -204,6 +232,13 @@ mod tests {
             ClusterId::new(1, IdMode::Normal).unwrap(),
             IdMode::Normal,
         )
+    }
+
+    fn mk_cilium() -> Discovered {
+        Discovered {
+            cilium: true,
+            ..Discovered::default()
+        }
     }
 
     fn mk_object(value: Value) -> DynamicObject {
@@ -228,7 +263,7 @@ mod tests {
 
     #[test]
     fn nothing_is_assembled_until_every_watched_kind_is_listed() {
-        let stores = Mutex::new(Stores::new(false));
+        let stores = Mutex::new(Stores::new(Discovered::default()));
         {
             let mut s = stores.lock();
             list(&mut s.services, vec![]);
@@ -236,16 +271,19 @@ mod tests {
             list(&mut s.namespaces, vec![]);
             list(&mut s.pods, vec![]);
         }
-        assert_eq!(assemble(&mk_cluster(), &stores), None);
+        assert_eq!(
+            assemble(&mk_cluster(), &ConvertOptions::default(), &stores),
+            None
+        );
         list(&mut stores.lock().nodes, vec![mk_node("worker")]);
-        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        let snapshot = assemble(&mk_cluster(), &ConvertOptions::default(), &stores).unwrap();
         assert_eq!(snapshot.state.nodes.len(), 1);
         assert_eq!(snapshot.problems, Vec::<String>::new());
     }
 
     #[test]
     fn with_cilium_pods_and_nodes_are_neither_waited_for_nor_read() {
-        let stores = Mutex::new(Stores::new(true));
+        let stores = Mutex::new(Stores::new(mk_cilium()));
         {
             let mut s = stores.lock();
             list(&mut s.services, vec![]);
@@ -256,18 +294,21 @@ mod tests {
             // Never watched with Cilium; filled here to show they are not read.
             list(&mut s.nodes, vec![mk_node("worker")]);
         }
-        assert_eq!(assemble(&mk_cluster(), &stores), None);
+        assert_eq!(
+            assemble(&mk_cluster(), &ConvertOptions::default(), &stores),
+            None
+        );
         list(&mut stores.lock().cilium_nodes, vec![]);
         let (objects, _) = stores.lock().snapshot().into_objects();
         assert!(objects.nodes.is_empty());
         assert_eq!(objects.cilium, Some(CiliumObjects::default()));
-        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        let snapshot = assemble(&mk_cluster(), &ConvertOptions::default(), &stores).unwrap();
         assert!(snapshot.state.nodes.is_empty());
     }
 
     #[test]
     fn unreadable_objects_come_before_conversion_problems() {
-        let stores = Mutex::new(Stores::new(false));
+        let stores = Mutex::new(Stores::new(Discovered::default()));
         {
             let mut s = stores.lock();
             list(
@@ -286,7 +327,7 @@ mod tests {
             );
             list(&mut s.nodes, vec![]);
         }
-        let snapshot = assemble(&mk_cluster(), &stores).unwrap();
+        let snapshot = assemble(&mk_cluster(), &ConvertOptions::default(), &stores).unwrap();
         assert_eq!(snapshot.problems.len(), 2, "{:?}", snapshot.problems);
         assert!(snapshot.problems[0].starts_with("Pod shop/bad: "));
         assert!(

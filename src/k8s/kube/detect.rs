@@ -1,6 +1,8 @@
-//! Whether Cilium is installed, asked of the API server's discovery: Cilium's
-//! clustermesh-apiserver reads CiliumIdentity, CiliumEndpoint and CiliumNode, and where
-//! they exist fleetmesh reads them too, instead of Pods and Nodes.
+//! What the API server serves, asked of its discovery: whether Cilium is installed
+//! (Cilium's clustermesh-apiserver reads CiliumIdentity, CiliumEndpoint and CiliumNode,
+//! and where they exist fleetmesh reads them too, instead of Pods and Nodes), whether it
+//! serves CiliumEndpointSlices (`cilium.io/v2alpha1`) and ServiceExports
+//! (`multicluster.x-k8s.io/v1alpha1`).
 
 use std::borrow::Cow;
 
@@ -9,6 +11,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 
 use super::KubeError;
 use crate::k8s::cilium::{self, CiliumEndpoint, CiliumIdentity, CiliumNode};
+
+/// Whether the API server serves resource `K` (its group and version list its plural).
+/// A group version that is not found is `false`; any other failure is an error to retry.
+pub async fn resource_served<K: Resource<DynamicType = ()>>(
+    client: &Client,
+) -> Result<bool, KubeError> {
+    let api_version = K::api_version(&()).into_owned();
+    match client.list_api_group_resources(&api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == K::plural(&()))),
+        Err(::kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(source) => Err(KubeError::Discovery {
+            api_version,
+            source,
+        }),
+    }
+}
 
 /// The resources of `cilium.io/v2` fleetmesh reads, by the plural names discovery lists.
 fn cilium_resources() -> [Cow<'static, str>; 3] {

@@ -8,10 +8,14 @@
 //!   and Nodes otherwise. The kube source decides by what the API server serves, even
 //!   when no Cilium object exists yet; the manifest source (see
 //!   [`crate::k8s::manifests`]) decides by what the directory holds: any Cilium object.
-//! - `CiliumEndpointSlice` (`cilium.io/v2alpha1`) is not read: ipcache entries come from
-//!   CiliumEndpoints, as Cilium's apiserver does without `--enable-cilium-endpoint-slice`.
-//!   Where slices are enabled, Cilium's operator builds them from the CiliumEndpoints,
-//!   which still exist: the same entries, read one endpoint at a time.
+//! - Where Cilium runs, `CiliumEndpointSlice` (`cilium.io/v2alpha1`) replaces
+//!   CiliumEndpoints as the source of ipcache entries when the API server serves it (or
+//!   when [`KubeOptions::endpoint_slices`] forces it on; forced off, CiliumEndpoints are
+//!   read), as Cilium's apiserver does with `--enable-cilium-endpoint-slice`: one watch
+//!   event per slice of up to 100 endpoints instead of one per endpoint.
+//! - `ServiceExport` (`multicluster.x-k8s.io/v1alpha1`) is watched when MCS-API exports
+//!   are on ([`KubeOptions::service_exports`]) and the API server serves it; otherwise no
+//!   watcher starts, and a log line says why.
 //! - Nothing is published until every watched kind has completed its initial list, so the
 //!   first [`Snapshot`] is the cluster's full state and the export that follows it marks
 //!   the apiserver ready. Changes are then gathered for [`COALESCE`] and published as a
@@ -44,15 +48,17 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use crate::k8s::Snapshot;
-use crate::k8s::cilium::{self, CiliumEndpoint, CiliumIdentity, CiliumNode};
+use crate::k8s::cilium::{self, CiliumEndpoint, CiliumEndpointSlice, CiliumIdentity, CiliumNode};
 use crate::k8s::client::ConnectError;
+use crate::k8s::convert::ConvertOptions;
+use crate::k8s::mcs::{self, ServiceExport};
 use crate::model::Cluster;
 use crate::report::error_chain;
 use assemble::Stores;
 use supervise::Watchers;
 
 pub use assemble::COALESCE;
-pub use detect::cilium_installed;
+pub use detect::{cilium_installed, resource_served};
 
 /// The wait between discovery attempts once kube-runtime's backoff (which caps itself at
 /// 30 s and never runs out) would stop answering: the same cap.
@@ -82,17 +88,38 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     Ok(crate::k8s::client::connect(kubeconfig).await?)
 }
 
+/// What the kube source reads beyond what the API server serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KubeOptions {
+    pub convert: ConvertOptions,
+    /// CiliumEndpointSlices instead of CiliumEndpoints: `None` reads them when the API
+    /// server serves them, `Some` forces the choice.
+    pub endpoint_slices: Option<bool>,
+    /// Read ServiceExports (MCS-API exports are on).
+    pub service_exports: bool,
+}
+
 /// A cluster's API server as the source of its state.
 #[derive(Clone)]
 pub struct KubeSource {
     client: Client,
     cluster: Cluster,
+    options: KubeOptions,
 }
 
 impl KubeSource {
     /// The source of `cluster`'s state, read through `client` (see [`connect`]).
     pub fn new(client: Client, cluster: Cluster) -> Self {
-        Self { client, cluster }
+        Self {
+            client,
+            cluster,
+            options: KubeOptions::default(),
+        }
+    }
+
+    /// The same source, reading as `options` say.
+    pub fn with_options(self, options: KubeOptions) -> Self {
+        Self { options, ..self }
     }
 
     /// Publishes the cluster's state and every change of it.
@@ -110,11 +137,11 @@ impl KubeSource {
 }
 
 async fn run(source: KubeSource, tx: watch::Sender<Option<Snapshot>>) {
-    let cilium = tokio::select! {
-        cilium = detect_cilium(&source.client) => cilium,
+    let found = tokio::select! {
+        found = discover(&source.client, &source.options) => found,
         () = tx.closed() => return,
     };
-    let stores = Arc::new(Mutex::new(Stores::new(cilium)));
+    let stores = Arc::new(Mutex::new(Stores::new(found)));
     let changed = Arc::new(Notify::new());
     // Dropped when publishing ends, which aborts every watcher.
     let mut watchers = Watchers::default();
@@ -127,17 +154,114 @@ async fn run(source: KubeSource, tx: watch::Sender<Option<Snapshot>>) {
     spawn.watch::<Service>(|s| &mut s.services);
     spawn.watch::<EndpointSlice>(|s| &mut s.endpoint_slices);
     spawn.watch::<Namespace>(|s| &mut s.namespaces);
-    if cilium {
+    if found.cilium {
         spawn.watch::<CiliumIdentity>(|s| &mut s.cilium_identities);
-        spawn.watch::<CiliumEndpoint>(|s| &mut s.cilium_endpoints);
+        if found.endpoint_slices {
+            spawn.watch::<CiliumEndpointSlice>(|s| &mut s.cilium_endpoint_slices);
+        } else {
+            spawn.watch::<CiliumEndpoint>(|s| &mut s.cilium_endpoints);
+        }
         spawn.watch::<CiliumNode>(|s| &mut s.cilium_nodes);
     } else {
         spawn.watch::<Pod>(|s| &mut s.pods);
         spawn.watch::<Node>(|s| &mut s.nodes);
     }
+    if found.service_exports {
+        spawn.watch::<ServiceExport>(|s| &mut s.service_exports);
+    }
     tokio::select! {
-        () = assemble::publish(source.cluster, stores, changed, tx) => {}
+        () = assemble::publish(source.cluster, source.options.convert, stores, changed, tx) => {}
         never = watchers.supervise() => match never {},
+    }
+}
+
+/// What discovery decided the source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Discovered {
+    /// Cilium is installed: identities, ipcache entries and nodes come from its resources.
+    pub cilium: bool,
+    /// Ipcache entries come from CiliumEndpointSlices rather than CiliumEndpoints.
+    pub endpoint_slices: bool,
+    /// ServiceExports are watched.
+    pub service_exports: bool,
+}
+
+/// Asks discovery what to read, each question until the API server answers, and logs
+/// every decision with its reason.
+async fn discover(client: &Client, options: &KubeOptions) -> Discovered {
+    let cilium = detect_cilium(client).await;
+    let endpoint_slices = cilium
+        && match options.endpoint_slices {
+            Some(forced) => {
+                tracing::info!(
+                    endpoint_slices = forced,
+                    "ipcache entries come from {} (set by source.kube.ciliumEndpointSlices)",
+                    if forced {
+                        "CiliumEndpointSlices"
+                    } else {
+                        "CiliumEndpoints"
+                    }
+                );
+                forced
+            }
+            None => {
+                let served =
+                    ask_until_answered(|| resource_served::<CiliumEndpointSlice>(client)).await;
+                if served {
+                    tracing::info!(
+                        "{} serves ciliumendpointslices: ipcache entries come from CiliumEndpointSlices",
+                        cilium::SLICE_API_VERSION
+                    );
+                } else {
+                    tracing::info!(
+                        "{} does not serve ciliumendpointslices: ipcache entries come from CiliumEndpoints",
+                        cilium::SLICE_API_VERSION
+                    );
+                }
+                served
+            }
+        };
+    let service_exports = if options.service_exports {
+        let served = ask_until_answered(|| resource_served::<ServiceExport>(client)).await;
+        if served {
+            tracing::info!("MCS-API service exports are read from {}", mcs::API_VERSION);
+        } else {
+            tracing::warn!(
+                "{} does not serve serviceexports (the MCS-API CRDs are not installed): \
+                 no ServiceExport is read, none is exported",
+                mcs::API_VERSION
+            );
+        }
+        served
+    } else {
+        tracing::info!(
+            "MCS-API service exports are off (export.mcsApi): ServiceExports are not read"
+        );
+        false
+    };
+    Discovered {
+        cilium,
+        endpoint_slices,
+        service_exports,
+    }
+}
+
+/// Asks a discovery question until the API server answers, backing off between tries.
+async fn ask_until_answered<F, Fut>(ask: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, KubeError>>,
+{
+    let mut backoff = ::kube::runtime::watcher::DefaultBackoff::default();
+    loop {
+        match ask().await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                let delay = backoff.next().unwrap_or(DETECT_RETRY_MAX);
+                tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "discovery failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 }
 

@@ -7,11 +7,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::k8s::cilium;
 use crate::k8s::convert::Objects;
+use crate::k8s::{cilium, mcs};
 
 /// The kinds fleetmesh reads, with the one apiVersion of each it understands.
-const SUPPORTED: [(&str, &str); 9] = [
+const SUPPORTED: [(&str, &str); 11] = [
     ("v1", "Service"),
     ("v1", "Pod"),
     ("v1", "Node"),
@@ -21,6 +21,8 @@ const SUPPORTED: [(&str, &str); 9] = [
     (cilium::API_VERSION, "CiliumIdentity"),
     (cilium::API_VERSION, "CiliumEndpoint"),
     (cilium::API_VERSION, "CiliumNode"),
+    (cilium::SLICE_API_VERSION, "CiliumEndpointSlice"),
+    (mcs::API_VERSION, "ServiceExport"),
 ];
 
 /// The documents of one YAML stream, each with its parse result, in order.
@@ -140,6 +142,15 @@ pub(super) fn add_document(
         (cilium::API_VERSION, "CiliumNode") => {
             let node = parse(value, &what)?;
             objects.cilium.get_or_insert_default().nodes.push(node);
+        }
+        // Slices in the directory say the cluster publishes its endpoints in slices.
+        (cilium::SLICE_API_VERSION, "CiliumEndpointSlice") => {
+            let slice = parse(value, &what)?;
+            let cilium = objects.cilium.get_or_insert_default();
+            cilium.endpoint_slices.get_or_insert_default().push(slice);
+        }
+        (mcs::API_VERSION, "ServiceExport") => {
+            objects.service_exports.push(parse(value, &what)?);
         }
         _ => {
             if let Some((expected, _)) = SUPPORTED.iter().find(|(_, k)| *k == kind) {

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::scan::{self, Fingerprint};
 use super::{DEFAULT_MAX_FILE_BYTES, LastGood, ManifestError};
-use crate::k8s::convert;
+use crate::k8s::convert::{self, ConvertOptions};
 use crate::model::Cluster;
 
 // Shared by every source; re-exported here, where it used to live.
@@ -29,6 +29,7 @@ pub struct ManifestSource {
     dir: PathBuf,
     cluster: Cluster,
     max_file_bytes: u64,
+    options: ConvertOptions,
 }
 
 impl ManifestSource {
@@ -37,6 +38,7 @@ impl ManifestSource {
             dir,
             cluster,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            options: ConvertOptions::default(),
         }
     }
 
@@ -44,6 +46,11 @@ impl ManifestSource {
     pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes;
         self
+    }
+
+    /// The same source, converting as `options` say.
+    pub fn with_options(self, options: ConvertOptions) -> Self {
+        Self { options, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -89,7 +96,8 @@ impl ManifestSource {
 
     fn convert(&self, files: &[scan::ManifestFile], memory: &mut LastGood) -> Snapshot {
         let loaded = memory.load(files);
-        let (state, convert_problems) = convert::desired_state(&self.cluster, &loaded.objects);
+        let (state, convert_problems) =
+            convert::desired_state_with(&self.cluster, &loaded.objects, &self.options);
         let problems = loaded
             .problems
             .iter()

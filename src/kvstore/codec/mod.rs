@@ -7,6 +7,7 @@
 //! | global service, fleetmesh's own | richer JSON with every backend and its conditions | `fleetmesh_service.rs` |
 //! | identity | label string `source:key=value;` sorted by key | `identity.rs` |
 //! | ipcache entry | `IPIdentityPair` JSON | `ipcache.rs` |
+//! | MCS-API service export | Cilium `MCSAPIServiceSpec` JSON | `service_export.rs` |
 //! | cluster config | `CiliumClusterConfig` JSON | `config.rs` |
 //! | sync canary, heartbeat | RFC 3339 timestamp | `time.rs` |
 //!
@@ -21,6 +22,7 @@ mod identity;
 mod ipcache;
 mod node;
 mod service;
+mod service_export;
 mod time;
 
 use std::net::{AddrParseError, IpAddr};
@@ -40,6 +42,7 @@ pub use identity::{decode_identity, encode_identity};
 pub use ipcache::{decode_endpoint, encode_endpoint};
 pub use node::{decode_node, encode_node};
 pub use service::{decode_service, encode_service};
+pub use service_export::{decode_service_export, encode_service_export};
 pub use time::{decode_timestamp, encode_timestamp};
 
 /// Why a stored value could not be decoded. `what` names the value or field that failed
@@ -83,6 +86,12 @@ pub enum CodecError {
         #[source]
         source: std::str::Utf8Error,
     },
+    /// A required field that is absent (or Go's zero value).
+    #[error("{what} is missing")]
+    Missing { what: &'static str },
+    /// A number outside the range its field allows.
+    #[error("invalid {what} {value}")]
+    OutOfRange { what: &'static str, value: i64 },
     /// A timestamp that is not RFC 3339.
     #[error("invalid {what} timestamp {value:?}")]
     Timestamp {

@@ -5,6 +5,7 @@ use thiserror::Error;
 use crate::kvstore::KeyValue;
 use crate::kvstore::codec::{
     CodecError, decode_endpoint, decode_fleetmesh_service, decode_identity, decode_node,
+    decode_service_export,
 };
 use crate::kvstore::keys::StateKey;
 use crate::model::{Change, Cluster, Event, Resource, ResourceKey, Revision};
@@ -36,11 +37,15 @@ pub(super) fn resource_key(key: &str, cluster: &Cluster) -> Option<ResourceKey> 
         StateKey::FleetmeshService { cluster: c, name } if ours(&c) => {
             Some(ResourceKey::Service(name))
         }
+        StateKey::ServiceExport { cluster: c, name } if ours(&c) => {
+            Some(ResourceKey::ServiceExport(name))
+        }
         StateKey::Identity(id) => Some(ResourceKey::Identity(id)),
         StateKey::Endpoint(prefix) => Some(ResourceKey::Endpoint(prefix)),
-        StateKey::Node { .. } | StateKey::FleetmeshService { .. } | StateKey::Service { .. } => {
-            None
-        }
+        StateKey::Node { .. }
+        | StateKey::FleetmeshService { .. }
+        | StateKey::Service { .. }
+        | StateKey::ServiceExport { .. } => None,
     }
 }
 
@@ -110,6 +115,20 @@ fn decode_value(
         ResourceKey::Identity(id) => decode_identity(id, value, cluster)
             .map(Resource::Identity)
             .map_err(codec),
+        ResourceKey::ServiceExport(name) => {
+            let export = decode_service_export(value).map_err(codec)?;
+            if export.name != name {
+                return Err(mismatch("service export", &export.name, &name));
+            }
+            if export.cluster != cluster.name {
+                return Err(mismatch(
+                    "service export cluster",
+                    &export.cluster,
+                    &cluster.name,
+                ));
+            }
+            Ok(Resource::ServiceExport(export))
+        }
         ResourceKey::Endpoint(prefix) => {
             let ep = decode_endpoint(value).map_err(codec)?;
             if ep.prefix != prefix {

@@ -1,14 +1,14 @@
 //! One cluster's exported state as model events, read from the store: what feeds the
 //! apiserver's watch cache.
 //!
-//! The state lives under four prefixes — `keys::nodes_of(c)`,
+//! The state lives under five prefixes — `keys::nodes_of(c)`,
 //! `keys::fleetmesh_services_of(c)` (fleetmesh's services, with every backend's
-//! conditions; Cilium's copies are not read), `keys::IDENTITIES_ID_PREFIX` and
-//! `keys::IP_PREFIX` — that share no parent but the root. So [`StateWatch`] is **one**
-//! store watch of the root, filtered by key: one revision-ordered stream, and a relist
-//! that covers all four prefixes at once, so a relist can never lose one prefix's
-//! state while another's is being read, and the synced marker comes when all four are
-//! listed. The price is reading (and dropping) the few other keys a store holds: sync
+//! conditions; Cilium's copies are not read), `keys::IDENTITIES_ID_PREFIX`,
+//! `keys::IP_PREFIX` and `keys::service_exports_of(c)` (present only with MCS-API
+//! exports on) — that share no parent but the root. So [`StateWatch`] is **one** store
+//! watch of the root, filtered by key: one revision-ordered stream, and a relist that
+//! covers every prefix at once, so a relist can never lose one prefix's state while
+//! another's is being read, and the synced marker comes when all are listed. The price is reading (and dropping) the few other keys a store holds: sync
 //! canaries, the heartbeat, cluster config, Cilium's service copies and the identity
 //! allocator's keys — few next to the endpoints.
 //!

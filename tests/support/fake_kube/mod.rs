@@ -87,6 +87,26 @@ impl FakeKube {
         ]);
     }
 
+    /// Also serves Cilium's CiliumEndpointSlice (`cilium.io/v2alpha1`).
+    pub fn install_cilium_endpoint_slice_crd(&self) {
+        self.state.lock().types.push(ResourceType::new(
+            "cilium.io/v2alpha1",
+            "CiliumEndpointSlice",
+            "ciliumendpointslices",
+            false,
+        ));
+    }
+
+    /// Also serves the MCS API's ServiceExport (`multicluster.x-k8s.io/v1alpha1`).
+    pub fn install_mcs_crds(&self) {
+        self.state.lock().types.push(ResourceType::new(
+            "multicluster.x-k8s.io/v1alpha1",
+            "ServiceExport",
+            "serviceexports",
+            true,
+        ));
+    }
+
     pub fn url(&self) -> String {
         self.url.clone()
     }
