@@ -27,6 +27,7 @@
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
 //! | [`config`] | the `cluster:` block every config file shares |
 //! | [`report`] | errors told to people: one line with every cause |
+//! | [`testkit`] | what tests, bench and demo share to run fleetmesh for real |
 //! | [`bench`] | `fleetmesh bench`: the production paths measured side by side with etcd-direct agents, results checked |
 //! | [`apiserver`], [`agent`], [`demo`], [`cli`] | wiring only |
 
@@ -49,4 +50,5 @@ pub mod observe;
 pub mod proto;
 pub mod remote;
 pub mod report;
+pub mod testkit;
 pub mod tls;

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::agents::{spawn_agent, wait_ready};
 use super::etcd::LocalEtcd;
-use super::pki::BenchPki;
+use super::pki::bench_pki;
 use super::server::{BenchServer, ServeOptions};
 use super::workload::{Sizes, Workload};
 use crate::kvstore::Store;
@@ -18,6 +18,7 @@ use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::{LinkSettings, PeerConfig};
+use crate::testkit::Pki;
 use crate::tls::TlsFiles;
 
 /// The cluster whose state is served.
@@ -72,7 +73,7 @@ pub struct Bench {
     server_tls: TlsFiles,
     etcd: Option<EtcdTarget>,
     // Dropped last: the certificate files must outlive the server and the links.
-    pki: BenchPki,
+    pki: Pki,
 }
 
 /// When an apiserver restart began, and how long after that it had closed every
@@ -98,7 +99,7 @@ struct EtcdTarget {
 impl Bench {
     /// Writes a workload of `endpoints` endpoints and serves it.
     pub async fn start(options: &BenchOptions, endpoints: u32) -> anyhow::Result<Self> {
-        let pki = BenchPki::new()?;
+        let pki = bench_pki()?;
         let source = cluster(SOURCE)?;
         let agent_cluster = cluster(AGENT)?;
         let sizes = Sizes::for_endpoints(endpoints, &source);
@@ -249,7 +250,7 @@ impl Bench {
 }
 
 impl EtcdTarget {
-    async fn start(options: &BenchOptions, pki: &BenchPki) -> anyhow::Result<Self> {
+    async fn start(options: &BenchOptions, pki: &Pki) -> anyhow::Result<Self> {
         let namespace = format!("fleetmesh-bench-{:016x}/", rand::random::<u64>());
         let (endpoint, local) = match &options.etcd {
             Some(url) => (url.clone(), None),

@@ -12,12 +12,11 @@ use anyhow::{Context, bail};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::apiserver::{Apiserver, ApiserverConfig};
-use crate::certs::Ca;
-use crate::certs::files::{CERT_MODE, write_atomic, write_pem_files};
 use crate::mesh::{SelectionReason, ServiceView};
 use crate::model::{ClusterName, ServiceName};
 use crate::observe::{AgentClient, services_table, status_table, unix_ms_now};
 use crate::remote::LinkSettings;
+use crate::testkit::Pki;
 
 /// Certificates of a demo outlive it, and stay outside `certs rotate`'s renewal window so
 /// that the status it prints carries no expiry warnings.
@@ -182,24 +181,14 @@ async fn service(client: &AgentClient, name: &ServiceName) -> anyhow::Result<Ser
 
 /// A CA, and for each cluster a server certificate (127.0.0.1, localhost) and a client
 /// certificate naming it, under `dir/certs`.
-fn mint_certificates(dir: &Path) -> anyhow::Result<Ca> {
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs)?;
-    let ca = Ca::generate("fleetmesh demo CA", CERT_VALIDITY)?;
-    write_atomic(&certs.join("ca.crt"), ca.cert_pem().as_bytes(), CERT_MODE)?;
+fn mint_certificates(dir: &Path) -> anyhow::Result<Pki> {
+    let pki = Pki::in_dir(dir, "fleetmesh demo CA", CERT_VALIDITY)?;
     for (name, _) in CLUSTERS {
         let cluster = ClusterName::new(name)?;
-        let server = ca.issue_server(
-            &cluster,
-            &["localhost".to_string()],
-            &["127.0.0.1".parse()?],
-            CERT_VALIDITY,
-        )?;
-        write_pem_files(&certs, &format!("server-{name}"), &server)?;
-        let client = ca.issue_client(&cluster, CERT_VALIDITY)?;
-        write_pem_files(&certs, &format!("client-{name}"), &client)?;
+        pki.server_files(&cluster)?;
+        pki.client_files(&cluster)?;
     }
-    Ok(ca)
+    Ok(pki)
 }
 
 fn write_manifests(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {

@@ -16,7 +16,6 @@ use std::time::Duration;
 use fleetmesh::apiserver::CacheSink;
 use fleetmesh::cache::{CacheSettings, WatchCache};
 use fleetmesh::certs::Ca;
-use fleetmesh::certs::files::{CERT_MODE, write_atomic, write_pem_files};
 use fleetmesh::grpc::{AllowedPeers, GrpcServer};
 use fleetmesh::kvstore::memory::MemoryStore;
 use fleetmesh::kvstore::state_watch::{StateSink, StateWatchStats, follow};
@@ -27,6 +26,7 @@ use fleetmesh::model::{
 };
 use fleetmesh::proto::encode_event;
 use fleetmesh::remote::PeerConfig;
+use fleetmesh::testkit::Pki;
 use fleetmesh::tls::{TlsFiles, spawn_reload};
 use rustls::ServerConfig;
 use tokio::net::TcpSocket;
@@ -50,62 +50,40 @@ pub fn mk_cluster_in(name: &str, id: u32, mode: IdMode) -> Cluster {
     Cluster::new(mk_name(name), ClusterId::new(id, mode).unwrap(), mode)
 }
 
-/// A CA and a directory for the files of one test's mesh.
-pub struct MeshPki {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
+/// A CA and a directory for the files of one test's mesh: the test kit's [`Pki`], with
+/// clusters named by strings and failures as panics.
+pub struct MeshPki(Pki);
 
 impl MeshPki {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            // A name of its own: two test meshes' CAs are told apart by name first.
-            ca: Ca::generate(&format!("test CA {:08x}", rand::random::<u32>()), DAY).unwrap(),
-        }
+        // A name of its own: two test meshes' CAs are told apart by name first.
+        let name = format!("test CA {:08x}", rand::random::<u32>());
+        Self(Pki::temporary("fleetmesh-test-", &name, DAY).unwrap())
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.0.dir()
     }
 
     /// The mesh's CA, to mint unusual certificates (expired ones, say).
     pub fn ca(&self) -> &Ca {
-        &self.ca
+        self.0.ca()
     }
 
     /// An apiserver certificate naming `cluster`, valid for 127.0.0.1 and localhost.
     pub fn server_files(&self, cluster: &str) -> TlsFiles {
-        let ips = ["127.0.0.1".parse().unwrap()];
-        let leaf = self
-            .ca
-            .issue_server(&mk_name(cluster), &["localhost".to_string()], &ips, DAY)
-            .unwrap();
-        self.files(&format!("server-{cluster}"), &leaf)
+        self.0.server_files(&mk_name(cluster)).unwrap()
     }
 
     /// A client certificate naming `cluster` (an agent of that cluster).
     pub fn client_files(&self, cluster: &str) -> TlsFiles {
-        let leaf = self.ca.issue_client(&mk_name(cluster), DAY).unwrap();
-        self.files(&format!("client-{cluster}"), &leaf)
-    }
-
-    fn files(&self, name: &str, leaf: &fleetmesh::certs::IssuedCert) -> TlsFiles {
-        let dir = self.dir.path().join("certs");
-        let pem = write_pem_files(&dir, name, leaf).unwrap();
-        let ca = dir.join("ca.crt");
-        write_atomic(&ca, self.ca.cert_pem().as_bytes(), CERT_MODE).unwrap();
-        TlsFiles {
-            cert: pem.cert,
-            key: pem.key,
-            ca,
-        }
+        self.0.client_files(&mk_name(cluster)).unwrap()
     }
 
     /// Writes `remotes/<peer>.yaml` pointing at `addr` with `client`'s files (paths
     /// relative to the file, as a fleet plan writes them) and loads it.
     pub fn peer_config(&self, peer: &str, addr: SocketAddr, client: &TlsFiles) -> PeerConfig {
-        let remotes = self.dir.path().join("remotes");
+        let remotes = self.dir().join("remotes");
         std::fs::create_dir_all(&remotes).unwrap();
         let rel = |p: &PathBuf| format!("../certs/{}", p.file_name().unwrap().to_str().unwrap());
         let text = format!(

@@ -35,11 +35,12 @@ use self::child::ProbeProcess;
 use super::agents::{spawn_agent, wait_ready};
 use super::correctness::{Correctness, check_view};
 use super::merge::start_member;
-use super::pki::BenchPki;
+use super::pki::bench_pki;
 use super::progress::Progress;
 use super::setup::BenchOptions;
 use crate::model::{ClusterName, IdMode};
 use crate::remote::{LinkSettings, PeerConfig};
+use crate::testkit::Pki;
 use crate::tls::TlsFiles;
 
 /// Apiserver sizes (endpoints) when not given: a slope over a 4× range in seconds.
@@ -128,7 +129,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<MemoryReport> {
     if options.merged_clusters == 0 {
         bail!("an agent probe merges at least one cluster");
     }
-    let pki = BenchPki::new()?;
+    let pki = bench_pki()?;
     let run = Run {
         exe,
         server_tls: pki.server_files(&ClusterName::new(SOURCE.0)?)?,
@@ -172,7 +173,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<MemoryReport> {
 /// One run's shared pieces.
 struct Run<'a> {
     exe: PathBuf,
-    pki: BenchPki,
+    pki: Pki,
     server_tls: TlsFiles,
     client_tls: TlsFiles,
     options: &'a MemoryOptions,

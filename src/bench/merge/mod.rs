@@ -22,7 +22,7 @@ pub use self::table::merge_table;
 use super::agents::{spawn_merging, wait_ready};
 use super::correctness::{Correctness, check_view};
 use super::memory::rss_kib;
-use super::pki::BenchPki;
+use super::pki::bench_pki;
 use super::progress::Progress;
 use super::server::{BenchServer, ServeOptions};
 use super::setup::BenchOptions;
@@ -32,6 +32,7 @@ use crate::kvstore::Store;
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::PeerConfig;
+use crate::testkit::Pki;
 
 /// Clusters when `--clusters` is not given: a run of seconds.
 pub const DEFAULT_CLUSTERS: u32 = 32;
@@ -114,7 +115,7 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
             mode.max_cluster_id() - 1
         );
     }
-    let pki = BenchPki::new()?;
+    let pki = bench_pki()?;
     let local = cluster(AGENT.0, AGENT.1, mode)?;
     let client = pki.client_files(&local.name)?;
     let started = Instant::now();
@@ -189,7 +190,7 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
 
 /// Every cluster's apiserver, serving its whole state, a few started at once.
 async fn start_members(
-    pki: &BenchPki,
+    pki: &Pki,
     options: &MergeOptions,
     mode: IdMode,
     client: &crate::tls::TlsFiles,
@@ -220,7 +221,7 @@ async fn start_members(
 /// The `k`-th cluster (id k + 2): its state written into its own store and served once
 /// its cache holds all of it.
 pub(super) async fn start_member(
-    pki: &BenchPki,
+    pki: &Pki,
     endpoints: u32,
     k: u32,
     mode: IdMode,
