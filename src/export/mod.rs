@@ -7,6 +7,12 @@
 //! a canary knows that prefix is complete (Cilium's rule). Beside it run the cluster
 //! config enforcement and the heartbeat. Every key is leased and kept alive; keys of a
 //! lease that expired anyway are rewritten.
+//!
+//! Every [`HISTORY_CHECK`] it asks the store whether its history restarted (a wiped or
+//! replaced etcd). If it did, or a lease the exporter writes with is gone, it starts over
+//! at once in the new epoch — adopting what the store holds, which after a wipe is
+//! nothing, and rewriting everything else on fresh leases — and reports itself not synced
+//! until that rewrite and the canaries are done.
 
 mod allocator;
 mod cluster_config;
@@ -27,7 +33,7 @@ pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 
-use crate::kvstore::{Store, StoreError, codec, keys};
+use crate::kvstore::{Epoch, Store, StoreError, codec, keys};
 use crate::model::{Cluster, DesiredState, Kind};
 use crate::report::error_chain;
 use leases::LeasePool;
@@ -37,6 +43,10 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 /// First wait after a failed write; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How often the exporter asks the store whether its history restarted: a wiped store is
+/// rewritten within about this long of its return. One small read each time.
+pub const HISTORY_CHECK: Duration = Duration::from_secs(1);
 
 /// A part that ran this long before failing starts again without waiting long.
 const STABLE_RUN: Duration = Duration::from_secs(60);
@@ -50,15 +60,26 @@ where
     let mut backoff = FIRST_RETRY;
     loop {
         let started = tokio::time::Instant::now();
-        if let Err(err) = start().await {
-            tracing::warn!(part = what, error = %error_chain(&err), retry_in = ?backoff,
-                "store error; starting again");
-        }
-        if started.elapsed() > STABLE_RUN {
+        let lost = match start().await {
+            Ok(()) => false,
+            Err(err) => {
+                tracing::warn!(part = what, error = %error_chain(&err), retry_in = ?backoff,
+                    "store error; starting again");
+                matches!(
+                    err,
+                    StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. }
+                )
+            }
+        };
+        if lost || started.elapsed() > STABLE_RUN {
+            // What the part wrote is gone (a wiped store): it is rewritten promptly,
+            // once the epoch check has pinned the store's new history.
             backoff = FIRST_RETRY;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_RETRY);
+        if !lost {
+            backoff = (backoff * 2).min(MAX_RETRY);
+        }
     }
 }
 
@@ -88,6 +109,8 @@ pub struct ExportStatus {
     pub last_write: WriteStats,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// The store epoch the export writes in (`synced` is about this epoch), once known.
+    pub epoch: Option<Epoch>,
 }
 
 #[derive(Debug, Error)]
@@ -98,6 +121,23 @@ pub enum ExportError {
     Alloc(#[from] AllocError),
     #[error("the source stopped")]
     SourceClosed,
+    #[error("store history restarted: epoch {old} is now {new}")]
+    HistoryRestarted { old: Epoch, new: Epoch },
+}
+
+impl ExportError {
+    /// The store no longer holds what the export wrote (its history restarted, or a
+    /// lease of its keys is gone): start over now, not after a backoff.
+    fn starts_over(&self) -> bool {
+        matches!(
+            self,
+            Self::HistoryRestarted { .. }
+                | Self::Store(StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. })
+                | Self::Alloc(AllocError::Store(
+                    StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. }
+                ))
+        )
+    }
 }
 
 /// Exports one cluster's state into a store.
@@ -162,6 +202,12 @@ impl Exporter {
             match self.export_loop(source.clone(), status).await {
                 Err(ExportError::SourceClosed) => return Err(ExportError::SourceClosed),
                 Ok(()) => return Ok(()),
+                Err(err) if err.starts_over() => {
+                    let reason = error_chain(&err);
+                    tracing::warn!(error = %reason, "the store lost what was exported; starting over");
+                    status.send_modify(|s| s.last_error = Some(reason));
+                    continue;
+                }
                 Err(err) => {
                     let reason = error_chain(&err);
                     tracing::warn!(error = %reason, retry_in = ?backoff, "export stopped; starting again");
@@ -181,6 +227,21 @@ impl Exporter {
         mut source: watch::Receiver<Option<DesiredState>>,
         status: &watch::Sender<ExportStatus>,
     ) -> Result<(), ExportError> {
+        let epoch = self.store.check_epoch().await?;
+        status.send_if_modified(|s| {
+            if s.epoch.as_ref() == Some(&epoch) {
+                return false;
+            }
+            if let Some(old) = &s.epoch {
+                tracing::warn!(%old, new = %epoch, "store history restarted: rewriting every key");
+                s.last_error = Some(format!(
+                    "store history restarted (epoch {old} is now {epoch}): rewriting every key"
+                ));
+            }
+            s.synced = false;
+            s.epoch = Some(epoch.clone());
+            true
+        });
         let leases = LeasePool::new(self.store.clone(), self.settings.lease_ttl);
         let canaries = [keys::synced_of(&self.cluster.name)];
         let mut writer = StateWriter::adopt(
@@ -193,6 +254,8 @@ impl Exporter {
         let mut allocator =
             IdentityAllocator::load(self.store.clone(), self.cluster.clone()).await?;
         let mut renew = tokio::time::interval(writer.leases().renew_interval());
+        let mut history = tokio::time::interval(HISTORY_CHECK);
+        history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = FIRST_RETRY;
         let mut failing = false;
         let mut dirty = false;
@@ -210,6 +273,14 @@ impl Exporter {
                     }
                 },
                 _ = tokio::time::sleep(retry), if failing => dirty = true,
+                _ = history.tick() => match self.store.check_epoch().await {
+                    Ok(now) if now != epoch => {
+                        return Err(ExportError::HistoryRestarted { old: epoch, new: now });
+                    }
+                    Ok(_) => {}
+                    // The store is unreachable: the writes say so, at their own pace.
+                    Err(err) => tracing::debug!(error = %error_chain(&err), "epoch check failed"),
+                },
             }
             if !dirty {
                 continue;
@@ -217,13 +288,17 @@ impl Exporter {
             let Some(state) = source.borrow_and_update().clone() else {
                 continue;
             };
-            match self.export_once(&state, &mut writer, &mut allocator).await {
+            match self
+                .export_once(&state, &epoch, &mut writer, &mut allocator)
+                .await
+            {
                 Ok(report) => {
                     dirty = false;
                     failing = false;
                     retry = FIRST_RETRY;
                     status.send_replace(report);
                 }
+                Err(err) if err.starts_over() => return Err(err),
                 Err(err) => {
                     tracing::warn!(error = %error_chain(&err), retry_in = ?retry, "export failed");
                     failing = true;
@@ -237,6 +312,7 @@ impl Exporter {
     async fn export_once(
         &self,
         state: &DesiredState,
+        epoch: &Epoch,
         writer: &mut StateWriter,
         allocator: &mut IdentityAllocator,
     ) -> Result<ExportStatus, ExportError> {
@@ -268,6 +344,7 @@ impl Exporter {
             keys: rendered.len(),
             last_write,
             last_error: None,
+            epoch: Some(epoch.clone()),
         })
     }
 }
