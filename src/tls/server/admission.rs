@@ -8,12 +8,11 @@
 //! - A connection over a limit is closed at once, never queued, so the kernel's backlog
 //!   never fills with clients waiting behind the flood.
 //!
-//! Refusals are counted, and logged at a bounded rate ([`LogBudget`]).
+//! Refusals are counted, and logged at a bounded rate
+//! ([`LogBudget`](crate::report::LogBudget)).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 /// Handshakes in flight at most: bounds the memory and descriptors a flood can hold.
@@ -102,45 +101,6 @@ impl Admission {
     }
 }
 
-/// At most `burst` log lines per `window`; what is held back is counted and reported
-/// with the next line let through.
-#[derive(Debug)]
-pub struct LogBudget {
-    burst: u32,
-    window: Duration,
-    window_start: Option<Instant>,
-    used: u32,
-    held_back: u64,
-}
-
-impl LogBudget {
-    pub fn new(burst: u32, window: Duration) -> Self {
-        Self {
-            burst,
-            window,
-            window_start: None,
-            used: 0,
-            held_back: 0,
-        }
-    }
-
-    /// Whether a line may be logged now; if so, with how many were held back before it.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.window_start.is_none_or(|t| now >= t + self.window) {
-            self.window_start = Some(now);
-            self.used = 0;
-        }
-        if self.used < self.burst {
-            self.used += 1;
-            Some(std::mem::take(&mut self.held_back))
-        } else {
-            self.held_back += 1;
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,18 +141,5 @@ mod tests {
         admission.release(stranger(0), false);
         admission.admit(stranger(0)).unwrap();
         assert_eq!(admission.admit(stranger(0)), Err(Refusal::Full));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn log_lines_are_bounded_per_window_and_count_what_was_held_back() {
-        let mut budget = LogBudget::new(2, Duration::from_secs(10));
-        assert_eq!(budget.allow(), Some(0));
-        assert_eq!(budget.allow(), Some(0));
-        assert_eq!(budget.allow(), None);
-        assert_eq!(budget.allow(), None);
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(budget.allow(), Some(2));
-        assert_eq!(budget.allow(), Some(0));
-        assert_eq!(budget.allow(), None);
     }
 }

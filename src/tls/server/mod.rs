@@ -33,7 +33,8 @@ use tracing::{debug, warn};
 pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, RESERVED_FOR_KNOWN};
 pub use conn::{PeerInfo, TlsConn};
 
-use admission::{Admission, LogBudget, Refusal};
+use crate::report::LogBudget;
+use admission::{Admission, Refusal};
 
 /// Longest a handshake may take: TLS 1.3 needs one or two round trips, well under a
 /// second even across regions, so this frees a slot held by a client that says nothing
