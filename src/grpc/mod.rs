@@ -14,7 +14,9 @@
 //! [`MAX_FRAME_EVENTS`]: the full state (or, when resuming, the missed events), a frame
 //! marked synced, then live batches of the requested kinds. A watcher that falls too
 //! far behind is ended with `ABORTED` ("watcher fell behind; resync"), and all of them
-//! with `UNAVAILABLE` when the store's history restarts; they reconnect and resume.
+//! with `UNAVAILABLE` when the store's history restarts; they reconnect and resume. A
+//! watcher whose peer takes no frames for [`STALL_LIMIT`] has its connection closed
+//! (module `stall`).
 //! Every internal error becomes a `Status` in one place ([`GrpcError`]).
 //!
 //! Mounting it:
@@ -30,6 +32,7 @@ mod error;
 mod frames;
 mod service;
 mod source;
+mod stall;
 mod stats;
 
 use std::future::Future;
@@ -45,6 +48,7 @@ pub use self::error::GrpcError;
 pub use self::frames::{MAX_FRAME_BYTES, MAX_FRAME_EVENTS};
 pub use self::service::WatchStream;
 pub use self::source::WatchSource;
+pub use self::stall::STALL_LIMIT;
 pub use self::stats::GrpcStats;
 
 use crate::model::Cluster;

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, RESERVED_FOR_KNOWN};
-pub use conn::{PeerInfo, TlsConn};
+pub use conn::{ConnectionCloser, PeerInfo, TlsConn};
 
 use crate::report::LogBudget;
 use admission::{Admission, Refusal};
