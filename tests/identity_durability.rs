@@ -27,9 +27,12 @@ fn mk_config(dir: &Path) -> ApiserverConfig {
     ApiserverConfig::load(&path).unwrap()
 }
 
-/// One running pod per app label, each with its own IP.
+/// One running pod per app label, each with its own IP, in a declared namespace (pods of
+/// an unknown namespace are not exported).
 fn pods_yaml(apps: &[String]) -> String {
-    apps.iter()
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n";
+    let pods: String = apps
+        .iter()
         .enumerate()
         .map(|(i, app)| {
             format!(
@@ -40,7 +43,8 @@ fn pods_yaml(apps: &[String]) -> String {
                 i % 200 + 1
             )
         })
-        .collect()
+        .collect();
+    format!("{namespace}{pods}")
 }
 
 fn write_pods(dir: &Path, apps: &[String]) {

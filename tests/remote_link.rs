@@ -356,7 +356,7 @@ async fn a_duplicate_cluster_id_is_refused_until_the_other_peer_is_gone() {
     assert!(!refused.connected);
     assert_eq!(agent.view.read().counts(&c3.name), None);
     // Retried, and refused each time.
-    wait_for(&mut rx3, "retried", |s| s.reconnects >= 2).await;
+    wait_for(&mut rx3, "retried", |s| s.failures >= 2).await;
     assert!(!rx3.borrow().ready);
 
     // Once c2's link is stopped, its id is free and c3 gets in on a retry.

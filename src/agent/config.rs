@@ -7,6 +7,8 @@
 //! api: {listen: "127.0.0.1:9890"}
 //! staleGraceSeconds: 300
 //! tlsReloadSeconds: 10         # how often the links' certificate files are checked
+//! keepaliveSeconds: 5          # a silent peer is noticed within keepalive + its timeout
+//! keepaliveTimeoutSeconds: 5
 //! endpointSlices:              # EndpointSlices for remote backends of global services
 //!   enabled: true              # default false
 //!   kubeconfig: kube/config    # optional, relative to this file; else kubectl's, in-cluster
@@ -24,6 +26,7 @@ use crate::config::ClusterBlock;
 use crate::mesh::StalePolicy;
 use crate::model::Cluster;
 use crate::remote::LinkSettings;
+use crate::tls::client::Keepalive;
 
 /// The query API's default listener: loopback, the address `fleetmesh status` tries.
 const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9890);
@@ -65,6 +68,10 @@ struct RawConfig {
     stale_grace_seconds: Option<u64>,
     /// How often the links' TLS files are checked for changes (default 10).
     tls_reload_seconds: Option<u64>,
+    /// HTTP/2 PING period towards every peer (default 5).
+    keepalive_seconds: Option<u64>,
+    /// How long a PING may go unanswered before the link is dropped (default 5).
+    keepalive_timeout_seconds: Option<u64>,
     #[serde(default)]
     endpoint_slices: RawEndpointSlices,
 }
@@ -142,6 +149,11 @@ impl AgentConfig {
             field,
             message,
         };
+        // A period given in seconds, where 0 would turn the mechanism into a busy loop.
+        let at_least_one = |value: Option<u64>, field| match value {
+            Some(0) => Err(invalid(field, "must be at least 1".to_string())),
+            other => Ok(other.map(Duration::from_secs)),
+        };
         let cluster = raw
             .cluster
             .to_cluster()
@@ -191,6 +203,15 @@ impl AgentConfig {
                         ));
                     }
                     Some(s) => Duration::from_secs(s),
+                },
+                keepalive: Keepalive {
+                    interval: at_least_one(raw.keepalive_seconds, "keepaliveSeconds")?
+                        .unwrap_or(Keepalive::default().interval),
+                    timeout: at_least_one(
+                        raw.keepalive_timeout_seconds,
+                        "keepaliveTimeoutSeconds",
+                    )?
+                    .unwrap_or(Keepalive::default().timeout),
                 },
                 ..LinkSettings::default()
             },
@@ -246,6 +267,8 @@ mod tests {
              api: {listen: \"0.0.0.0:9999\"}\n\
              staleGraceSeconds: 30\n\
              tlsReloadSeconds: 2\n\
+             keepaliveSeconds: 3\n\
+             keepaliveTimeoutSeconds: 4\n\
              endpointSlices: {enabled: true, kubeconfig: kube/config, resyncSeconds: 5}\n",
         )
         .unwrap();
@@ -257,11 +280,27 @@ mod tests {
             })
         );
         assert_eq!(cfg.link.tls_reload, Duration::from_secs(2));
+        assert_eq!(
+            cfg.link.keepalive,
+            Keepalive {
+                interval: Duration::from_secs(3),
+                timeout: Duration::from_secs(4)
+            }
+        );
         assert_eq!(cfg.cluster.mode, IdMode::Extended);
         assert_eq!(cfg.cluster.id.get(), 400);
         assert_eq!(cfg.remotes_dir, Path::new("/var/lib/fleetmesh/remotes"));
         assert_eq!(cfg.api.listen, "0.0.0.0:9999".parse().unwrap());
         assert_eq!(cfg.stale.grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_silent_peer_is_noticed_within_ten_seconds_by_default() {
+        let cfg = parse("cluster: {name: c1, id: 1}\nremotesDir: r\n").unwrap();
+        let keepalive = cfg.link.keepalive;
+        assert!(keepalive.interval + keepalive.timeout <= Duration::from_secs(10));
+        let err = parse("cluster: {name: c1, id: 1}\nremotesDir: r\nkeepaliveSeconds: 0\n");
+        assert!(err.unwrap_err().to_string().contains("keepaliveSeconds"));
     }
 
     #[test]

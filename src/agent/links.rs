@@ -11,14 +11,18 @@ use parking_lot::Mutex;
 use crate::mesh::PeerStatus;
 use crate::model::ClusterName;
 use crate::observe::{LinkReport, Links};
-use crate::remote::PeerLink;
+use crate::remote::{PeerLink, SharedView};
 
 use super::remotes::ContentHash;
 
 /// Every running link by peer name. The lock is held only to copy in or out.
-#[derive(Default)]
+///
+/// A link's status counts what the view holds of its peer, read when the status is: the
+/// view keeps a peer's state while its link is down or starting over, and the counts
+/// must say so, not what the current stream has delivered.
 pub(super) struct LinkTable {
     links: Mutex<BTreeMap<ClusterName, Running>>,
+    view: SharedView,
 }
 
 struct Running {
@@ -32,6 +36,20 @@ struct Running {
 }
 
 impl LinkTable {
+    pub fn new(view: SharedView) -> Self {
+        Self {
+            links: Mutex::default(),
+            view,
+        }
+    }
+
+    /// `name`'s link status as published, with the counts of what the view holds.
+    fn status_of(&self, name: &ClusterName, running: &Running) -> PeerStatus {
+        let mut status = running.link.status_rx().borrow().clone();
+        status.counts = self.view.read().counts(name).unwrap_or_default();
+        status
+    }
+
     /// The content hash of every running link's peer file.
     pub fn hashes(&self) -> BTreeMap<ClusterName, ContentHash> {
         self.links
@@ -79,8 +97,8 @@ impl LinkTable {
     pub fn statuses(&self) -> Vec<PeerStatus> {
         self.links
             .lock()
-            .values()
-            .map(|r| r.link.status_rx().borrow().clone())
+            .iter()
+            .map(|(name, r)| self.status_of(name, r))
             .collect()
     }
 }
@@ -89,9 +107,9 @@ impl Links for LinkTable {
     fn reports(&self) -> Vec<LinkReport> {
         self.links
             .lock()
-            .values()
-            .map(|r| LinkReport {
-                status: r.link.status_rx().borrow().clone(),
+            .iter()
+            .map(|(name, r)| LinkReport {
+                status: self.status_of(name, r),
                 since: r.since,
                 been_ready: r.been_ready.load(Ordering::Relaxed),
             })

@@ -62,7 +62,7 @@ impl Agent {
             remotes_dir.display()
         );
         let view: SharedView = Arc::new(RwLock::new(MeshView::new(cluster.clone(), stale)));
-        let links = Arc::new(LinkTable::default());
+        let links = Arc::new(LinkTable::new(view.clone()));
         let listener = TcpListener::bind(api.listen)
             .await
             .with_context(|| format!("cannot listen for the query API on {}", api.listen))?;

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use crate::export::ExportStatus;
 
-/// Serves the health endpoints on `listener` until the future is dropped.
+/// Serves the health endpoints on `listener`, within the limits of
+/// [`observe::http`](crate::observe::http), until the future is dropped.
 pub async fn serve(
     listener: TcpListener,
     status: watch::Receiver<ExportStatus>,
@@ -21,7 +22,8 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(status);
-    axum::serve(listener, app).await
+    let stats = crate::observe::http::HttpStats::default();
+    crate::observe::http::serve_limited(listener, app, stats, std::future::pending()).await
 }
 
 async fn readyz(State(status): State<watch::Receiver<ExportStatus>>) -> (StatusCode, String) {

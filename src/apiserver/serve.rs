@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rustls::ServerConfig;
@@ -37,6 +38,56 @@ impl StateSink for CacheSink {
     }
 }
 
+/// How long a list waits for the exporter to complete the list's epoch before the epoch
+/// is checked again (the store may have moved on to another one).
+const EPOCH_RECHECK: Duration = Duration::from_secs(5);
+
+/// The watch cache fed only with lists of a store that the exporter has completely
+/// written in the list's epoch: a cache that synced on a half-written store (an embedded
+/// store after a restart, an etcd just wiped) would make every agent sweep what it holds
+/// of this cluster.
+struct ExportedSink {
+    cache: Arc<WatchCache>,
+    export: watch::Receiver<ExportStatus>,
+}
+
+impl StateSink for ExportedSink {
+    fn reset(&mut self, epoch: &Epoch) {
+        self.cache.reset(&epoch.0);
+    }
+
+    fn apply(&mut self, events: Vec<Event>) {
+        self.cache.apply(&events);
+    }
+
+    fn synced(&mut self, revision: Revision) {
+        self.cache.synced(revision);
+    }
+
+    async fn ready_to_list(&mut self, epoch: &Epoch) -> bool {
+        // A new history: the cache drops the old one now, so watchers resync (they wait
+        // for the list) and `Info` names the epoch being served.
+        if self.cache.epoch().as_deref() != Some(epoch.0.as_str()) {
+            self.cache.reset(&epoch.0);
+        }
+        // Should the store have moved on to yet another epoch, the exporter never
+        // syncs in this one: look again after a while.
+        let written = self
+            .export
+            .wait_for(|s| s.synced && s.epoch.as_ref() == Some(epoch));
+        let outcome = match tokio::time::timeout(EPOCH_RECHECK, written).await {
+            Ok(Ok(_)) => Some(true),
+            Ok(Err(_)) => None,
+            Err(_) => Some(false),
+        };
+        match outcome {
+            Some(ready) => ready,
+            // The exporter is gone, and the apiserver with it.
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What the running gRPC server exposes to the rest of the apiserver.
 pub struct Serving {
     pub addr: SocketAddr,
@@ -53,7 +104,7 @@ pub async fn start(
     config: &GrpcConfig,
     cluster: &Cluster,
     store: Arc<dyn Store>,
-    mut export: watch::Receiver<ExportStatus>,
+    export: watch::Receiver<ExportStatus>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Serving> {
@@ -68,17 +119,13 @@ pub async fn start(
     let feed = follow(
         store,
         cluster.clone(),
-        CacheSink(cache.clone()),
+        ExportedSink {
+            cache: cache.clone(),
+            export,
+        },
         StateWatchStats::default(),
     );
     tasks.spawn(async move {
-        // Watchers get a synced marker only once the export has written the source's
-        // full state: a cache that synced on a half-written store (an embedded store
-        // after a restart) would make every agent sweep what it holds of this cluster.
-        export
-            .wait_for(|s| s.synced)
-            .await
-            .context("the exporter stopped before it synced")?;
         feed.await;
         anyhow::bail!("the state watch feeding the cache stopped")
     });

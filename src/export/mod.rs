@@ -7,6 +7,12 @@
 //! a canary knows that prefix is complete (Cilium's rule). Beside it run the cluster
 //! config enforcement and the heartbeat. Every key is leased and kept alive; keys of a
 //! lease that expired anyway are rewritten.
+//!
+//! Every [`HISTORY_CHECK`] it asks the store whether its history restarted (a wiped or
+//! replaced etcd). If it did, or a lease the exporter writes with is gone, it starts over
+//! at once in the new epoch — adopting what the store holds, which after a wipe is
+//! nothing, and rewriting everything else on fresh leases — and reports itself not synced
+//! until that rewrite and the canaries are done.
 
 mod allocator;
 mod cluster_config;
@@ -25,11 +31,11 @@ use tokio::sync::watch;
 
 pub use allocator::{AllocError, IdentityAllocator};
 pub use heartbeat::HEARTBEAT_INTERVAL;
-pub use ledger::{IdentityLedger, KubeLedger, RedbLedger, StoreLedger};
+pub use ledger::{IdentityLedger, KubeLedger, LedgerError, RedbLedger, StoreLedger};
 pub use render::{RenderedState, render};
 pub use writer::{StateWriter, WriteStats};
 
-use crate::kvstore::{Store, StoreError, codec, keys};
+use crate::kvstore::{Epoch, Store, StoreError, codec, keys};
 use crate::model::{Cluster, DesiredState, Kind};
 use crate::report::error_chain;
 use leases::LeasePool;
@@ -39,6 +45,10 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 /// First wait after a failed write; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How often the exporter asks the store whether its history restarted: a wiped store is
+/// rewritten within about this long of its return. One small read each time.
+pub const HISTORY_CHECK: Duration = Duration::from_secs(1);
 
 /// A part that ran this long before failing starts again without waiting long.
 const STABLE_RUN: Duration = Duration::from_secs(60);
@@ -52,15 +62,26 @@ where
     let mut backoff = FIRST_RETRY;
     loop {
         let started = tokio::time::Instant::now();
-        if let Err(err) = start().await {
-            tracing::warn!(part = what, error = %error_chain(&err), retry_in = ?backoff,
-                "store error; starting again");
-        }
-        if started.elapsed() > STABLE_RUN {
+        let lost = match start().await {
+            Ok(()) => false,
+            Err(err) => {
+                tracing::warn!(part = what, error = %error_chain(&err), retry_in = ?backoff,
+                    "store error; starting again");
+                matches!(
+                    err,
+                    StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. }
+                )
+            }
+        };
+        if lost || started.elapsed() > STABLE_RUN {
+            // What the part wrote is gone (a wiped store): it is rewritten promptly,
+            // once the epoch check has pinned the store's new history.
             backoff = FIRST_RETRY;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_RETRY);
+        if !lost {
+            backoff = (backoff * 2).min(MAX_RETRY);
+        }
     }
 }
 
@@ -98,6 +119,8 @@ pub struct ExportStatus {
     pub last_write: WriteStats,
     /// The last failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// The store epoch the export writes in (`synced` is about this epoch), once known.
+    pub epoch: Option<Epoch>,
 }
 
 #[derive(Debug, Error)]
@@ -108,6 +131,23 @@ pub enum ExportError {
     Alloc(#[from] AllocError),
     #[error("the source stopped")]
     SourceClosed,
+    #[error("store history restarted: epoch {old} is now {new}")]
+    HistoryRestarted { old: Epoch, new: Epoch },
+}
+
+impl ExportError {
+    /// The store no longer holds what the export wrote (its history restarted, or a
+    /// lease of its keys is gone): start over now, not after a backoff.
+    fn starts_over(&self) -> bool {
+        matches!(
+            self,
+            Self::HistoryRestarted { .. }
+                | Self::Store(StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. })
+                | Self::Alloc(AllocError::Ledger(LedgerError::Store(
+                    StoreError::LeaseNotFound(_) | StoreError::EpochChanged { .. }
+                )))
+        )
+    }
 }
 
 /// Exports one cluster's state into a store.
@@ -191,6 +231,12 @@ impl Exporter {
             {
                 Err(ExportError::SourceClosed) => return Err(ExportError::SourceClosed),
                 Ok(()) => return Ok(()),
+                Err(err) if err.starts_over() => {
+                    let reason = error_chain(&err);
+                    tracing::warn!(error = %reason, "the store lost what was exported; starting over");
+                    status.send_modify(|s| s.last_error = Some(reason));
+                    continue;
+                }
                 Err(err) => {
                     let reason = error_chain(&err);
                     tracing::warn!(error = %reason, retry_in = ?backoff, "export stopped; starting again");
@@ -211,6 +257,21 @@ impl Exporter {
         status: &watch::Sender<ExportStatus>,
         allocator: &mut Option<IdentityAllocator>,
     ) -> Result<(), ExportError> {
+        let epoch = self.store.check_epoch().await?;
+        status.send_if_modified(|s| {
+            if s.epoch.as_ref() == Some(&epoch) {
+                return false;
+            }
+            if let Some(old) = &s.epoch {
+                tracing::warn!(%old, new = %epoch, "store history restarted: rewriting every key");
+                s.last_error = Some(format!(
+                    "store history restarted (epoch {old} is now {epoch}): rewriting every key"
+                ));
+            }
+            s.synced = false;
+            s.epoch = Some(epoch.clone());
+            true
+        });
         let leases = LeasePool::new(self.store.clone(), self.settings.lease_ttl);
         let canaries = [keys::synced_of(&self.cluster.name)];
         let mut writer = StateWriter::adopt(
@@ -235,6 +296,8 @@ impl Exporter {
             ),
         };
         let mut renew = tokio::time::interval(writer.leases().renew_interval());
+        let mut history = tokio::time::interval(HISTORY_CHECK);
+        history.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = FIRST_RETRY;
         let mut failing = false;
         let mut dirty = false;
@@ -252,6 +315,14 @@ impl Exporter {
                     }
                 },
                 _ = tokio::time::sleep(retry), if failing => dirty = true,
+                _ = history.tick() => match self.store.check_epoch().await {
+                    Ok(now) if now != epoch => {
+                        return Err(ExportError::HistoryRestarted { old: epoch, new: now });
+                    }
+                    Ok(_) => {}
+                    // The store is unreachable: the writes say so, at their own pace.
+                    Err(err) => tracing::debug!(error = %error_chain(&err), "epoch check failed"),
+                },
             }
             if !dirty {
                 continue;
@@ -259,13 +330,17 @@ impl Exporter {
             let Some(state) = source.borrow_and_update().clone() else {
                 continue;
             };
-            match self.export_once(&state, &mut writer, allocator).await {
+            match self
+                .export_once(&state, &epoch, &mut writer, allocator)
+                .await
+            {
                 Ok(report) => {
                     dirty = false;
                     failing = false;
                     retry = FIRST_RETRY;
                     status.send_replace(report);
                 }
+                Err(err) if err.starts_over() => return Err(err),
                 Err(err) => {
                     tracing::warn!(error = %error_chain(&err), retry_in = ?retry, "export failed");
                     failing = true;
@@ -279,6 +354,7 @@ impl Exporter {
     async fn export_once(
         &self,
         state: &DesiredState,
+        epoch: &Epoch,
         writer: &mut StateWriter,
         allocator: &mut IdentityAllocator,
     ) -> Result<ExportStatus, ExportError> {
@@ -320,6 +396,7 @@ impl Exporter {
             keys: rendered.len(),
             last_write,
             last_error: None,
+            epoch: Some(epoch.clone()),
         })
     }
 }

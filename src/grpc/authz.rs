@@ -89,6 +89,7 @@ mod tests {
             addr: "10.0.0.7:40000".parse().unwrap(),
             cluster,
             cert_not_after: None,
+            closer: Default::default(),
         }
     }
 

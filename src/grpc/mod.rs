@@ -16,7 +16,8 @@
 //! far behind is ended with `ABORTED` ("watcher fell behind; resync"), and all of them
 //! with `UNAVAILABLE` when the store's history restarts or the server stops (a graceful
 //! shutdown: no new connections, every open watch told to reconnect); they reconnect and
-//! resume.
+//! resume. A watcher whose peer takes no frames for [`STALL_LIMIT`] has its connection
+//! closed (module `stall`).
 //! Every internal error becomes a `Status` in one place ([`GrpcError`]).
 //!
 //! Mounting it:
@@ -32,6 +33,7 @@ mod error;
 mod frames;
 mod service;
 mod source;
+mod stall;
 mod stats;
 
 use std::future::Future;
@@ -48,6 +50,7 @@ pub use self::error::GrpcError;
 pub use self::frames::{MAX_FRAME_BYTES, MAX_FRAME_EVENTS};
 pub use self::service::WatchStream;
 pub use self::source::WatchSource;
+pub use self::stall::STALL_LIMIT;
 pub use self::stats::GrpcStats;
 
 use crate::model::Cluster;

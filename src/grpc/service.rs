@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::authz::authorize;
 use super::frames::Frames;
+use super::stall::Watched;
 use super::{GrpcError, GrpcServer, WatchSource};
 use crate::cache::{KindSet, ResumePoint};
 use crate::model::ClusterName;
@@ -122,6 +123,8 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
             let _ = stopping.wait_for(|stopping| *stopping).await;
             Err::<WatchFrame, _>(GrpcError::Stopping)
         });
+        let closer = peer_info.map(|p| p.closer);
+        let watched_peer = peer.clone();
         let stream = futures::stream::select(frames, stopped).map(move |item| {
             item.map_err(|err| {
                 stats.count_error(&err);
@@ -132,6 +135,7 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
                 Status::from(err)
             })
         });
+        let stream = Watched::new(Box::pin(stream), watched_peer, closer, self.stats.clone());
         Ok(Response::new(Box::pin(stream)))
     }
 }

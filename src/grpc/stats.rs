@@ -14,6 +14,7 @@ struct Counters {
     watches: AtomicU64,
     active_watches: AtomicU64,
     lagged: AtomicU64,
+    stalled: AtomicU64,
 }
 
 impl GrpcStats {
@@ -45,6 +46,16 @@ impl GrpcStats {
     /// Watches cut off because they fell behind.
     pub fn lagged(&self) -> u64 {
         self.0.lagged.load(Ordering::Relaxed)
+    }
+
+    /// Watches cut off because their peer took no frames for
+    /// [`STALL_LIMIT`](super::STALL_LIMIT).
+    pub fn stalled(&self) -> u64 {
+        self.0.stalled.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_stalled(&self) {
+        self.0.stalled.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn count_error(&self, err: &super::GrpcError) {

@@ -15,6 +15,7 @@
 //! | `fleetmesh/state/services/v1/<cluster>/<ns>/<name>` | every global service, with backend conditions and affinity |
 //! | `fleetmesh/identities/v1/id/<id>` | label string: the id is allocated to these labels |
 //! | `fleetmesh/identities/v1/value/<label string>` | decimal id: these labels have this id |
+//! | `fleetmesh/epoch` | a random name of the store's history: gone with a wiped store |
 //!
 //! Identity and ipcache keys carry no cluster segment: a store holds one cluster's data.
 //! The `fleetmesh/` keys never change what a `cilium/` key means.
@@ -33,6 +34,8 @@ pub const HEARTBEAT: &str = "cilium/.heartbeat";
 pub const FLEETMESH_SERVICES_PREFIX: &str = "fleetmesh/state/services/v1/";
 pub const ALLOC_ID_PREFIX: &str = "fleetmesh/identities/v1/id/";
 pub const ALLOC_VALUE_PREFIX: &str = "fleetmesh/identities/v1/value/";
+/// Names the store's history (see `Store::check_epoch`); written once, without a lease.
+pub const EPOCH_MARKER: &str = "fleetmesh/epoch";
 
 /// The base prefixes that sync canaries name, without their trailing `/` (Cilium names
 /// identities and ipcache by their base, not by the deeper prefix written).

@@ -133,8 +133,16 @@ impl StoreError {
 /// `/` where `foo` must not match `foobar`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The store's current epoch.
+    /// The store's epoch as last checked.
     fn epoch(&self) -> Epoch;
+
+    /// Asks the store whether its history restarted since the last check (a wiped or
+    /// replaced etcd, one restored from a backup) and returns the epoch it is in now,
+    /// which [`epoch`](Self::epoch) answers from then on. A store whose history cannot
+    /// restart under it keeps its epoch.
+    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(self.epoch())
+    }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 

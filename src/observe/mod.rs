@@ -16,6 +16,7 @@
 
 mod api;
 mod client;
+pub mod http;
 mod links;
 mod metrics;
 mod page;
@@ -32,9 +33,10 @@ pub use links::{GLOBAL_READY_TIMEOUT, LinkReport, Links, PER_LINK_READY_TIMEOUT}
 pub use render::{lookup_table, services_table, status_table};
 pub use report::{ErrorBody, IdentityView, NodeView, StatusReport};
 
-/// Serves the API on `listener` until the future is dropped.
+/// Serves the API on `listener`, within [`http`]'s limits, until the future is dropped.
 pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    let stats = http::HttpStats::default();
+    http::serve_limited(listener, router(state), stats, std::future::pending()).await
 }
 
 /// Milliseconds since the Unix epoch, the unit of every time in [`StatusReport`].

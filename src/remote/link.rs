@@ -32,7 +32,7 @@ use crate::proto::{
     CAP_RESUME, CAP_SERVICE_EXPORTS, WatchFrame, kind_to_wire, server_info_from_wire, v1,
 };
 use crate::report::error_chain;
-use crate::tls::client::{ServerCert, channel_to_cluster};
+use crate::tls::client::{Keepalive, ServerCert, channel_to_cluster_with};
 use crate::tls::{RELOAD_INTERVAL, ReloadingClientConfig, spawn_reload};
 
 /// First retry delay after a failed dial: quick enough that a peer coming up is noticed
@@ -65,6 +65,8 @@ pub struct LinkSettings {
     /// How often the peer's TLS files are checked for changes; a new client certificate
     /// is used from the next connection on.
     pub tls_reload: Duration,
+    /// How a silent peer is noticed (a partition): within its interval plus timeout.
+    pub keepalive: Keepalive,
     /// Told about every change applied to the view (benchmarks); `None` in production.
     pub observer: Option<SharedObserver>,
 }
@@ -77,6 +79,7 @@ impl Default for LinkSettings {
             stable_after: STABLE_AFTER,
             call_timeout: CALL_TIMEOUT,
             tls_reload: RELOAD_INTERVAL,
+            keepalive: Keepalive::default(),
             observer: None,
         }
     }
@@ -142,6 +145,7 @@ pub fn spawn_link(
         resume: None,
         synced_once: false,
         exports_watched: false,
+        connected_before: false,
         last_logged: None,
     };
     let task = tokio::spawn(
@@ -183,6 +187,8 @@ struct Link {
     /// The last stream watched service exports too: a resume point only covers the
     /// kinds its stream watched.
     exports_watched: bool,
+    /// A Watch stream has opened before: the next one is a reconnection.
+    connected_before: bool,
     /// The last failure logged at warn level, so a peer that stays down with the same
     /// error is logged once, not every retry.
     last_logged: Option<String>,
@@ -209,7 +215,6 @@ impl Link {
                 .delay(streamed_for, fell_behind, &mut rand::rng());
             self.log_failure(&err, delay);
             tokio::time::sleep(delay).await;
-            self.status.update(|s| s.reconnects += 1);
         }
     }
 
@@ -218,12 +223,17 @@ impl Link {
         let name = self.config.name.clone();
         let address = self.config.address.clone();
         let configs = self.client_configs()?;
-        let (channel, server_cert) =
-            channel_to_cluster(&address, self.config.server_name.as_deref(), configs, &name)
-                .map_err(|source| LinkError::Dial {
-                    peer: name.clone(),
-                    source,
-                })?;
+        let (channel, server_cert) = channel_to_cluster_with(
+            &address,
+            self.config.server_name.as_deref(),
+            configs,
+            &name,
+            self.settings.keepalive,
+        )
+        .map_err(|source| LinkError::Dial {
+            peer: name.clone(),
+            source,
+        })?;
         let mut client = MeshClient::new(channel);
         let timeout = self.settings.call_timeout;
         let failed = |call| {
@@ -295,7 +305,13 @@ impl Link {
             .into_inner();
         attempt.streaming_since = Some(Instant::now());
         self.view.write().set_reachable(&name, true, Instant::now());
-        self.status.update(|s| s.connected = true);
+        let again = std::mem::replace(&mut self.connected_before, true);
+        self.status.update(|s| {
+            s.connected = true;
+            if again {
+                s.reconnects += 1;
+            }
+        });
         info!(
             cluster_id = peer.id.get(),
             epoch = %info.epoch,
@@ -441,6 +457,7 @@ impl Link {
         }
         if err.is_failure() {
             self.status.down(error_chain(err));
+            self.status.update(|s| s.failures += 1);
         } else {
             self.status.reconnecting();
         }

@@ -31,13 +31,30 @@ use super::identity::peer_identity;
 use super::{PeerIdentityError, TlsError};
 use crate::model::ClusterName;
 
-/// HTTP/2 PING period: notices a vanished peer (node gone, NAT entry dropped) within
-/// seconds rather than at the next write, and keeps idle connections under the idle
-/// timeouts of cloud load balancers.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
-/// How long a PING may go unanswered before the connection is dropped: longer than the
-/// interval, so one slow answer across regions is not fatal.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(25);
+/// HTTP/2 keepalive towards a peer: how a silent peer (a partition, a stopped process, a
+/// NAT entry dropped) is noticed without waiting for the next write — within `interval`
+/// plus `timeout` — and idle connections stay under the idle timeouts of cloud load
+/// balancers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// PING period.
+    pub interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    /// A silent peer is noticed within 10 s: soon enough that the stale policy's grace,
+    /// not the detection, decides how long a peer's backends stay; a PING every 5 s is
+    /// nothing on a link that streams.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Dial plus TLS handshake; beyond this the peer counts as unreachable and the caller's
 /// backoff takes over.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +98,7 @@ pub fn channel(
     server_name: Option<&str>,
     configs: watch::Receiver<Arc<ClientConfig>>,
 ) -> Result<Channel, TlsError> {
-    build(endpoint, server_name, configs, None)
+    build(endpoint, server_name, configs, None, Keepalive::default())
 }
 
 /// Like [`channel`], and every connection also checks that the server's certificate
@@ -94,12 +111,32 @@ pub fn channel_to_cluster(
     configs: watch::Receiver<Arc<ClientConfig>>,
     expected: &ClusterName,
 ) -> Result<(Channel, watch::Receiver<Option<ServerCert>>), TlsError> {
+    channel_to_cluster_with(
+        endpoint,
+        server_name,
+        configs,
+        expected,
+        Keepalive::default(),
+    )
+}
+
+/// [`channel_to_cluster`] with the given keepalive.
+pub fn channel_to_cluster_with(
+    endpoint: &str,
+    server_name: Option<&str>,
+    configs: watch::Receiver<Arc<ClientConfig>>,
+    expected: &ClusterName,
+    keepalive: Keepalive,
+) -> Result<(Channel, watch::Receiver<Option<ServerCert>>), TlsError> {
     let (tx, rx) = watch::channel(None);
     let check = ClusterCheck {
         expected: expected.clone(),
         seen: Arc::new(tx),
     };
-    Ok((build(endpoint, server_name, configs, Some(check))?, rx))
+    Ok((
+        build(endpoint, server_name, configs, Some(check), keepalive)?,
+        rx,
+    ))
 }
 
 /// Checks that `endpoint` is something [`channel`] accepts (`host:port` or
@@ -113,6 +150,7 @@ fn build(
     server_name: Option<&str>,
     configs: watch::Receiver<Arc<ClientConfig>>,
     check: Option<ClusterCheck>,
+    keepalive: Keepalive,
 ) -> Result<Channel, TlsError> {
     let authority = parse_endpoint(endpoint)?;
     // tonic sees `http://`: built with its own TLS (another dependency turns it on) it would
@@ -124,8 +162,8 @@ fn build(
             source,
         })?
         .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
         .keep_alive_while_idle(true);
     let name = server_name.unwrap_or_else(|| unbracket(authority.host()));
     let server_name =

@@ -20,6 +20,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// before etcd binds it.
 const START_ATTEMPTS: usize = 3;
 
+/// etcd's own default `--initial-cluster-token`, given explicitly so that a restart with
+/// the same flags is plainly the same.
+const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
+
 /// Caps the throwaway database (1 GiB), as production should; see performance.md.
 const QUOTA_BACKEND_BYTES: &str = "1073741824";
 
@@ -136,6 +140,8 @@ pub struct LocalEtcd {
     child: Child,
     endpoint: String,
     dir: PathBuf,
+    /// The client and peer ports, kept across a wipe.
+    ports: (u16, u16),
 }
 
 impl LocalEtcd {
@@ -149,7 +155,8 @@ impl LocalEtcd {
         })?;
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&binary, tls).await {
+            let ports = (free_port()?, free_port()?);
+            match Self::start_once(&binary, tls, ports, DEFAULT_CLUSTER_TOKEN).await {
                 Ok(local) => return Ok(local),
                 Err(failure) => failures.push(failure),
             }
@@ -164,13 +171,50 @@ impl LocalEtcd {
         }
     }
 
-    async fn start_once(binary: &Path, tls: Option<&ServerTls>) -> Result<Self, String> {
+    /// Stops etcd, deletes its data and starts a new one on the same ports: with the same
+    /// flags it comes back under the same cluster id (etcd derives it from the member's
+    /// name, peer URLs and cluster token), with `new_cluster_id` under another one.
+    /// Nothing of the old history survives either way: keys, leases and revisions.
+    pub async fn wipe_and_restart(&mut self, new_cluster_id: bool) -> Result<(), String> {
+        let binary = find_on_path("etcd").ok_or("etcd not found")?;
+        // End-of-file on the reaper's stdin stops etcd and removes its directory.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        let token = if new_cluster_id {
+            format!("wiped-{:08x}", rand::random::<u32>())
+        } else {
+            DEFAULT_CLUSTER_TOKEN.to_string()
+        };
+        let mut failures = Vec::new();
+        // The old listeners' ports may take a moment to be free again.
+        for _ in 0..START_ATTEMPTS * 10 {
+            match Self::start_once(&binary, None, self.ports, &token).await {
+                Ok(fresh) => {
+                    // The old one's child is reaped and its directory gone already.
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(failure) => failures.push(failure),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "etcd did not restart: {}",
+            failures.join("\n---\n")
+        ))
+    }
+
+    async fn start_once(
+        binary: &Path,
+        tls: Option<&ServerTls>,
+        (client_port, peer_port): (u16, u16),
+        token: &str,
+    ) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("fleetmesh-etcd-")
             .tempdir()
             .map_err(|err| format!("creating etcd's directory: {err}"))?
             .keep();
-        let (client_port, peer_port) = (free_port()?, free_port()?);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
@@ -186,6 +230,7 @@ impl LocalEtcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-cluster-token", token])
             .args(["--auto-compaction-retention=1"])
             .args(["--quota-backend-bytes", QUOTA_BACKEND_BYTES])
             .args(["--logger=zap", "--log-level=warn"]);
@@ -215,6 +260,7 @@ impl LocalEtcd {
             child,
             endpoint,
             dir,
+            ports: (client_port, peer_port),
         };
         local.wait_ready(tls).await?;
         Ok(local)

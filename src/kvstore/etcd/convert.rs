@@ -1,8 +1,11 @@
 //! Conversions between etcd's types and the store's: the key namespace, key-values,
 //! revisions, the epoch pinned from response headers, and errors.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use etcd_client::ResponseHeader;
+use parking_lot::RwLock;
 use tonic::Code;
 
 use crate::kvstore::{Epoch, KeyValue, LeaseId, StoreError};
@@ -96,24 +99,53 @@ pub(super) fn etcd_revision(rev: Revision, op: &'static str) -> Result<i64, Stor
     })
 }
 
-/// The etcd cluster the store first talked to. Its cluster id is the store's epoch: a
-/// response from any other cluster means the history restarted under us.
+/// The history the store reads: the etcd cluster it talks to and the epoch marker found
+/// there (see [`super::epoch`]). A response from any other cluster means the history
+/// restarted under us; the next epoch check pins the new one. Shared by the clones of a
+/// store.
 #[derive(Clone, Debug)]
 pub(super) struct ClusterPin {
+    pinned: Arc<RwLock<Pinned>>,
+}
+
+#[derive(Debug)]
+struct Pinned {
     cluster_id: u64,
     epoch: Epoch,
 }
 
 impl ClusterPin {
+    /// Pins `cluster_id`, its marker not read yet.
     pub(super) fn new(cluster_id: u64) -> Self {
         ClusterPin {
-            cluster_id,
-            epoch: epoch_of(cluster_id),
+            pinned: Arc::new(RwLock::new(Pinned {
+                cluster_id,
+                epoch: epoch_of(cluster_id, None),
+            })),
         }
     }
 
-    pub(super) fn epoch(&self) -> &Epoch {
-        &self.epoch
+    pub(super) fn epoch(&self) -> Epoch {
+        self.pinned.read().epoch.clone()
+    }
+
+    pub(super) fn cluster_id(&self) -> u64 {
+        self.pinned.read().cluster_id
+    }
+
+    /// Accepts answers of `cluster_id` while its marker is being settled; the epoch
+    /// stays as it was until [`repin`](Self::repin).
+    pub(super) fn accept_cluster(&self, cluster_id: u64) {
+        self.pinned.write().cluster_id = cluster_id;
+    }
+
+    /// Pins `cluster_id` with its marker; returns the epoch they make.
+    pub(super) fn repin(&self, cluster_id: u64, marker: &str) -> Epoch {
+        let epoch = epoch_of(cluster_id, Some(marker));
+        let mut pinned = self.pinned.write();
+        pinned.cluster_id = cluster_id;
+        pinned.epoch = epoch.clone();
+        epoch
     }
 
     /// Checks that a response came from the pinned cluster; returns its revision.
@@ -131,19 +163,24 @@ impl ClusterPin {
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), StoreError> {
-        if cluster_id == self.cluster_id {
+        let pinned = self.pinned.read();
+        if cluster_id == pinned.cluster_id {
             Ok(())
         } else {
             Err(StoreError::EpochChanged {
-                old: self.epoch.clone(),
-                new: epoch_of(cluster_id),
+                old: pinned.epoch.clone(),
+                new: epoch_of(cluster_id, None),
             })
         }
     }
 }
 
-fn epoch_of(cluster_id: u64) -> Epoch {
-    Epoch(format!("{cluster_id:016x}"))
+/// The epoch of etcd cluster `cluster_id` holding `marker` (none yet read).
+pub(super) fn epoch_of(cluster_id: u64, marker: Option<&str>) -> Epoch {
+    match marker {
+        Some(marker) => Epoch(format!("{cluster_id:016x}-{marker}")),
+        None => Epoch(format!("{cluster_id:016x}")),
+    }
 }
 
 /// Wraps an etcd-client error with the operation that failed.
@@ -198,15 +235,20 @@ mod tests {
         let pin = ClusterPin::new(0xabc);
         assert_eq!(pin.epoch().0, "0000000000000abc");
         assert!(pin.check_cluster(0xabc).is_ok());
+        assert_eq!(pin.repin(0xabc, "m1").0, "0000000000000abc-m1");
         match pin.check_cluster(0xdef) {
             Err(StoreError::EpochChanged { old, new }) => {
                 assert_eq!(
                     (old.0.as_str(), new.0.as_str()),
-                    ("0000000000000abc", "0000000000000def")
+                    ("0000000000000abc-m1", "0000000000000def")
                 );
             }
             other => panic!("expected an epoch change, got {other:?}"),
         }
+        // Once accepted, the other cluster's answers pass; the epoch waits for its marker.
+        pin.accept_cluster(0xdef);
+        assert!(pin.check_cluster(0xdef).is_ok());
+        assert_eq!(pin.epoch().0, "0000000000000abc-m1");
         assert!(matches!(
             pin.check(None, "get"),
             Err(StoreError::EtcdProtocol { op: "get", .. })

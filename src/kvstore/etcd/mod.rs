@@ -1,11 +1,14 @@
 //! The etcd backend, over etcd-client: the store for production and for more than one
 //! apiserver replica. Keys live under a configurable namespace; the epoch is the etcd
-//! cluster id, pinned at connect and checked on every response.
+//! cluster id, pinned at connect and checked on every response, with the epoch marker
+//! that [`epoch`] reads and writes.
 
 mod convert;
+mod epoch;
 mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,6 +82,8 @@ pub struct EtcdStore {
     client: Client,
     namespace: Namespace,
     pin: ClusterPin,
+    /// The revision the last epoch check read (see [`epoch`]); held during a check.
+    checked: Arc<tokio::sync::Mutex<Option<Revision>>>,
 }
 
 impl EtcdStore {
@@ -117,6 +122,7 @@ impl EtcdStore {
             client,
             namespace: Namespace::new(config.namespace),
             pin,
+            checked: Arc::default(),
         })
     }
 
@@ -193,7 +199,11 @@ async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
 #[async_trait]
 impl Store for EtcdStore {
     fn epoch(&self) -> Epoch {
-        self.pin.epoch().clone()
+        self.pin.epoch()
+    }
+
+    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
+        self.check_marker().await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {

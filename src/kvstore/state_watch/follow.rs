@@ -34,12 +34,22 @@ pub trait StateSink {
     fn apply(&mut self, events: Vec<Event>);
     /// The list is complete as of `revision`.
     fn synced(&mut self, revision: Revision);
+
+    /// A list in `epoch` is about to start. The sink may hold it back until the store
+    /// is complete in that epoch (the apiserver waits for its exporter, so that no
+    /// watcher syncs on a half-written store); `false` means the epoch has moved on
+    /// meanwhile and [`follow`] checks it again. By default a list starts at once.
+    fn ready_to_list(&mut self, epoch: &Epoch) -> impl Future<Output = bool> + Send {
+        let _ = epoch;
+        std::future::ready(true)
+    }
 }
 
 /// Watches `cluster`'s state in `store` and hands it to `sink`, for as long as the
 /// returned future runs (drop it to stop). After a failure it waits (with backoff and
-/// jitter) and resumes after the last revision it handed over whole; if the store's
-/// epoch changed meanwhile, or it had not finished a list, it lists again.
+/// jitter), asks the store whether its history restarted, and resumes after the last
+/// revision it handed over whole; if the store's epoch changed meanwhile, or it had not
+/// finished a list, it lists again once the sink is ready for it.
 ///
 /// Batches end where a revision ends: either the next event has a later revision, or
 /// the store watch has nothing more ready — a store watch hands out a revision's
@@ -56,13 +66,20 @@ pub async fn follow<S: StateSink>(
         let mut resume: Option<(Epoch, Revision)> = None;
         let mut delay = BACKOFF_MIN;
         loop {
-            let start = match &resume {
-                Some((epoch, revision)) if *epoch == store.epoch() => WatchStart::After(*revision),
-                _ => WatchStart::List,
+            let watch = match store.check_epoch().await {
+                Ok(epoch) => {
+                    let start = match &resume {
+                        Some((held, revision)) if *held == epoch => WatchStart::After(*revision),
+                        _ => WatchStart::List,
+                    };
+                    if start == WatchStart::List && !sink.ready_to_list(&epoch).await {
+                        continue;
+                    }
+                    info!(?start, %epoch, "watching the store");
+                    StateWatch::start(store.as_ref(), cluster.clone(), start, stats.clone()).await
+                }
+                Err(error) => Err(error),
             };
-            info!(?start, "watching the store");
-            let watch =
-                StateWatch::start(store.as_ref(), cluster.clone(), start, stats.clone()).await;
             let error = match watch {
                 Ok(mut watch) => {
                     let (error, progressed) = pump(&mut watch, &mut sink, &mut resume).await;

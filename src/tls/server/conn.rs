@@ -1,7 +1,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,6 +27,36 @@ pub struct PeerInfo {
     pub cluster: Result<ClusterName, PeerIdentityError>,
     /// When the peer's certificate expires (unknown only if it cannot be parsed).
     pub cert_not_after: Option<OffsetDateTime>,
+    /// Closes this connection from a handler (a watcher that stopped reading).
+    pub closer: ConnectionCloser,
+}
+
+/// Closes a connection from outside the task that serves it: its next read or write
+/// fails, and a read waiting for data is woken to find that out. A stream whose peer
+/// stopped reading cannot end itself — the server no longer polls it — but its
+/// connection's reads are always polled.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionCloser(Arc<CloserState>);
+
+#[derive(Debug, Default)]
+struct CloserState {
+    closed: AtomicBool,
+    reader: AtomicWaker,
+}
+
+impl ConnectionCloser {
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.reader.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    fn closed_error() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the server")
+    }
 }
 
 /// A server-side connection whose TLS handshake has completed.
@@ -44,6 +78,7 @@ impl TlsConn {
                 addr,
                 cluster,
                 cert_not_after,
+                closer: ConnectionCloser::default(),
             },
         }
     }
@@ -63,6 +98,11 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let closer = &self.peer.closer.0;
+        closer.reader.register(cx.waker());
+        if closer.closed.load(Ordering::Acquire) {
+            return Poll::Ready(Err(ConnectionCloser::closed_error()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -73,6 +113,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.peer.closer.is_closed() {
+            return Poll::Ready(Err(ConnectionCloser::closed_error()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -81,6 +124,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.peer.closer.is_closed() {
+            return Poll::Ready(Err(ConnectionCloser::closed_error()));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

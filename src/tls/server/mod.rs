@@ -3,13 +3,17 @@
 //!
 //! Each TCP connection is handshaken with the server config current when it arrived, so
 //! a reload applies to new connections while established ones keep going. Handshakes run
-//! concurrently with accepting, each under a timeout, so a slow or silent client holds up
-//! no one. Failures are logged with the peer's address and counted in [`HandshakeStats`].
+//! concurrently with accepting, each under a short timeout, and only as many as
+//! [`admission`] allows — per source address, with slots kept for peers that completed a
+//! handshake before — so neither a slow client nor a flood of clients that never finish
+//! holds up a real peer. Refusals and failures are counted in [`HandshakeStats`] and
+//! logged with the peer's address at a bounded rate.
 
+mod admission;
 mod conn;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,14 +30,20 @@ use tokio::time::{Instant, sleep_until};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-pub use conn::{PeerInfo, TlsConn};
+pub use admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, RESERVED_FOR_KNOWN};
+pub use conn::{ConnectionCloser, PeerInfo, TlsConn};
 
-/// Longest a handshake may take: TLS 1.3 needs one or two round trips, so this tolerates
-/// slow cross-region links while freeing a slot held by a client that says nothing.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight at most; beyond that accepting pauses and the kernel's backlog
-/// holds new connections, so a connection flood cannot grow memory without bound.
-const MAX_HANDSHAKES: usize = 1024;
+use crate::report::LogBudget;
+use admission::{Admission, Refusal};
+
+/// Longest a handshake may take: TLS 1.3 needs one or two round trips, well under a
+/// second even across regions, so this frees a slot held by a client that says nothing
+/// (or trickles its hello) soon.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Log lines about refused connections and failed handshakes: a few per window each, the
+/// rest counted into the next line.
+const LOG_BURST: u32 = 5;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is not about one connection (out of file
 /// descriptors, say), so the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(500);
@@ -44,6 +54,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(500);
 pub struct HandshakeStats {
     accepted: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
+    shed: Arc<AtomicU64>,
 }
 
 impl HandshakeStats {
@@ -56,6 +67,12 @@ impl HandshakeStats {
     /// expired one, a client that went silent.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed before their handshake started, over the limits of
+    /// [`admission`]: too many from one address, or every slot taken.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 }
 
@@ -90,6 +107,9 @@ pub fn incoming(listener: TcpListener, configs: watch::Receiver<Arc<ServerConfig
         configs,
         stats: stats.clone(),
         handshakes: FuturesUnordered::new(),
+        admission: Admission::default(),
+        refusal_log: LogBudget::new(LOG_BURST, LOG_WINDOW),
+        failure_log: LogBudget::new(LOG_BURST, LOG_WINDOW),
         paused_until: None,
     };
     let inner = futures::stream::unfold(acceptor, |mut acceptor| async move {
@@ -100,33 +120,47 @@ pub fn incoming(listener: TcpListener, configs: watch::Receiver<Arc<ServerConfig
     Incoming { inner, stats }
 }
 
+/// How a handshake ended.
+type Handshaken = (SocketAddr, Result<TlsConn, HandshakeFailure>);
+
+enum HandshakeFailure {
+    /// The client left first: usually a TCP probe (load balancer, kubelet).
+    Closed,
+    Refused(io::Error),
+    TimedOut,
+}
+
 struct Acceptor {
     listener: TcpListener,
     configs: watch::Receiver<Arc<ServerConfig>>,
     stats: HandshakeStats,
-    handshakes: FuturesUnordered<BoxFuture<'static, Option<TlsConn>>>,
+    handshakes: FuturesUnordered<BoxFuture<'static, Handshaken>>,
+    admission: Admission,
+    refusal_log: LogBudget,
+    failure_log: LogBudget,
     paused_until: Option<Instant>,
 }
 
 impl Acceptor {
     /// The next connection whose handshake completed, or an accept error. Handshakes
-    /// progress only while this is polled, which tonic does continuously.
+    /// progress only while this is polled, which tonic does continuously. Accepting never
+    /// pauses for the limits: a connection over them is closed at once.
     async fn next(&mut self) -> io::Result<TlsConn> {
         loop {
             let paused = self.paused_until.filter(|t| *t > Instant::now());
-            let accepting = paused.is_none() && self.handshakes.len() < MAX_HANDSHAKES;
             tokio::select! {
-                Some(done) = self.handshakes.next(), if !self.handshakes.is_empty() => {
-                    if let Some(conn) = done {
-                        return Ok(conn);
+                Some((addr, outcome)) = self.handshakes.next(), if !self.handshakes.is_empty() => {
+                    self.admission.release(addr.ip(), outcome.is_ok());
+                    match outcome {
+                        Ok(conn) => {
+                            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            return Ok(conn);
+                        }
+                        Err(failure) => self.failed(addr, failure),
                     }
                 }
-                accepted = self.listener.accept(), if accepting => match accepted {
-                    Ok((tcp, addr)) => {
-                        let config = self.configs.borrow().clone();
-                        let stats = self.stats.clone();
-                        self.handshakes.push(Box::pin(handshake(tcp, addr, config, stats)));
-                    }
+                accepted = self.listener.accept(), if paused.is_none() => match accepted {
+                    Ok((tcp, addr)) => self.admit(tcp, addr),
                     Err(e) => {
                         warn!(error = %e, "accepting a TCP connection failed");
                         if !is_connection_error(&e) {
@@ -141,6 +175,54 @@ impl Acceptor {
             }
         }
     }
+
+    /// Starts the handshake of `tcp`, or closes it if it is over a limit.
+    fn admit(&mut self, tcp: TcpStream, addr: SocketAddr) {
+        match self.admission.admit(addr.ip()) {
+            Ok(()) => {
+                let config = self.configs.borrow().clone();
+                self.handshakes.push(Box::pin(handshake(tcp, addr, config)));
+            }
+            Err(refusal) => {
+                drop(tcp);
+                self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                self.log_refusal(addr.ip(), refusal);
+            }
+        }
+    }
+
+    fn log_refusal(&mut self, source: IpAddr, refusal: Refusal) {
+        if let Some(held_back) = self.refusal_log.allow() {
+            warn!(
+                peer = %source,
+                reason = refusal.as_str(),
+                in_flight = self.admission.in_flight(),
+                refused_before_unlogged = held_back,
+                "connection closed before its TLS handshake"
+            );
+        }
+    }
+
+    fn failed(&mut self, addr: SocketAddr, failure: HandshakeFailure) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if let HandshakeFailure::Closed = failure {
+            debug!(peer = %addr, "connection closed before the TLS handshake completed");
+            return;
+        }
+        let Some(held_back) = self.failure_log.allow() else {
+            return;
+        };
+        match failure {
+            HandshakeFailure::Refused(e) => {
+                warn!(peer = %addr, error = %e, failed_before_unlogged = held_back, "TLS handshake refused");
+            }
+            HandshakeFailure::TimedOut => {
+                warn!(peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, failed_before_unlogged = held_back,
+                    "TLS handshake timed out");
+            }
+            HandshakeFailure::Closed => {}
+        }
+    }
 }
 
 /// Errors about one connection that went away while queued; the listener is fine.
@@ -153,37 +235,18 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-async fn handshake(
-    tcp: TcpStream,
-    addr: SocketAddr,
-    config: Arc<ServerConfig>,
-    stats: HandshakeStats,
-) -> Option<TlsConn> {
+async fn handshake(tcp: TcpStream, addr: SocketAddr, config: Arc<ServerConfig>) -> Handshaken {
     // gRPC frames are small and latency-bound: send them as soon as they are written.
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(peer = %addr, error = %e, "cannot set TCP_NODELAY");
     }
     let outcome =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await;
-    match outcome {
-        Ok(Ok(stream)) => {
-            stats.accepted.fetch_add(1, Ordering::Relaxed);
-            Some(TlsConn::new(stream, addr))
-        }
-        Ok(Err(e)) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                // Usually a TCP probe (load balancer, kubelet) that connects and leaves.
-                debug!(peer = %addr, "connection closed before the TLS handshake completed");
-            } else {
-                warn!(peer = %addr, error = %e, "TLS handshake refused");
-            }
-            None
-        }
-        Err(_) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(peer = %addr, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
-            None
-        }
-    }
+    let result = match outcome {
+        Ok(Ok(stream)) => Ok(TlsConn::new(stream, addr)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HandshakeFailure::Closed),
+        Ok(Err(e)) => Err(HandshakeFailure::Refused(e)),
+        Err(_) => Err(HandshakeFailure::TimedOut),
+    };
+    (addr, result)
 }
