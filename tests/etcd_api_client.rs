@@ -328,3 +328,88 @@ async fn connect_or_fail(
         etcd_client::Client::connect([server.endpoint.as_str()], Some(options)).await?;
     client.get("cilium/.heartbeat", None).await
 }
+
+#[tokio::test]
+async fn over_the_etcd_store_it_serves_what_etcd_holds() {
+    let etcd = support::etcd().await;
+    let namespace = support::unique_prefix();
+    let pki = MeshPki::new();
+    let store = format!(
+        "{{kind: etcd, etcd: {{endpoints: {:?}, namespace: {namespace:?}}}}}",
+        etcd.endpoints
+    );
+    let config = support::etcd_api::mk_config_on(&pki, &["c2"], HISTORY, 0, &store);
+    let mut apiserver = fleetmesh::apiserver::Apiserver::start(config.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), apiserver.synced())
+        .await
+        .expect("the export did not sync in time")
+        .unwrap();
+    let server = EtcdApiServer {
+        endpoint: format!(
+            "https://127.0.0.1:{}",
+            apiserver.etcd_api_addr.unwrap().port()
+        ),
+        apiserver,
+        store: MemoryStore::new(),
+        pki,
+        config,
+    };
+    let mut client = server.client(&server.pki.client_files("c2")).await;
+
+    // A write straight into etcd reaches the API's watchers.
+    let mut watch = client
+        .watch(PREFIX, Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(watch.message().await.unwrap().unwrap().created());
+    let mut raw = etcd.client().await;
+    let put = raw
+        .put(format!("{namespace}{PREFIX}x"), "from etcd", None)
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("the event within 10 s")
+        .unwrap()
+        .unwrap();
+    let kv = resp.events()[0].kv().unwrap();
+    assert_eq!(
+        (kv.key_str().unwrap(), kv.value_str().unwrap()),
+        (format!("{PREFIX}x").as_str(), "from etcd")
+    );
+    assert_eq!(kv.mod_revision(), put.header().unwrap().revision());
+
+    // The listing is etcd's: keys, values and revisions, the namespace stripped.
+    let served = client
+        .get("cilium/state/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let held = etcd.dump(&namespace, "cilium/state/").await;
+    let of_served: Vec<_> = served
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    let of_etcd: Vec<_> = held
+        .iter()
+        .map(|(key, kv)| {
+            (
+                key.clone(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    assert!(of_etcd.len() > 1, "the export's keys are there");
+    assert_eq!(of_served, of_etcd);
+}

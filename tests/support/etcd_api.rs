@@ -25,7 +25,7 @@ pub struct EtcdApiServer {
     pub store: Arc<MemoryStore>,
     pub pki: MeshPki,
     pub endpoint: String,
-    config: ApiserverConfig,
+    pub config: ApiserverConfig,
 }
 
 impl EtcdApiServer {
@@ -130,9 +130,21 @@ fn examples_dir() -> PathBuf {
 }
 
 fn mk_config(pki: &MeshPki, allowed: &[&str], history: usize, port: u16) -> ApiserverConfig {
+    mk_config_on(pki, allowed, history, port, "{kind: memory}")
+}
+
+/// As the servers here are configured, on the store `store` (a YAML flow mapping).
+pub fn mk_config_on(
+    pki: &MeshPki,
+    allowed: &[&str],
+    history: usize,
+    port: u16,
+    store: &str,
+) -> ApiserverConfig {
     let server = pki.server_files("c1");
     let text = format!(
         "cluster: {{name: c1, id: 1}}\n\
+         store: {store}\n\
          source: {{manifests: {manifests:?}}}\n\
          health: {{listen: \"127.0.0.1:0\"}}\n\
          etcdApi:\n  listen: \"127.0.0.1:{port}\"\n  allowedPeers: {allowed:?}\n  historyEvents: {history}\n  \
