@@ -94,6 +94,11 @@ impl EtcdApiServer {
 
     /// An etcd-client connected with `client`'s certificate.
     pub async fn client(&self, client: &TlsFiles) -> etcd_client::Client {
+        Self::client_to(&self.endpoint, client).await
+    }
+
+    /// An etcd-client connected to `endpoint` with `client`'s certificate.
+    pub async fn client_to(endpoint: &str, client: &TlsFiles) -> etcd_client::Client {
         let read = |p: &Path| std::fs::read(p).unwrap();
         let tls = etcd_client::TlsOptions::new()
             .domain_name("localhost")
@@ -105,7 +110,7 @@ impl EtcdApiServer {
         let options = etcd_client::ConnectOptions::new()
             .with_tls(tls)
             .with_connect_timeout(Duration::from_secs(5));
-        etcd_client::Client::connect([self.endpoint.as_str()], Some(options))
+        etcd_client::Client::connect([endpoint], Some(options))
             .await
             .expect("connecting to the etcd API")
     }
