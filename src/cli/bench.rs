@@ -85,6 +85,10 @@ pub struct CommonArgs {
     /// Also run the same workload the way Cilium agents work, and show the ratio.
     #[arg(long, value_enum)]
     pub baseline: Option<BaselineArg>,
+    /// Also run the etcd-api system (`sync` only): the baseline's etcd agents, pointed at
+    /// the apiserver's etcd API instead of etcd.
+    #[arg(long)]
+    pub etcd_api: bool,
     /// A phase taking longer than this many seconds fails the run.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -132,6 +136,7 @@ impl CommonArgs {
             },
             etcd: self.etcd.clone(),
             etcd_direct: self.baseline == Some(BaselineArg::EtcdDirect),
+            etcd_api: self.etcd_api,
             timeout: Duration::from_secs(self.timeout),
             progress: true,
         }
