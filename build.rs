@@ -15,5 +15,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .extern_path(".fleetmesh.v1.WatchResponse", "crate::proto::WatchFrame")
         .compile_protos(&protos, &["proto"])?;
+
+    let etcd_protos = ["proto/etcd/rpc.proto", "proto/etcd/kv.proto"];
+    for proto in etcd_protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure()
+        .build_client(false)
+        .bytes(".")
+        .extern_path(
+            ".etcdserverpb.WatchResponse",
+            "crate::etcd_api::wire::WatchFrame",
+        )
+        .compile_protos(&etcd_protos, &["proto/etcd"])?;
     Ok(())
 }

@@ -39,6 +39,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod etcd_api;
 pub mod export;
 pub mod fleet;
 pub mod grpc;

@@ -23,6 +23,7 @@ fn mk_options(store: StoreChoice, etcd: Option<String>, etcd_direct: bool) -> Ch
             store,
             etcd,
             etcd_direct,
+            etcd_api: false,
             timeout: TIMEOUT,
             progress: false,
         },

@@ -19,6 +19,7 @@ fn mk_options() -> BenchOptions {
         store: StoreChoice::Memory,
         etcd: None,
         etcd_direct: false,
+        etcd_api: false,
         timeout: TIMEOUT,
         progress: false,
     }

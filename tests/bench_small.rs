@@ -18,6 +18,7 @@ fn mk_options(store: StoreChoice, etcd: Option<String>, etcd_direct: bool) -> Be
         store,
         etcd,
         etcd_direct,
+        etcd_api: false,
         timeout: TIMEOUT,
         progress: false,
     }
@@ -55,4 +56,24 @@ async fn sync_on_etcd_with_the_etcd_direct_baseline_is_correct_on_both_sides() {
     assert_eq!(baseline.correctness.out_of_order, Some(0));
     assert!(report.is_correct(), "{report:#?}");
     assert!(report.ratio.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_the_etcd_api_system_delivers_exactly_the_source_state() {
+    let etcd = support::etcd().await;
+    let mut bench = mk_options(StoreChoice::Memory, Some(etcd.endpoints[0].clone()), true);
+    bench.etcd_api = true;
+    let options = SyncOptions {
+        endpoints: 1_000,
+        agents: 3,
+        bench,
+    };
+    let report = sync::run(&options).await.unwrap();
+    let etcd_api = report.etcd_api.as_ref().unwrap();
+    assert_eq!(etcd_api.system, "etcd-api");
+    assert_eq!(etcd_api.synced.count, 3);
+    assert_eq!(etcd_api.correctness.duplicate, Some(0));
+    assert_eq!(etcd_api.correctness.out_of_order, Some(0));
+    assert!(report.is_correct(), "{report:#?}");
+    assert!(report.etcd_api_ratio.is_some());
 }

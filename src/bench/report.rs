@@ -24,11 +24,21 @@ pub fn sync_table(report: &SyncReport) -> String {
     if let Some(baseline) = &report.baseline {
         rows.push(sync_row(baseline));
     }
+    if let Some(etcd_api) = &report.etcd_api {
+        rows.push(sync_row(etcd_api));
+    }
     out.push_str(&columns(&rows));
     if let Some(ratio) = &report.ratio {
         let _ = writeln!(
             out,
             "\netcd-direct / fleetmesh: p99 {:.1}×, all synced {:.1}×",
+            ratio.p99, ratio.all_synced
+        );
+    }
+    if let Some(ratio) = &report.etcd_api_ratio {
+        let _ = writeln!(
+            out,
+            "etcd-direct / etcd-api: p99 {:.1}×, all synced {:.1}×",
             ratio.p99, ratio.all_synced
         );
     }

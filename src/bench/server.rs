@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 
 use crate::apiserver::CacheSink;
 use crate::cache::{CacheSettings, WatchCache};
+use crate::etcd_api::feed::{CILIUM_PREFIX, follow_store};
+use crate::etcd_api::{EtcdApi, KeyCache, KeyCacheSettings, ReadRules};
 use crate::grpc::{AllowedPeers, GrpcServer};
 use crate::kvstore::Store;
 use crate::kvstore::state_watch::{StateWatchStats, follow};
@@ -37,45 +39,41 @@ pub struct ServeOptions {
     pub feed_after: Option<oneshot::Receiver<()>>,
     /// Told when the cache has synced: the apiserver serves the whole state.
     pub synced_tx: Option<oneshot::Sender<()>>,
+    /// Also serve the etcd API (from its own key cache, fed from the store at once).
+    pub etcd_api: bool,
 }
 
 /// A running apiserver; stopped when dropped.
 pub struct BenchServer {
     /// Where it serves gRPC.
     pub addr: SocketAddr,
+    /// Where it serves the etcd API, if it does.
+    pub etcd_api_addr: Option<SocketAddr>,
     stop_tx: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BenchServer {
     /// Serves `cluster`'s state from `store` with the certificate `tls` to every peer the
-    /// CA trusts; returns once it listens.
-    pub async fn start(
-        cluster: Cluster,
-        store: Arc<dyn Store>,
-        tls: TlsFiles,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(cluster, store, tls, ServeOptions::default()).await
-    }
-
-    /// [`start`](Self::start) with `options`.
+    /// CA trusts, as `options` say; returns once it listens.
     pub async fn start_with(
         cluster: Cluster,
         store: Arc<dyn Store>,
         tls: TlsFiles,
         options: ServeOptions,
     ) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<SocketAddr>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<Addrs>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("bench-apiserver".into())
             .spawn(move || serve_thread(cluster, store, tls, options, ready_tx, stop_rx))
             .context("cannot start the apiserver thread")?;
-        let addr = ready_rx
+        let (addr, etcd_api_addr) = ready_rx
             .await
             .context("the apiserver thread ended before listening")??;
         Ok(Self {
             addr,
+            etcd_api_addr,
             stop_tx: Some(stop_tx),
             thread: Some(thread),
         })
@@ -103,12 +101,15 @@ impl Drop for BenchServer {
     }
 }
 
+/// Where the gRPC server and the etcd API listen.
+type Addrs = (SocketAddr, Option<SocketAddr>);
+
 fn serve_thread(
     cluster: Cluster,
     store: Arc<dyn Store>,
     tls: TlsFiles,
     options: ServeOptions,
-    ready_tx: oneshot::Sender<anyhow::Result<SocketAddr>>,
+    ready_tx: oneshot::Sender<anyhow::Result<Addrs>>,
     stop_rx: oneshot::Receiver<()>,
 ) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -133,9 +134,17 @@ fn serve_thread(
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            Ok::<_, anyhow::Error>((configs, listener))
+            let etcd_listener = match options.etcd_api {
+                true => Some(
+                    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await
+                        .context("cannot listen for the etcd API")?,
+                ),
+                false => None,
+            };
+            Ok::<_, anyhow::Error>((configs, listener, etcd_listener))
         };
-        let (configs, listener) = match listening.await {
+        let (configs, listener, etcd_listener) = match listening.await {
             Ok(ok) => ok,
             Err(err) => {
                 let _ = ready_tx.send(Err(err));
@@ -143,6 +152,22 @@ fn serve_thread(
             }
         };
         let addr = listener.local_addr();
+        let etcd_api_addr = match etcd_listener {
+            Some(etcd_listener) => {
+                let etcd_addr = etcd_listener.local_addr().ok();
+                let keys = Arc::new(KeyCache::new(1, KeyCacheSettings::default()));
+                tokio::spawn(follow_store(store.clone(), keys.clone(), CILIUM_PREFIX));
+                let api = EtcdApi::new(keys, AllowedPeers::Any, ReadRules::remote(&cluster.name));
+                let incoming = crate::tls::server::incoming(etcd_listener, configs.config_rx());
+                tokio::spawn(async move {
+                    if let Err(err) = api.serve(incoming, std::future::pending()).await {
+                        tracing::error!(error = %err, "the bench etcd API stopped");
+                    }
+                });
+                etcd_addr
+            }
+            None => None,
+        };
         let cache = Arc::new(WatchCache::new(encode_event, CacheSettings::default()));
         let feed = follow(
             store,
@@ -165,7 +190,7 @@ fn serve_thread(
         }
         let server = GrpcServer::new(cache, cluster, AllowedPeers::Any);
         let incoming = crate::tls::server::incoming(listener, configs.config_rx());
-        let _ = ready_tx.send(addr.context("no local address"));
+        let _ = ready_tx.send(addr.context("no local address").map(|a| (a, etcd_api_addr)));
         tokio::select! {
             served = server.serve(incoming, std::future::pending()) => {
                 if let Err(err) = served {

@@ -14,7 +14,7 @@ use super::pki::bench_pki;
 use super::server::{BenchServer, ServeOptions};
 use super::workload::{Sizes, Workload};
 use crate::kvstore::Store;
-use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
+use crate::kvstore::etcd::{EtcdConfig, EtcdStore, EtcdTls};
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::{LinkSettings, PeerConfig};
@@ -53,6 +53,8 @@ pub struct BenchOptions {
     pub etcd: Option<String>,
     /// Also run the etcd-direct baseline.
     pub etcd_direct: bool,
+    /// Also serve the etcd API, and run the baseline's agents against it.
+    pub etcd_api: bool,
     /// How long a phase may take before the run fails.
     pub timeout: Duration,
     /// Show a progress line on stderr.
@@ -130,7 +132,16 @@ impl Bench {
         }
 
         let server_tls = pki.server_files(&source.name)?;
-        let server = BenchServer::start(source.clone(), store.clone(), server_tls.clone()).await?;
+        let server = BenchServer::start_with(
+            source.clone(),
+            store.clone(),
+            server_tls.clone(),
+            ServeOptions {
+                etcd_api: options.etcd_api,
+                ..ServeOptions::default()
+            },
+        )
+        .await?;
         let peer_config = PeerConfig {
             name: source.name.clone(),
             address: server.addr.to_string(),
@@ -150,6 +161,22 @@ impl Bench {
         };
         bench.wait_served().await?;
         Ok(bench)
+    }
+
+    /// Where the etcd-api agents read the source's state, when that system runs: the
+    /// apiserver's etcd API, with the agents' client certificate.
+    pub fn etcd_api_config(&self) -> Option<EtcdConfig> {
+        let addr = self.server.etcd_api_addr?;
+        let tls = &self.peer_config.tls;
+        Some(EtcdConfig {
+            endpoints: vec![format!("https://{addr}")],
+            tls: Some(EtcdTls {
+                ca_file: tls.ca.clone(),
+                cert_file: tls.cert.clone(),
+                key_file: tls.key.clone(),
+            }),
+            ..EtcdConfig::default()
+        })
     }
 
     /// Where the etcd-direct agents read the source's state, when the baseline runs: the
@@ -181,6 +208,8 @@ impl Bench {
             addr: Some(addr),
             feed_after: Some(feed_rx),
             synced_tx: None,
+            // The storm scenario measures the gRPC agents only.
+            etcd_api: false,
         };
         self.server = BenchServer::start_with(
             self.workload.cluster.clone(),

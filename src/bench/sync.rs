@@ -65,6 +65,10 @@ pub struct SyncReport {
     pub fleetmesh: SyncResult,
     pub baseline: Option<SyncResult>,
     pub ratio: Option<SyncRatio>,
+    /// The baseline's agents against the apiserver's etcd API (`--etcd-api`).
+    pub etcd_api: Option<SyncResult>,
+    /// How much longer the baseline took than the etcd-api system.
+    pub etcd_api_ratio: Option<SyncRatio>,
 }
 
 impl SyncReport {
@@ -73,6 +77,10 @@ impl SyncReport {
         self.fleetmesh.correctness.is_clean()
             && self
                 .baseline
+                .as_ref()
+                .is_none_or(|b| b.correctness.is_clean())
+            && self
+                .etcd_api
                 .as_ref()
                 .is_none_or(|b| b.correctness.is_clean())
     }
@@ -86,13 +94,21 @@ pub async fn run(options: &SyncOptions) -> anyhow::Result<SyncReport> {
     let bench = Bench::start(&options.bench, options.endpoints).await?;
     let fleetmesh = run_fleetmesh(&bench, options).await?;
     let baseline = match bench.direct_config() {
-        Some(config) => Some(run_direct(&bench, config, options).await?),
+        Some(config) => Some(run_direct(&bench, config, options, "etcd-direct").await?),
         None => None,
     };
-    let ratio = baseline.as_ref().map(|b| SyncRatio {
-        p99: b.synced.p99_ms / fleetmesh.synced.p99_ms.max(f64::MIN_POSITIVE),
-        all_synced: b.all_synced_ms / fleetmesh.all_synced_ms.max(f64::MIN_POSITIVE),
-    });
+    let etcd_api = match bench.etcd_api_config() {
+        Some(config) => Some(run_direct(&bench, config, options, "etcd-api").await?),
+        None => None,
+    };
+    let ratio_to = |ours: &SyncResult| {
+        baseline.as_ref().map(|b| SyncRatio {
+            p99: b.synced.p99_ms / ours.synced.p99_ms.max(f64::MIN_POSITIVE),
+            all_synced: b.all_synced_ms / ours.all_synced_ms.max(f64::MIN_POSITIVE),
+        })
+    };
+    let ratio = ratio_to(&fleetmesh);
+    let etcd_api_ratio = etcd_api.as_ref().and_then(ratio_to);
     let report = SyncReport {
         scenario: "sync",
         store: options.bench.store.as_str(),
@@ -101,6 +117,8 @@ pub async fn run(options: &SyncOptions) -> anyhow::Result<SyncReport> {
         fleetmesh,
         baseline,
         ratio,
+        etcd_api,
+        etcd_api_ratio,
     };
     bench.finish().await?;
     Ok(report)
@@ -139,16 +157,18 @@ async fn run_fleetmesh(bench: &Bench, options: &SyncOptions) -> anyhow::Result<S
     Ok(result("fleetmesh", &times, bench, options, correctness))
 }
 
-/// W etcd-direct agents, all started at once.
+/// W etcd agents reading from `config` (etcd for `etcd-direct`, the apiserver's etcd API
+/// for `etcd-api`), all started at once.
 async fn run_direct(
     bench: &Bench,
     config: EtcdConfig,
     options: &SyncOptions,
+    system: &'static str,
 ) -> anyhow::Result<SyncResult> {
     let synced_count = Arc::new(AtomicUsize::new(0));
     let progress = Progress::start(
         options.bench.progress,
-        "sync etcd-direct",
+        system,
         options.agents as usize,
         synced_count.clone(),
     );
@@ -170,10 +190,10 @@ async fn run_direct(
     loop {
         let joined = tokio::select! {
             joined = agents.join_next() => joined,
-            () = &mut deadline => bail!("etcd-direct agents did not sync within {:?}", options.bench.timeout),
+            () = &mut deadline => bail!("{system} agents did not sync within {:?}", options.bench.timeout),
         };
         let Some(joined) = joined else { break };
-        let synced = joined.context("an etcd-direct agent panicked")??;
+        let synced = joined.with_context(|| format!("an {system} agent panicked"))??;
         times.push(synced.synced_after);
         let mut checked = check_decoded(&synced.held, &bench.workload);
         checked.duplicate = Some(synced.duplicate);
@@ -182,7 +202,7 @@ async fn run_direct(
         // Dropped here: the agent's decoded state is not kept while the others list.
     }
     progress.stop().await;
-    Ok(result("etcd-direct", &times, bench, options, correctness))
+    Ok(result(system, &times, bench, options, correctness))
 }
 
 /// One system's figures; "all synced" is the last agent's time, so that checking the

@@ -86,6 +86,10 @@ pub struct CommonArgs {
     /// Also run the same workload the way Cilium agents work, and show the ratio.
     #[arg(long, value_enum)]
     pub baseline: Option<BaselineArg>,
+    /// Also run the etcd-api system (`sync` only): the baseline's etcd agents, pointed at
+    /// the apiserver's etcd API instead of etcd.
+    #[arg(long)]
+    pub etcd_api: bool,
     /// A phase taking longer than this many seconds fails the run.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -133,6 +137,7 @@ impl CommonArgs {
             },
             etcd: self.etcd.clone(),
             etcd_direct: self.baseline == Some(BaselineArg::EtcdDirect),
+            etcd_api: self.etcd_api,
             timeout: Duration::from_secs(self.timeout),
             // A progress line rewritten in place only makes sense on a terminal: in a
             // file it would be hundreds of lines glued together.

@@ -18,6 +18,7 @@ pub fn kustomization_yaml(
     base: &str,
     remotes: &[String],
     certs: &[String],
+    etcd_api_port: Option<u16>,
 ) -> String {
     let mut text = format!(
         "{HEADER}\n\
@@ -47,15 +48,49 @@ pub fn kustomization_yaml(
     for file in certs {
         let _ = writeln!(text, "      - {CERTS_DIR}/{file}");
     }
+    let mut patches = String::new();
     if member.address.port != CONTAINER_GRPC_PORT {
         let _ = write!(
-            text,
-            "patches:\n\
-             \x20 # Peers dial the member's address; its Service listens on that port.\n\
+            patches,
+            "\x20 # Peers dial the member's address; its Service listens on that port.\n\
              \x20 - target: {{kind: Service, name: fleetmesh-apiserver}}\n    patch: |-\n\
              \x20     - {{op: replace, path: /spec/ports/0/port, value: {}}}\n",
             member.address.port
         );
+    }
+    if let Some(port) = etcd_api_port {
+        let _ = write!(
+            patches,
+            "\x20 # Cilium agents of the peers read the etcd API on this port.\n\
+             \x20 - target: {{kind: Service, name: fleetmesh-apiserver}}\n    patch: |-\n\
+             \x20     - {{op: add, path: /spec/ports/-, value: {{name: etcd-api, port: {port}, targetPort: {port}, protocol: TCP}}}}\n\
+             \x20 - target: {{kind: Deployment, name: fleetmesh-apiserver}}\n    patch: |-\n\
+             \x20     - {{op: add, path: /spec/template/spec/containers/0/ports/-, value: {{name: etcd-api, containerPort: {port}}}}}\n"
+        );
+    }
+    if !patches.is_empty() {
+        text.push_str("patches:\n");
+        text.push_str(&patches);
+    }
+    text
+}
+
+/// `<name>/clustermesh/kustomization.yaml`: Cilium's `cilium-clustermesh` Secret in
+/// `kube-system`, made of the directory's `files` (apply it with
+/// `kubectl apply -k <name>/clustermesh/`; Cilium's agents mount it as their
+/// `--clustermesh-config` directory).
+pub fn clustermesh_kustomization_yaml(files: &[String]) -> String {
+    let mut text = format!(
+        "{HEADER}\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\n\
+         kind: Kustomization\n\
+         namespace: kube-system\n\
+         secretGenerator:\n\
+         \x20 # Cilium reads the Secret by this name; the agents follow its files.\n\
+         \x20 - name: cilium-clustermesh\n    type: Opaque\n    options: {{disableNameSuffixHash: true}}\n    files:\n"
+    );
+    for file in files {
+        let _ = writeln!(text, "      - {file}");
     }
     text
 }
@@ -81,6 +116,7 @@ mod tests {
             "../../deploy/overlays/embedded",
             &["c1.yaml".into(), "c2.yaml".into()],
             &["ca.crt".into(), "client-c1.crt".into()],
+            None,
         );
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(yaml["resources"][0], "../../deploy/overlays/embedded");
@@ -98,12 +134,38 @@ mod tests {
 
     #[test]
     fn another_port_is_patched_into_the_service() {
-        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[]);
+        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[], None);
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let patch = yaml["patches"][0]["patch"].as_str().unwrap();
         assert!(
             patch.contains("path: /spec/ports/0/port, value: 443"),
             "{patch}"
+        );
+    }
+
+    #[test]
+    fn the_etcd_api_port_is_added_to_the_service_and_the_container() {
+        let text = kustomization_yaml(&member("c1.example:9891"), "base", &[], &[], Some(2379));
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let service = yaml["patches"][0]["patch"].as_str().unwrap();
+        assert!(
+            service.contains("path: /spec/ports/-, value: {name: etcd-api, port: 2379"),
+            "{service}"
+        );
+        let container = yaml["patches"][1]["patch"].as_str().unwrap();
+        assert!(container.contains("containerPort: 2379"), "{container}");
+    }
+
+    #[test]
+    fn the_clustermesh_secret_is_generated_in_kube_system() {
+        let text = clustermesh_kustomization_yaml(&["c2".into(), "common-etcd-client.crt".into()]);
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(yaml["namespace"], "kube-system");
+        assert_eq!(yaml["secretGenerator"][0]["name"], "cilium-clustermesh");
+        assert_eq!(yaml["secretGenerator"][0]["files"][0], "c2");
+        assert_eq!(
+            yaml["secretGenerator"][0]["files"][1],
+            "common-etcd-client.crt"
         );
     }
 }

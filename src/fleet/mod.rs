@@ -19,6 +19,7 @@
 //! kustomize:                      # optional: also write each member's kustomize overlay
 //!   base: ../../deploy/overlays/embedded   # relative to DIR/<name>/, or a remote URL
 //!   store: embedded               # or etcd-sidecar, for deploy/overlays/etcd-sidecar
+//! etcdApi: {port: 2379}           # optional: apiservers also speak etcd to Cilium agents
 //! ```
 //!
 //! Hub-spoke is the shared-services model: hubs see every member, every other member is
@@ -34,6 +35,10 @@
 //! DIR/<name>/agent.yaml
 //! DIR/<name>/remotes/<peer>.yaml       the peers it sees, and itself (its local services)
 //! DIR/<name>/certs/ca.crt, server-<name>.{crt,key}, client-<name>.{crt,key}
+//! DIR/<name>/clustermesh/<peer>        with `etcdApi`: the etcd client config a Cilium
+//!                                      agent reads for each peer it sees, next to
+//!                                      common-etcd-client{-ca.crt,.crt,.key}: the shape
+//!                                      of Cilium's `cilium-clustermesh` Secret
 //! DIR/<name>/manifests/                the apiserver's source (left alone)
 //! DIR/<name>/kustomization.yaml        with `kustomize`: the overlay over the base, with
 //! DIR/<name>/kube/{apiserver,agent}.yaml   the in-cluster configs (Kubernetes source,
@@ -60,6 +65,8 @@ mod validate;
 pub use error::{FleetError, Problems};
 pub use lock::{LOCK_FILE, Lock, LockedMember};
 pub use plan::{CA_DIR, Change, FileOp, Plan, WhatIf, plan};
-pub use profile::{InClusterStore, KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec};
+pub use profile::{
+    EtcdApiSpec, InClusterStore, KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec,
+};
 pub use topology::Visibility;
 pub use validate::{Address, Fleet, Member, Problem, validate};

@@ -8,15 +8,16 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::kustomize::{KUSTOMIZATION_FILE, kustomization_yaml};
+use super::kustomize::{KUSTOMIZATION_FILE, clustermesh_kustomization_yaml, kustomization_yaml};
 use super::leaves::{LeafSpec, Role};
 use super::lock::{LOCK_FILE, Lock};
 use super::profile::Profile;
 use super::render::{
-    CERTS_DIR, IN_CLUSTER_DIR, MANIFESTS_DIR, REMOTES_DIR, agent_yaml, apiserver_yaml,
+    CERTS_DIR, CLUSTERMESH_CA_FILE, CLUSTERMESH_CERT_FILE, CLUSTERMESH_DIR, CLUSTERMESH_KEY_FILE,
+    IN_CLUSTER_DIR, MANIFESTS_DIR, REMOTES_DIR, agent_yaml, apiserver_yaml, clustermesh_yaml,
     in_cluster_agent_yaml, in_cluster_apiserver_yaml, remote_yaml,
 };
-use super::validate::{Fleet, validate};
+use super::validate::{Fleet, Member, validate};
 use super::{FleetError, Problems};
 use crate::certs::Ca;
 use crate::certs::files::{CA_CERT_FILE, CA_KEY_FILE, CERT_MODE, KEY_MODE, load_ca};
@@ -164,6 +165,8 @@ impl fmt::Debug for FileOp {
 #[derive(Clone, Debug)]
 enum Content {
     Text(String),
+    /// A private key's PEM (written owner-only).
+    Key(String),
     /// The mesh CA's certificate (known once the CA exists).
     CaCert,
 }
@@ -271,10 +274,21 @@ impl Plan {
             // The key first: a watcher that sees the new certificate finds its key.
             ops.push(write(self.out.join(key), &issued.key_pem, KEY_MODE));
             ops.push(write(self.out.join(cert), &issued.cert_pem, CERT_MODE));
+            if leaf.role == Role::Client && self.fleet.etcd_api_port.is_some() {
+                // The Cilium agents' copy, in the Secret's shape.
+                let dir = Path::new(leaf.cluster.as_str()).join(CLUSTERMESH_DIR);
+                let (cert, key) = (
+                    dir.join(CLUSTERMESH_CERT_FILE),
+                    dir.join(CLUSTERMESH_KEY_FILE),
+                );
+                ops.push(write(self.out.join(key), &issued.key_pem, KEY_MODE));
+                ops.push(write(self.out.join(cert), &issued.cert_pem, CERT_MODE));
+            }
         }
         for (path, content) in &self.writes {
             let (contents, mode) = match content {
                 Content::CaCert => (ca.cert_pem(), CERT_MODE),
+                Content::Key(text) => (text.as_str(), KEY_MODE),
                 Content::Text(text) => (text.as_str(), CONFIG_MODE),
             };
             ops.push(write(self.out.join(path), contents, mode));
@@ -380,11 +394,19 @@ impl Planner<'_> {
                 )?;
                 self.text(
                     base.join(KUSTOMIZATION_FILE),
-                    kustomization_yaml(member, &kustomize.base, &remotes, &certs),
+                    kustomization_yaml(
+                        member,
+                        &kustomize.base,
+                        &remotes,
+                        &certs,
+                        fleet.etcd_api_port,
+                    ),
                 )?;
             }
             self.leaf(server);
+            let client_stem = client.file_stem();
             self.leaf(client);
+            self.clustermesh(&fleet, member, &client_stem)?;
             let manifests = base.join(MANIFESTS_DIR);
             if !self.out.join(&manifests).is_dir() {
                 self.note(manifests.clone(), Change::Add);
@@ -521,6 +543,12 @@ impl Planner<'_> {
                 .into_iter()
                 .map(|f| remotes.join(f)),
         );
+        let clustermesh = base.join(CLUSTERMESH_DIR);
+        owned.extend(
+            self.dir_files(&clustermesh, |_| true)?
+                .into_iter()
+                .map(|f| clustermesh.join(f)),
+        );
         for path in owned {
             if self.out.join(&path).exists() {
                 self.remove(path);
@@ -529,8 +557,93 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// With `etcdApi`: `member`'s Cilium clustermesh directory — a config per peer it
+    /// sees, the CA, and a copy of its client leaf (`client_stem`), which materialize
+    /// writes when it issues the leaf and this keeps equal to the leaf otherwise.
+    fn clustermesh(
+        &mut self,
+        fleet: &Fleet,
+        member: &Member,
+        client_stem: &str,
+    ) -> Result<(), FleetError> {
+        let Some(port) = fleet.etcd_api_port else {
+            return Ok(());
+        };
+        let dir = PathBuf::from(member.name.as_str()).join(CLUSTERMESH_DIR);
+        let mut wanted = BTreeSet::from([
+            CLUSTERMESH_CA_FILE.to_string(),
+            CLUSTERMESH_CERT_FILE.to_string(),
+            CLUSTERMESH_KEY_FILE.to_string(),
+        ]);
+        // Cilium's agents read their own cluster locally: only the peers.
+        for peer in fleet.sees.get(&member.name).into_iter().flatten() {
+            let Some(peer) = fleet.member(peer) else {
+                continue;
+            };
+            self.text(dir.join(peer.name.as_str()), clustermesh_yaml(peer, port))?;
+            wanted.insert(peer.name.to_string());
+        }
+        if fleet.kustomize.is_some() {
+            let files: Vec<String> = wanted.iter().cloned().collect();
+            self.text(
+                dir.join(KUSTOMIZATION_FILE),
+                clustermesh_kustomization_yaml(&files),
+            )?;
+            wanted.insert(KUSTOMIZATION_FILE.to_string());
+        }
+        for stale in self.dir_files(&dir, |_| true)? {
+            if !wanted.contains(&stale) {
+                self.remove(dir.join(stale));
+            }
+        }
+        self.ca_copy(dir.join(CLUSTERMESH_CA_FILE))?;
+        let issuing = self
+            .leaves
+            .iter()
+            .any(|l| l.cluster == member.name && l.role == Role::Client);
+        let (cert, key) = leaf_paths(&member.name, client_stem);
+        for (leaf, copy) in [(cert, CLUSTERMESH_CERT_FILE), (key, CLUSTERMESH_KEY_FILE)] {
+            let copy = dir.join(copy);
+            let held = read_optional(&self.out.join(&copy))?;
+            if issuing {
+                let change = if held.is_some() {
+                    Change::Modify
+                } else {
+                    Change::Add
+                };
+                self.note(copy, change);
+                continue;
+            }
+            let leaf = read_optional(&self.out.join(&leaf))?.unwrap_or_default();
+            let change = match held {
+                None => Change::Add,
+                Some(text) if text != leaf => Change::Modify,
+                Some(_) => continue,
+            };
+            self.note(copy.clone(), change);
+            let is_key = copy.extension().is_some_and(|e| e == "key");
+            let content = if is_key {
+                Content::Key(leaf)
+            } else {
+                Content::Text(leaf)
+            };
+            self.writes.push((copy, content));
+        }
+        Ok(())
+    }
+
     /// The `*.yaml` file names in a directory of the output (none if it does not exist).
     fn yaml_files(&self, dir: &Path) -> Result<Vec<String>, FleetError> {
+        self.dir_files(dir, |name| name.ends_with(".yaml"))
+    }
+
+    /// The names of the files in a directory of the output that `keep` accepts (none if
+    /// it does not exist).
+    fn dir_files(
+        &self,
+        dir: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, FleetError> {
         let path = self.out.join(dir);
         let entries = match std::fs::read_dir(&path) {
             Ok(entries) => entries,
@@ -544,7 +657,7 @@ impl Planner<'_> {
                 source,
             })?;
             if let Some(name) = entry.file_name().to_str()
-                && name.ends_with(".yaml")
+                && keep(name)
             {
                 names.push(name.to_string());
             }
@@ -650,6 +763,86 @@ mod tests {
         assert!(again.what_if().is_empty(), "{}", again.what_if());
         assert_eq!(again.what_if().to_string(), "no changes\n");
         assert!(again.materialize(false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn with_the_etcd_api_each_member_gets_cilium_configs_for_the_peers_it_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}etcdApi: {{port: 2379}}\nkustomize: {{base: ../../deploy/overlays/embedded}}\n",
+            profile(&three(), HUB_SPOKE)
+        );
+        apply(&plan(&text, dir.path()).unwrap(), false);
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert!(read("hub/apiserver.yaml").contains("etcdApi:\n  listen: \"0.0.0.0:2379\""));
+        let mut hub: Vec<String> = std::fs::read_dir(dir.path().join("hub/clustermesh"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        hub.sort();
+        assert_eq!(
+            hub,
+            [
+                "common-etcd-client-ca.crt",
+                "common-etcd-client.crt",
+                "common-etcd-client.key",
+                "kustomization.yaml",
+                "s1",
+                "s2"
+            ]
+        );
+        let s2: serde_yaml::Value = serde_yaml::from_str(&read("hub/clustermesh/s2")).unwrap();
+        assert_eq!(s2["endpoints"][0], "https://s2.example:2379");
+        assert_eq!(
+            s2["cert-file"],
+            "/var/lib/cilium/clustermesh/common-etcd-client.crt"
+        );
+        assert_eq!(
+            s2["trusted-ca-file"],
+            "/var/lib/cilium/clustermesh/common-etcd-client-ca.crt"
+        );
+        assert_eq!(
+            s2["key-file"],
+            "/var/lib/cilium/clustermesh/common-etcd-client.key"
+        );
+        // A spoke's agents read the hub only, with the spoke's own client leaf.
+        assert!(!dir.path().join("s1/clustermesh/s2").exists());
+        assert!(read("s1/clustermesh/hub").contains("https://10.0.0.1:2379"));
+        assert_eq!(
+            read("s1/clustermesh/common-etcd-client.crt"),
+            read("s1/certs/client-s1.crt")
+        );
+        assert_eq!(
+            read("s1/clustermesh/common-etcd-client.key"),
+            read("s1/certs/client-s1.key")
+        );
+        assert!(read("s1/kustomization.yaml").contains("containerPort: 2379"));
+        let again = plan(&text, dir.path()).unwrap();
+        assert!(again.what_if().is_empty(), "{}", again.what_if());
+
+        // A copy that drifted from its leaf is put back; a peer no longer seen goes.
+        std::fs::write(
+            dir.path().join("s1/clustermesh/common-etcd-client.crt"),
+            "old",
+        )
+        .unwrap();
+        let two = format!(
+            "{}etcdApi: {{port: 2379}}\nkustomize: {{base: ../../deploy/overlays/embedded}}\n",
+            profile(&three()[..2], HUB_SPOKE)
+        );
+        let shrink = plan(&two, dir.path()).unwrap();
+        let changed = files(shrink.what_if());
+        assert!(changed.contains(&(
+            "s1/clustermesh/common-etcd-client.crt".into(),
+            Change::Modify
+        )));
+        assert!(changed.contains(&("hub/clustermesh/s2".into(), Change::Remove)));
+        apply(&shrink, true);
+        assert_eq!(
+            read("s1/clustermesh/common-etcd-client.crt"),
+            read("s1/certs/client-s1.crt")
+        );
+        assert!(!dir.path().join("s2/clustermesh/hub").exists());
     }
 
     #[test]

@@ -20,6 +20,21 @@ pub struct Profile {
     pub topology: TopologySpec,
     /// Also write each member's kustomize overlay over this base.
     pub kustomize: Option<KustomizeSpec>,
+    /// Also serve the etcd API to Cilium agents, and write their clustermesh configs.
+    pub etcd_api: Option<EtcdApiSpec>,
+}
+
+/// The apiservers' etcd API for stock Cilium agents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdApiSpec {
+    /// The port on every member's address host (Cilium's clustermesh port by default).
+    #[serde(default = "default_etcd_api_port")]
+    pub port: u16,
+}
+
+fn default_etcd_api_port() -> u16 {
+    2379
 }
 
 /// Where the members' kustomize overlays find fleetmesh's manifests, and the store the

@@ -15,6 +15,17 @@ pub const MANIFESTS_DIR: &str = "manifests";
 pub const STATE_DIR: &str = "state";
 /// The member's directory holding its peer files.
 pub const REMOTES_DIR: &str = "remotes";
+/// The member's directory shaped like Cilium's `cilium-clustermesh` Secret: one etcd
+/// client config per peer, named after it, next to the certificates they name.
+pub const CLUSTERMESH_DIR: &str = "clustermesh";
+/// Where Cilium's agents mount the `cilium-clustermesh` Secret.
+const CILIUM_CLUSTERMESH_MOUNT: &str = "/var/lib/cilium/clustermesh";
+/// The Secret's files holding the CA and the client leaf every peer config names
+/// (Cilium's names for a client certificate shared by all remotes).
+pub const CLUSTERMESH_CA_FILE: &str = "common-etcd-client-ca.crt";
+pub const CLUSTERMESH_CERT_FILE: &str = "common-etcd-client.crt";
+pub const CLUSTERMESH_KEY_FILE: &str = "common-etcd-client.key";
+
 /// The member's directory holding its CA bundle and leaves.
 pub const CERTS_DIR: &str = "certs";
 /// The member's directory holding the configs its kustomize overlay deploys.
@@ -70,15 +81,41 @@ fn apiserver_text(fleet: &Fleet, member: &Member, source_and_store: &str, port: 
     let mut allowed = fleet.watchers_of(name);
     // Its own agent watches it too: that is how the agent learns its local services.
     allowed.insert(name.clone());
+    let etcd_api = match fleet.etcd_api_port {
+        // The same certificates and peers as gRPC: a Cilium agent of a member that may
+        // watch this one reads it with that member's client leaf.
+        Some(port) => format!(
+            "etcdApi:\n  listen: \"0.0.0.0:{port}\"\n  \
+             tls: {{ca: {CERTS_DIR}/ca.crt, cert: {CERTS_DIR}/server-{name}.crt, key: {CERTS_DIR}/server-{name}.key}}\n"
+        ),
+        None => String::new(),
+    };
     format!(
         "{HEADER}\n\
          cluster: {}\n\
          {source_and_store}\n\
          grpc:\n  listen: \"0.0.0.0:{port}\"\n  \
          tls: {{ca: {CERTS_DIR}/ca.crt, cert: {CERTS_DIR}/server-{name}.crt, key: {CERTS_DIR}/server-{name}.key}}\n  \
-         allowedPeers: [{}]\n",
+         allowedPeers: [{}]\n\
+         {etcd_api}",
         cluster_line(fleet, member),
         join(allowed.iter()),
+    )
+}
+
+/// `<local>/clustermesh/<peer>`: the etcd client config with which `local`'s Cilium
+/// agents read `peer`'s apiserver, its files where Cilium mounts the Secret.
+pub fn clustermesh_yaml(peer: &Member, port: u16) -> String {
+    let host = match peer.address.ip() {
+        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => peer.address.host.clone(),
+    };
+    format!(
+        "{HEADER}\n\
+         endpoints:\n- https://{host}:{port}\n\
+         trusted-ca-file: {CILIUM_CLUSTERMESH_MOUNT}/{CLUSTERMESH_CA_FILE}\n\
+         cert-file: {CILIUM_CLUSTERMESH_MOUNT}/{CLUSTERMESH_CERT_FILE}\n\
+         key-file: {CILIUM_CLUSTERMESH_MOUNT}/{CLUSTERMESH_KEY_FILE}\n"
     )
 }
 

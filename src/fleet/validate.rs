@@ -134,6 +134,8 @@ pub struct Fleet {
     pub sees: Visibility,
     /// The members' kustomize overlays, when the profile asks for them.
     pub kustomize: Option<KustomizeSpec>,
+    /// The port of the members' etcd API, when the profile asks for it.
+    pub etcd_api_port: Option<u16>,
 }
 
 impl Fleet {
@@ -219,6 +221,17 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         })
     });
 
+    let etcd_api_port = profile.etcd_api.and_then(|e| {
+        if e.port == 0 {
+            problems.push(Problem::top(
+                "etcdApi.port",
+                "must be in 1..=65535".to_string(),
+            ));
+            return None;
+        }
+        Some(e.port)
+    });
+
     let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut seen_addresses: BTreeMap<Address, usize> = BTreeMap::new();
     // Members whose name is valid and unique, with what the later steps need.
@@ -281,6 +294,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         members,
         sees,
         kustomize,
+        etcd_api_port,
     })
 }
 

@@ -1,0 +1,132 @@
+//! Feeding the key cache from a [`Store`]: one store watch of a prefix, kept going.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::KeyCache;
+use crate::kvstore::{Epoch, Store, StoreError, WatchEvent, WatchStart};
+use crate::model::Revision;
+use crate::report::error_chain;
+
+/// The store prefix the apiserver's etcd API serves from: every key a Cilium role
+/// may read is under it.
+pub const CILIUM_PREFIX: &str = "cilium/";
+/// Events handed to the cache at once while more keep arriving: bounds a batch, and so
+/// the responses every watcher gets at once.
+const MAX_BATCH: usize = 1024;
+/// First pause after a failed watch: a store that blips is back within it.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Watches every key under `prefix` in `store` and applies it to `cache`, for as long
+/// as the returned future runs. After a failure it waits (with backoff and jitter) and
+/// resumes after the last revision applied; if the store's epoch changed meanwhile, or
+/// no listing had completed, it lists again — which starts a new history in the cache.
+pub async fn follow_store(store: Arc<dyn Store>, cache: Arc<KeyCache>, prefix: &'static str) {
+    let span = info_span!("etcd_api_feed", prefix);
+    async move {
+        let mut resume: Option<(Epoch, Revision)> = None;
+        let mut delay = BACKOFF_MIN;
+        loop {
+            let epoch = store.epoch();
+            let start = match &resume {
+                Some((held, revision)) if *held == epoch => WatchStart::After(*revision),
+                _ => WatchStart::List,
+            };
+            info!(?start, "watching the store for the etcd API");
+            let error = match store.watch(prefix, start).await {
+                Ok(watch) => {
+                    let (error, progressed) = pump(watch, &cache, &epoch, &mut resume).await;
+                    if progressed {
+                        delay = BACKOFF_MIN;
+                    }
+                    error
+                }
+                Err(error) => error,
+            };
+            let pause = delay.mul_f64(rand::random_range(0.5..1.5));
+            warn!(error = %error_chain(&error), retry_in = ?pause, "etcd API feed failed");
+            tokio::time::sleep(pause).await;
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Applies `watch` to `cache` in batches of what is ready until it fails; returns the
+/// error and whether anything was applied.
+async fn pump(
+    mut watch: crate::kvstore::WatchStream,
+    cache: &KeyCache,
+    epoch: &Epoch,
+    resume: &mut Option<(Epoch, Revision)>,
+) -> (StoreError, bool) {
+    let mut progressed = false;
+    let mut listing = false;
+    let mut batch = Vec::new();
+    loop {
+        let next = if batch.is_empty() {
+            watch.next().await
+        } else {
+            match watch.next().now_or_never() {
+                Some(next) if batch.len() < MAX_BATCH || listing => next,
+                ready => {
+                    // Nothing more ready (or the batch is full): hand it over, and
+                    // handle what was read, if anything, next.
+                    apply(cache, epoch, &mut batch, listing, resume);
+                    progressed = true;
+                    match ready {
+                        Some(next) => next,
+                        None => continue,
+                    }
+                }
+            }
+        };
+        let event = match next {
+            Some(Ok(event)) => event,
+            Some(Err(error)) => return (error, progressed),
+            None => return (StoreError::Closed, progressed),
+        };
+        match &event {
+            WatchEvent::ListStart => {
+                *resume = None;
+                listing = true;
+            }
+            WatchEvent::ListDone { revision } => {
+                listing = false;
+                batch.push(event.clone());
+                cache.apply(epoch, std::mem::take(&mut batch));
+                *resume = Some((epoch.clone(), *revision));
+                progressed = true;
+                continue;
+            }
+            _ => {}
+        }
+        batch.push(event);
+    }
+}
+
+fn apply(
+    cache: &KeyCache,
+    epoch: &Epoch,
+    batch: &mut Vec<WatchEvent>,
+    listing: bool,
+    resume: &mut Option<(Epoch, Revision)>,
+) {
+    if !listing {
+        let last = batch.iter().rev().find_map(|event| match event {
+            WatchEvent::Put(kv) => Some(kv.mod_revision),
+            WatchEvent::Delete { revision, .. } => Some(*revision),
+            _ => None,
+        });
+        if let (Some(last), Some((_, revision))) = (last, resume.as_mut()) {
+            *revision = last;
+        }
+    }
+    cache.apply(epoch, std::mem::take(batch));
+}
