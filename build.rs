@@ -23,7 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .bytes(".")
-        .extern_path(".etcdserverpb.WatchResponse", "crate::etcd_api::wire::WatchFrame")
+        .extern_path(
+            ".etcdserverpb.WatchResponse",
+            "crate::etcd_api::wire::WatchFrame",
+        )
         .compile_protos(&etcd_protos, &["proto/etcd"])?;
     Ok(())
 }

@@ -44,6 +44,7 @@ struct RawConfig {
     store: StoreConfig,
     source: RawSource,
     grpc: Option<RawGrpc>,
+    etcd_api: Option<RawEtcdApi>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
@@ -63,6 +64,19 @@ struct RawGrpc {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEtcdApi {
+    listen: SocketAddr,
+    tls: RawTls,
+    /// Absent: the gRPC server's (every trusted cluster if there is no gRPC server).
+    allowed_peers: Option<Vec<String>>,
+    /// How often the TLS files are checked for changes (default 10).
+    tls_reload_seconds: Option<u64>,
+    /// Changes the revision log keeps (default 50,000).
+    history_events: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawTls {
     ca: PathBuf,
     cert: PathBuf,
@@ -78,6 +92,18 @@ pub struct GrpcConfig {
     /// How often the TLS files are checked for changes: new handshakes use new files
     /// within this long.
     pub tls_reload: Duration,
+}
+
+/// The etcd v3 API for Cilium agents: where it listens, its certificates (the same
+/// kind as the gRPC server's, reloaded the same way), and who may read.
+#[derive(Debug, Clone)]
+pub struct EtcdApiConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub allowed_peers: AllowedPeers,
+    pub tls_reload: Duration,
+    /// Changes the revision log keeps: how far back a watch may start.
+    pub history_events: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +210,8 @@ pub struct ApiserverConfig {
     pub source: SourceConfig,
     /// `None`: the state is exported to the store but not served over gRPC.
     pub grpc: Option<GrpcConfig>,
+    /// `None`: no etcd API for Cilium agents.
+    pub etcd_api: Option<EtcdApiConfig>,
     pub health: HealthConfig,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
@@ -271,39 +299,61 @@ impl ApiserverConfig {
             }
         };
 
+        let peers =
+            |field, names: Option<Vec<String>>| -> Result<Option<AllowedPeers>, ConfigError> {
+                let Some(names) = names else {
+                    return Ok(None);
+                };
+                let names = names
+                    .iter()
+                    .map(|n| ClusterName::new(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(field, e.to_string()))?;
+                Ok(Some(AllowedPeers::Only(names)))
+            };
+        let reload = |field, value: Option<u64>| match value {
+            None => Ok(crate::tls::RELOAD_INTERVAL),
+            Some(0) => Err(invalid(field, "must be at least 1".to_string())),
+            Some(s) => Ok(Duration::from_secs(s)),
+        };
+        let tls_files = |tls: RawTls| TlsFiles {
+            ca: base.join(tls.ca),
+            cert: base.join(tls.cert),
+            key: base.join(tls.key),
+        };
         let grpc = match raw.grpc {
             None => None,
-            Some(g) => {
-                let allowed_peers = match g.allowed_peers {
-                    None => AllowedPeers::Any,
-                    Some(names) => AllowedPeers::Only(
-                        names
-                            .iter()
-                            .map(|n| ClusterName::new(n))
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| invalid("grpc.allowedPeers", e.to_string()))?,
-                    ),
-                };
-                Some(GrpcConfig {
-                    listen: g.listen,
-                    tls: TlsFiles {
-                        ca: base.join(g.tls.ca),
-                        cert: base.join(g.tls.cert),
-                        key: base.join(g.tls.key),
-                    },
-                    allowed_peers,
-                    tls_reload: match g.tls_reload_seconds {
-                        None => crate::tls::RELOAD_INTERVAL,
-                        Some(0) => {
-                            return Err(invalid(
-                                "grpc.tlsReloadSeconds",
-                                "must be at least 1".to_string(),
-                            ));
-                        }
-                        Some(s) => Duration::from_secs(s),
-                    },
-                })
-            }
+            Some(g) => Some(GrpcConfig {
+                listen: g.listen,
+                tls: tls_files(g.tls),
+                allowed_peers: peers("grpc.allowedPeers", g.allowed_peers)?
+                    .unwrap_or(AllowedPeers::Any),
+                tls_reload: reload("grpc.tlsReloadSeconds", g.tls_reload_seconds)?,
+            }),
+        };
+        let etcd_api = match raw.etcd_api {
+            None => None,
+            Some(e) => Some(EtcdApiConfig {
+                listen: e.listen,
+                tls: tls_files(e.tls),
+                allowed_peers: match peers("etcdApi.allowedPeers", e.allowed_peers)? {
+                    Some(allowed) => allowed,
+                    None => grpc
+                        .as_ref()
+                        .map_or(AllowedPeers::Any, |g| g.allowed_peers.clone()),
+                },
+                tls_reload: reload("etcdApi.tlsReloadSeconds", e.tls_reload_seconds)?,
+                history_events: match e.history_events {
+                    None => crate::etcd_api::KeyCacheSettings::default().log_capacity,
+                    Some(0) => {
+                        return Err(invalid(
+                            "etcdApi.historyEvents",
+                            "must be at least 1".to_string(),
+                        ));
+                    }
+                    Some(n) => n,
+                },
+            }),
         };
 
         let seconds = |field, value: Option<u64>, default: Duration| match value {
@@ -333,6 +383,7 @@ impl ApiserverConfig {
             store,
             source,
             grpc,
+            etcd_api,
             health: raw.health,
             lease_ttl,
             heartbeat_interval,
@@ -376,6 +427,38 @@ mod tests {
         assert_eq!(cfg.grpc.unwrap().tls_reload, Duration::from_secs(1));
         let err = parse(&grpc(", tlsReloadSeconds: 0")).unwrap_err();
         assert!(err.to_string().contains("grpc.tlsReloadSeconds"), "{err}");
+    }
+
+    #[test]
+    fn the_etcd_api_reads_the_grpc_servers_peers_unless_told_otherwise() {
+        let cfg = |etcd_api: &str| {
+            parse(&format!(
+                "cluster: {{name: c1, id: 1}}\nsource: {{manifests: m}}\n\
+                 grpc: {{listen: \"127.0.0.1:0\", tls: {{ca: a, cert: b, key: c}}, allowedPeers: [c2]}}\n\
+                 etcdApi: {{listen: \"127.0.0.1:2379\", tls: {{ca: ea, cert: eb, key: ec}}{etcd_api}}}\n"
+            ))
+        };
+        let api = cfg("").unwrap().etcd_api.unwrap();
+        assert_eq!(api.listen, "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(api.tls.ca, PathBuf::from("/etc/fleetmesh/ea"));
+        assert_eq!(
+            api.allowed_peers,
+            AllowedPeers::Only([ClusterName::new("c2").unwrap()].into())
+        );
+        assert_eq!(api.tls_reload, crate::tls::RELOAD_INTERVAL);
+        let own = cfg(", allowedPeers: [c3], tlsReloadSeconds: 2")
+            .unwrap()
+            .etcd_api
+            .unwrap();
+        assert_eq!(
+            own.allowed_peers,
+            AllowedPeers::Only([ClusterName::new("c3").unwrap()].into())
+        );
+        assert_eq!(own.tls_reload, Duration::from_secs(2));
+        let err = cfg(", allowedPeers: [Bad]").unwrap_err().to_string();
+        assert!(err.contains("etcdApi.allowedPeers"), "{err}");
+        let err = cfg(", tlsReloadSeconds: 0").unwrap_err().to_string();
+        assert!(err.contains("etcdApi.tlsReloadSeconds"), "{err}");
     }
 
     #[test]

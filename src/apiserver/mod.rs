@@ -2,6 +2,7 @@
 //! and the health endpoints. No business logic lives here.
 
 pub mod config;
+mod etcd_serve;
 mod health;
 mod serve;
 
@@ -13,9 +14,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
+pub use config::{ApiserverConfig, EtcdApiConfig, GrpcConfig, SourceConfig, StoreSettings};
 pub use serve::CacheSink;
 
+use crate::etcd_api::EtcdApiStats;
 use crate::export::{ExportSettings, ExportStatus, Exporter};
 use crate::grpc::GrpcStats;
 use crate::k8s::kube::{self as kube_source, KubeSource};
@@ -49,6 +51,10 @@ pub struct Apiserver {
     pub grpc_addr: Option<SocketAddr>,
     pub grpc_stats: Option<GrpcStats>,
     pub handshake_stats: Option<HandshakeStats>,
+    /// Where the etcd API is served, if it is.
+    pub etcd_api_addr: Option<SocketAddr>,
+    pub etcd_api_stats: Option<EtcdApiStats>,
+    pub etcd_api_handshakes: Option<HandshakeStats>,
     pub status: watch::Receiver<ExportStatus>,
     pub store: Arc<dyn Store>,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -122,12 +128,29 @@ impl Apiserver {
             None => None,
         };
         let grpc_addr = serving.as_ref().map(|s| s.addr);
-        tracing::info!(cluster = %config.cluster, %health_addr, ?grpc_addr, "apiserver started");
+        let etcd_serving = match &config.etcd_api {
+            Some(etcd_api) => Some(
+                etcd_serve::start(
+                    etcd_api,
+                    &config.cluster,
+                    store.clone(),
+                    status.clone(),
+                    &mut tasks,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let etcd_api_addr = etcd_serving.as_ref().map(|s| s.addr);
+        tracing::info!(cluster = %config.cluster, %health_addr, ?grpc_addr, ?etcd_api_addr, "apiserver started");
         Ok(Self {
             health_addr,
             grpc_addr,
             grpc_stats: serving.as_ref().map(|s| s.stats.clone()),
             handshake_stats: serving.map(|s| s.handshakes),
+            etcd_api_addr,
+            etcd_api_stats: etcd_serving.as_ref().map(|s| s.stats.clone()),
+            etcd_api_handshakes: etcd_serving.map(|s| s.handshakes),
             status,
             store,
             tasks,

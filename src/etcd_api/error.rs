@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn refusals_are_etcds_permission_denied() {
         let peer = ClusterName::new("c2").unwrap();
-        let write = Status::from(EtcdApiError::WriteNotAllowed { peer, method: "Put" });
+        let write = Status::from(EtcdApiError::WriteNotAllowed {
+            peer,
+            method: "Put",
+        });
         assert_eq!(write.code(), Code::PermissionDenied);
         assert_eq!(write.message(), "etcdserver: permission denied");
         let none = Status::from(EtcdApiError::NoPeerIdentity);

@@ -66,7 +66,8 @@ impl EtcdApi {
             || req.max_mod_revision > 0
             || req.min_create_revision > 0
             || req.max_create_revision > 0;
-        let by_key = matches!(order, SortOrder::None | SortOrder::Ascend) && target == SortTarget::Key;
+        let by_key =
+            matches!(order, SortOrder::None | SortOrder::Ascend) && target == SortTarget::Key;
         let simple = by_key && !filtered;
 
         let read = self

@@ -150,7 +150,10 @@ mod tests {
 
         let config = KeyRange::key("cilium/cluster-config/c1");
         assert!(config.covers(&KeyRange::key("cilium/cluster-config/c1")));
-        assert!(config.covers(&mk_range("cilium/cluster-config/c1", "cilium/cluster-config/c1\0")));
+        assert!(config.covers(&mk_range(
+            "cilium/cluster-config/c1",
+            "cilium/cluster-config/c1\0"
+        )));
         assert!(!config.covers(&KeyRange::prefix("cilium/cluster-config/c1")));
         assert!(!config.covers(&KeyRange::key("cilium/cluster-config/c2")));
     }

@@ -66,7 +66,10 @@ mod tests {
             KeyRange::key("cilium/cluster-config/c1"),
             KeyRange::prefix("cilium/synced/c1/"),
             // Cilium's paging: the next page starts after the last key read.
-            mk_request("cilium/state/ip/v1/default/10.0.0.9\0", "cilium/state/ip/v1/default0"),
+            mk_request(
+                "cilium/state/ip/v1/default/10.0.0.9\0",
+                "cilium/state/ip/v1/default0",
+            ),
         ] {
             assert!(rules.permits(&allowed), "{allowed:?}");
         }

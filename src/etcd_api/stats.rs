@@ -13,6 +13,7 @@ struct Counters {
     refused_reads: AtomicU64,
     refused_writes: AtomicU64,
     watches_created: AtomicU64,
+    watch_streams: AtomicU64,
     streams_caught_up: AtomicU64,
     watches_dropped: AtomicU64,
 }
@@ -35,6 +36,11 @@ impl EtcdApiStats {
 
     pub fn watches_created(&self) -> u64 {
         self.0.watches_created.load(Ordering::Relaxed)
+    }
+
+    /// Watch streams opened (each may carry many watches).
+    pub fn watch_streams(&self) -> u64 {
+        self.0.watch_streams.load(Ordering::Relaxed)
     }
 
     /// Streams that fell behind the broadcast and caught up from the revision log.
@@ -62,6 +68,10 @@ impl EtcdApiStats {
 
     pub(super) fn count_watch_created(&self) {
         self.0.watches_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_watch_stream(&self) {
+        self.0.watch_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn count_caught_up(&self) {

@@ -59,6 +59,7 @@ impl Watch for EtcdApi {
         let peer = self.authorize(&request)?;
         self.ready().await?;
         let (rx, position) = self.cache().subscribe().map_err(EtcdApiError::from)?;
+        self.stats().count_watch_stream();
         let (out, out_rx) = mpsc::channel(OUTBOX);
         let session = Session {
             api: self.clone(),
@@ -123,7 +124,11 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut requests: Streaming<WatchRequest>, mut rx: broadcast::Receiver<Notice>) {
+    async fn run(
+        mut self,
+        mut requests: Streaming<WatchRequest>,
+        mut rx: broadcast::Receiver<Notice>,
+    ) {
         let mut progress = tokio::time::interval(PROGRESS_NOTIFY_INTERVAL);
         progress.reset();
         let result: Result<std::convert::Infallible, Gone> = async {
@@ -211,8 +216,9 @@ impl Session {
                         watch_id: STREAM_WATCH_ID,
                         created: true,
                         canceled: true,
-                        cancel_reason: "etcdserver: mvcc: duplicate watch ID provided on the WatchStream"
-                            .to_string(),
+                        cancel_reason:
+                            "etcdserver: mvcc: duplicate watch ID provided on the WatchStream"
+                                .to_string(),
                         body: self.header_field(self.position.revision),
                         ..Default::default()
                     })
@@ -256,7 +262,11 @@ impl Session {
         })
         .await?;
         if start <= now {
-            match self.api.cache().replay(self.position.generation, start, now) {
+            match self
+                .api
+                .cache()
+                .replay(self.position.generation, start, now)
+            {
                 Ok(changes) => self.replay(&watcher, &changes, now).await?,
                 Err(
                     CacheError::Compacted {

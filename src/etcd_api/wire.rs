@@ -174,7 +174,10 @@ mod tests {
             revision: 12,
             raft_term: 1,
         };
-        let events = [mk_event("cilium/state/a", 11), mk_event("cilium/state/b", 12)];
+        let events = [
+            mk_event("cilium/state/a", 11),
+            mk_event("cilium/state/b", 12),
+        ];
         let mut body = BytesMut::new();
         body.extend_from_slice(&encode_header_field(&header));
         for event in &events {

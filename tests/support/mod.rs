@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod etcd_api;
 pub mod fake_kube;
 pub mod mesh;
 
@@ -19,6 +20,23 @@ pub fn unique_prefix() -> String {
 pub async fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the async `done` every 50 ms until it holds; fails the test naming `what`
+/// after 10 s.
+pub async fn wait_until_async<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
