@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::mesh::PeerStatus;
+use super::ClientCount;
+use crate::cache_keys::CacheKeys;
+use crate::mesh::{CacheStatus, PeerStatus};
 use crate::model::ClusterName;
 use crate::observe::{LinkReport, Links};
 use crate::remote::PeerLink;
@@ -19,6 +21,10 @@ use super::remotes::ContentHash;
 #[derive(Default)]
 pub(super) struct LinkTable {
     links: Mutex<BTreeMap<ClusterName, Running>>,
+    /// The Cilium cache keys, whose holdings each report shows.
+    cache_keys: Option<Arc<CacheKeys>>,
+    /// The etcd API's clients connected now.
+    clients: ClientCount,
 }
 
 struct Running {
@@ -32,6 +38,30 @@ struct Running {
 }
 
 impl LinkTable {
+    pub fn new(cache_keys: Option<Arc<CacheKeys>>, clients: ClientCount) -> Self {
+        Self {
+            links: Mutex::default(),
+            cache_keys,
+            clients,
+        }
+    }
+
+    /// `status` with what the cache keys hold of its peer.
+    fn with_cache(&self, mut status: PeerStatus) -> PeerStatus {
+        if let (Some(keys), false) = (&self.cache_keys, status.local)
+            && let Ok(peer) = ClusterName::new(&status.cluster)
+        {
+            let held = keys.held(&peer);
+            status.cache = Some(CacheStatus {
+                keys: held.keys as u64,
+                canaries: held.canaries as u64,
+                config: held.config,
+                withdrawn_services: held.withdrawn as u64,
+                etcd_clients: self.clients.get(),
+            });
+        }
+        status
+    }
     /// The content hash of every running link's peer file.
     pub fn hashes(&self) -> BTreeMap<ClusterName, ContentHash> {
         self.links
@@ -80,7 +110,7 @@ impl LinkTable {
         self.links
             .lock()
             .values()
-            .map(|r| r.link.status_rx().borrow().clone())
+            .map(|r| self.with_cache(r.link.status_rx().borrow().clone()))
             .collect()
     }
 }
@@ -91,7 +121,7 @@ impl Links for LinkTable {
             .lock()
             .values()
             .map(|r| LinkReport {
-                status: r.link.status_rx().borrow().clone(),
+                status: self.with_cache(r.link.status_rx().borrow().clone()),
                 since: r.since,
                 been_ready: r.been_ready.load(Ordering::Relaxed),
             })
