@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::kvstoremesh::AGENT_SERVICE_FILE;
 use super::render::{CERTS_DIR, CONTAINER_GRPC_PORT, HEADER, IN_CLUSTER_DIR, REMOTES_DIR};
 use super::validate::Member;
 
@@ -25,6 +26,8 @@ pub fn kustomization_yaml(
          kind: Kustomization\n\
          namespace: fleetmesh\n\
          resources:\n  - {}\n\
+         \x20 # The agent's etcd API for this cluster's own Cilium agents (KVStoreMesh's part).\n\
+         \x20 - {IN_CLUSTER_DIR}/{AGENT_SERVICE_FILE}\n\
          configMapGenerator:\n\
          \x20 # Replaces the base's placeholder configs; its hash suffix rolls the Deployments.\n\
          \x20 - name: fleetmesh-config\n    behavior: replace\n    files:\n\

@@ -34,6 +34,10 @@
 //! DIR/<name>/agent.yaml
 //! DIR/<name>/remotes/<peer>.yaml       the peers it sees, and itself (its local services)
 //! DIR/<name>/certs/ca.crt, server-<name>.{crt,key}, client-<name>.{crt,key}
+//! DIR/<name>/certs/kvstoremesh-<name>.{crt,key}  the agent's etcd API (KVStoreMesh's part)
+//! DIR/<name>/cilium-kvstoremesh/       the member's own Cilium agents → its agent: one
+//!                                      config per peer, local-etcd-client{-ca.crt,.crt,.key}
+//!                                      (the local role), kustomization.yaml (with `kustomize`)
 //! DIR/<name>/manifests/                the apiserver's source (left alone)
 //! DIR/<name>/kustomization.yaml        with `kustomize`: the overlay over the base, with
 //! DIR/<name>/kube/{apiserver,agent}.yaml   the in-cluster configs (Kubernetes source,
@@ -49,6 +53,7 @@
 mod cidr;
 mod error;
 mod kustomize;
+mod kvstoremesh;
 mod leaves;
 mod lock;
 mod plan;

@@ -16,7 +16,7 @@ use super::render::{
     CERTS_DIR, IN_CLUSTER_DIR, MANIFESTS_DIR, REMOTES_DIR, agent_yaml, apiserver_yaml,
     in_cluster_agent_yaml, in_cluster_apiserver_yaml, remote_yaml,
 };
-use super::validate::{Fleet, validate};
+use super::validate::{Fleet, Member, validate};
 use super::{FleetError, Problems};
 use crate::certs::Ca;
 use crate::certs::files::{CA_CERT_FILE, CA_KEY_FILE, CERT_MODE, KEY_MODE, load_ca};
@@ -263,11 +263,13 @@ impl Plan {
                 source,
             };
             let issued = match leaf.role {
-                Role::Server => ca.issue_server(&leaf.cluster, &leaf.dns, &leaf.ips, LEAF_VALIDITY),
-                Role::Client => ca.issue_client(&leaf.cluster, LEAF_VALIDITY),
+                Role::Server | Role::CacheServer => {
+                    ca.issue_server(&leaf.cluster, &leaf.dns, &leaf.ips, LEAF_VALIDITY)
+                }
+                Role::Client | Role::Local => ca.issue_client(&leaf.cluster, LEAF_VALIDITY),
             }
             .map_err(issue_error)?;
-            let (cert, key) = leaf_paths(&leaf.cluster, &leaf.file_stem());
+            let (cert, key) = leaf_paths(leaf);
             // The key first: a watcher that sees the new certificate finds its key.
             ops.push(write(self.out.join(key), &issued.key_pem, KEY_MODE));
             ops.push(write(self.out.join(cert), &issued.cert_pem, CERT_MODE));
@@ -299,9 +301,10 @@ fn write(path: PathBuf, contents: &str, mode: u32) -> FileOp {
     }
 }
 
-/// `<member>/certs/<stem>.crt` and `.key`.
-fn leaf_paths(member: &ClusterName, stem: &str) -> (PathBuf, PathBuf) {
-    let dir = Path::new(member.as_str()).join(CERTS_DIR);
+/// `<member>/<dir>/<stem>.crt` and `.key`.
+fn leaf_paths(leaf: &LeafSpec) -> (PathBuf, PathBuf) {
+    let stem = leaf.file_stem();
+    let dir = Path::new(leaf.cluster.as_str()).join(leaf.dir());
     (
         dir.join(format!("{stem}.crt")),
         dir.join(format!("{stem}.key")),
@@ -362,9 +365,11 @@ impl Planner<'_> {
             }
             self.ca_copy(base.join(CERTS_DIR).join(CA_CERT_FILE))?;
             let (server, client) = (LeafSpec::server(member), LeafSpec::client(member));
+            let cache_server = LeafSpec::cache_server(member);
+            self.kvstoremesh(&fleet, member)?;
             if let Some(kustomize) = &fleet.kustomize {
                 let mut certs = vec![CA_CERT_FILE.to_string()];
-                for leaf in [&server, &client] {
+                for leaf in [&server, &client, &cache_server] {
                     let stem = leaf.file_stem();
                     certs.extend([format!("{stem}.crt"), format!("{stem}.key")]);
                 }
@@ -385,6 +390,7 @@ impl Planner<'_> {
             }
             self.leaf(server);
             self.leaf(client);
+            self.leaf(cache_server);
             let manifests = base.join(MANIFESTS_DIR);
             if !self.out.join(&manifests).is_dir() {
                 self.note(manifests.clone(), Change::Add);
@@ -415,6 +421,41 @@ impl Planner<'_> {
             removals: self.removals,
             what_if: self.what_if,
         })
+    }
+
+    /// `<name>/cilium-kvstoremesh/`: what points the member's own Cilium agents at its
+    /// agent's etcd API (see [`super::kvstoremesh`]).
+    fn kvstoremesh(&mut self, fleet: &Fleet, member: &Member) -> Result<(), FleetError> {
+        use super::kvstoremesh as km;
+        let dir = PathBuf::from(member.name.as_str()).join(km::CILIUM_DIR);
+        let peers: Vec<&ClusterName> = fleet
+            .sees
+            .get(&member.name)
+            .into_iter()
+            .flatten()
+            .filter(|peer| **peer != member.name)
+            .collect();
+        for peer in &peers {
+            self.text(dir.join(peer.as_str()), km::cilium_config())?;
+        }
+        for stale in km::config_files(&self.out.join(&dir))? {
+            if !peers.iter().any(|p| p.as_str() == stale) {
+                self.remove(dir.join(stale));
+            }
+        }
+        self.ca_copy(dir.join(km::LOCAL_CA_FILE))?;
+        if fleet.kustomize.is_some() {
+            let names: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+            self.text(dir.join(KUSTOMIZATION_FILE), km::kustomization_yaml(&names))?;
+            self.text(
+                PathBuf::from(member.name.as_str())
+                    .join(IN_CLUSTER_DIR)
+                    .join(km::AGENT_SERVICE_FILE),
+                km::agent_service_yaml(),
+            )?;
+        }
+        self.leaf(LeafSpec::local(member));
+        Ok(())
     }
 
     fn members_and_links(&mut self, fleet: &Fleet, previous: &Lock) {
@@ -474,7 +515,7 @@ impl Planner<'_> {
     }
 
     fn leaf(&mut self, spec: LeafSpec) {
-        let (cert, key) = leaf_paths(&spec.cluster, &spec.file_stem());
+        let (cert, key) = leaf_paths(&spec);
         let Some(reason) = spec.reissue_reason(
             &self.out.join(&cert),
             &self.out.join(&key),
@@ -511,10 +552,17 @@ impl Planner<'_> {
             base.join(IN_CLUSTER_DIR).join("agent.yaml"),
             certs.join(CA_CERT_FILE),
         ];
-        for role in ["server", "client"] {
-            let (cert, key) = leaf_paths(name, &format!("{role}-{name}"));
+        for role in [Role::Server, Role::Client, Role::CacheServer, Role::Local] {
+            let leaf = LeafSpec {
+                cluster: name.clone(),
+                role,
+                dns: vec![],
+                ips: vec![],
+            };
+            let (cert, key) = leaf_paths(&leaf);
             owned.extend([cert, key]);
         }
+        owned.extend(super::kvstoremesh::owned_files(&base, &self.out)?);
         let remotes = base.join(REMOTES_DIR);
         owned.extend(
             self.yaml_files(&remotes)?
@@ -618,7 +666,8 @@ mod tests {
         assert_eq!(w.new_ids.len(), 3);
         // Hub sees both spokes, each spoke sees the hub.
         assert_eq!(w.links_added.len(), 4, "{:?}", w.links_added);
-        assert_eq!(w.certificates.len(), 6);
+        // Server, client, the agent's etcd API and the local role's, per member.
+        assert_eq!(w.certificates.len(), 12);
         let all = files(w);
         for expected in [
             "ca/ca.crt",
@@ -632,6 +681,12 @@ mod tests {
             "s2/certs/server-s2.key",
             "s2/certs/ca.crt",
             "s2/manifests",
+            "hub/certs/kvstoremesh-hub.crt",
+            "hub/cilium-kvstoremesh/s1",
+            "hub/cilium-kvstoremesh/s2",
+            "hub/cilium-kvstoremesh/local-etcd-client.key",
+            "hub/cilium-kvstoremesh/local-etcd-client-ca.crt",
+            "s1/cilium-kvstoremesh/hub",
         ] {
             assert!(
                 all.contains(&(expected.into(), Change::Add)),
@@ -641,6 +696,11 @@ mod tests {
         assert!(
             !all.iter().any(|(p, _)| p == "s1/remotes/s2.yaml"),
             "spokes never see each other"
+        );
+        assert!(
+            !all.iter()
+                .any(|(p, _)| p == "s1/cilium-kvstoremesh/s2" || p == "s1/cilium-kvstoremesh/s1"),
+            "Cilium is pointed at the peers the member sees, not at itself"
         );
         // Nothing is written by planning.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -686,21 +746,36 @@ mod tests {
         assert_eq!(
             certs,
             [
+                (
+                    "s3/cilium-kvstoremesh/local-etcd-client.crt".into(),
+                    "missing"
+                ),
                 ("s3/certs/server-s3.crt".into(), "missing"),
-                ("s3/certs/client-s3.crt".into(), "missing")
+                ("s3/certs/client-s3.crt".into(), "missing"),
+                ("s3/certs/kvstoremesh-s3.crt".into(), "missing")
             ]
         );
         let expected: Vec<(String, Change)> = [
             ("fleet.lock.yaml", Change::Modify),
             ("hub/apiserver.yaml", Change::Modify),
+            ("hub/cilium-kvstoremesh/s3", Change::Add),
             ("hub/remotes/s3.yaml", Change::Add),
             ("s3/agent.yaml", Change::Add),
             ("s3/apiserver.yaml", Change::Add),
             ("s3/certs/ca.crt", Change::Add),
             ("s3/certs/client-s3.crt", Change::Add),
             ("s3/certs/client-s3.key", Change::Add),
+            ("s3/certs/kvstoremesh-s3.crt", Change::Add),
+            ("s3/certs/kvstoremesh-s3.key", Change::Add),
             ("s3/certs/server-s3.crt", Change::Add),
             ("s3/certs/server-s3.key", Change::Add),
+            ("s3/cilium-kvstoremesh/hub", Change::Add),
+            (
+                "s3/cilium-kvstoremesh/local-etcd-client-ca.crt",
+                Change::Add,
+            ),
+            ("s3/cilium-kvstoremesh/local-etcd-client.crt", Change::Add),
+            ("s3/cilium-kvstoremesh/local-etcd-client.key", Change::Add),
             ("s3/manifests", Change::Add),
             ("s3/remotes/hub.yaml", Change::Add),
             ("s3/remotes/s3.yaml", Change::Add),

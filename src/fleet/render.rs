@@ -76,8 +76,17 @@ fn apiserver_text(fleet: &Fleet, member: &Member, source_and_store: &str, port: 
     )
 }
 
-/// `<name>/agent.yaml`: the member's cluster and its remotes directory.
+/// `<name>/agent.yaml`: the member's cluster, its remotes directory and the etcd API
+/// its own Cilium agents read on loopback.
 pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
+    format!(
+        "{}{}",
+        agent_base_yaml(fleet, member),
+        super::kvstoremesh::etcd_api_block(member.name.as_str(), "127.0.0.1")
+    )
+}
+
+fn agent_base_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
         "{HEADER}\ncluster: {}\nremotesDir: {REMOTES_DIR}\n",
         cluster_line(fleet, member)
@@ -89,8 +98,9 @@ pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
 /// services, so that the cluster's own load balancing reaches them.
 pub fn in_cluster_agent_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
-        "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n",
-        agent_yaml(fleet, member)
+        "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n{}",
+        agent_base_yaml(fleet, member),
+        super::kvstoremesh::etcd_api_block(member.name.as_str(), "0.0.0.0")
     )
 }
 
