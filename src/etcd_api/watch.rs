@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::error::WATCH_PERMISSION_DENIED;
-use super::key_cache::{Batch, CacheError, Change, Notice, Position, body_of};
+use super::key_cache::{Batch, CacheError, CatchUp, Change, Notice, Position, body_of};
 use super::range::KeyRange;
 use super::wire::etcdserverpb::watch_create_request::FilterType;
 use super::wire::etcdserverpb::watch_request::RequestUnion;
@@ -90,10 +90,12 @@ struct Watcher {
 
 impl Watcher {
     fn wants(&self, change: &Change) -> bool {
-        change.revision >= self.start
-            && self.range.contains(&change.key)
-            && !(self.no_put && !change.is_delete())
-            && !(self.no_delete && change.is_delete())
+        let filtered = if change.is_delete() {
+            self.no_delete
+        } else {
+            self.no_put
+        };
+        change.revision >= self.start && self.range.contains(&change.key) && !filtered
     }
 
     /// Whether its responses are the same as every other plain watch of its range.
@@ -354,7 +356,11 @@ impl Session {
     /// the log has moved past them — every watch canceled. Either way a new receiver.
     async fn catch_up(&mut self) -> Result<broadcast::Receiver<Notice>, Gone> {
         match self.api.cache().catch_up(self.position) {
-            Ok((rx, position, missed)) => {
+            Ok(CatchUp {
+                rx,
+                position,
+                missed,
+            }) => {
                 self.api.stats().count_caught_up();
                 self.position = position;
                 for watcher in self.watches.values() {

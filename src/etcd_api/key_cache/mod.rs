@@ -139,6 +139,15 @@ pub struct RangeRead {
     pub count: usize,
 }
 
+/// How a stream that fell behind resumes: a new receiver, the position it starts after,
+/// and the changes it missed up to there.
+#[derive(Debug)]
+pub struct CatchUp {
+    pub rx: broadcast::Receiver<Notice>,
+    pub position: Position,
+    pub missed: Vec<Arc<Change>>,
+}
+
 /// What `Maintenance.Status` reports.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheStatus {
@@ -473,10 +482,7 @@ impl KeyCache {
 
     /// For a stream that fell behind at `position`: a new receiver, its position, and
     /// the changes in between — if the log still holds them.
-    pub fn catch_up(
-        &self,
-        position: Position,
-    ) -> Result<(broadcast::Receiver<Notice>, Position, Vec<Arc<Change>>), CacheError> {
+    pub fn catch_up(&self, position: Position) -> Result<CatchUp, CacheError> {
         let inner = self.inner.lock();
         let history = inner.history.as_ref().ok_or(CacheError::NotReady)?;
         if history.generation != position.generation {
@@ -496,7 +502,11 @@ impl KeyCache {
             .filter(|c| c.revision > position.revision)
             .cloned()
             .collect();
-        Ok((self.notices.subscribe(), history.position(), missed))
+        Ok(CatchUp {
+            rx: self.notices.subscribe(),
+            position: history.position(),
+            missed,
+        })
     }
 
     /// The current header, key count and size.
