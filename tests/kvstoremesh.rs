@@ -318,7 +318,7 @@ fn plan(dir: &Path) -> PathBuf {
     let profile = dir.join("profile.yaml");
     std::fs::write(
         &profile,
-        format!("mesh: km\nmembers:\n{members}topology: {{kind: full-mesh}}\n"),
+        format!("mesh: km\nmembers:\n{members}topology: {{kind: full-mesh}}\nkvstoremesh: {{}}\n"),
     )
     .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmesh"))

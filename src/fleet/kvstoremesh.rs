@@ -26,7 +26,8 @@ pub const LOCAL_CA_FILE: &str = "local-etcd-client-ca.crt";
 const CILIUM_MOUNT: &str = "/var/lib/cilium/clustermesh";
 /// The Secret Cilium's agents read their clustermesh configs from.
 const CILIUM_SECRET: &str = "cilium-clustermesh";
-/// The agent's etcd API port: etcd's client port, as Cilium's clustermesh uses.
+/// The agent's etcd API port unless the profile says: etcd's client port, as Cilium's
+/// clustermesh uses.
 pub const AGENT_ETCD_API_PORT: u16 = 2379;
 /// The Service in front of the agent's etcd API (`kube/agent-etcd-service.yaml`).
 const AGENT_SERVICE_HOST: &str = "fleetmesh-agent.fleetmesh.svc";
@@ -41,20 +42,20 @@ pub const AGENT_SERVICE_FILE: &str = "agent-etcd-service.yaml";
 
 /// One remote cluster's Cilium config file: the local agent's etcd API with the local
 /// role's certificate. Every remote's file is the same; its name says which remote.
-pub fn cilium_config() -> String {
+pub fn cilium_config(port: u16) -> String {
     format!(
         "{HEADER}\n\
-         endpoints:\n  - https://{AGENT_SERVICE_HOST}:{AGENT_ETCD_API_PORT}\n\
+         endpoints:\n  - https://{AGENT_SERVICE_HOST}:{port}\n\
          trusted-ca-file: {CILIUM_MOUNT}/{LOCAL_CA_FILE}\n\
          cert-file: {CILIUM_MOUNT}/{LOCAL_CLIENT_STEM}.crt\n\
          key-file: {CILIUM_MOUNT}/{LOCAL_CLIENT_STEM}.key\n"
     )
 }
 
-/// The agent config's `etcdApi` block, listening on `listen_host`.
-pub fn etcd_api_block(member: &str, listen_host: &str) -> String {
+/// The agent config's `etcdApi` block, listening on `listen_host`:`port`.
+pub fn etcd_api_block(member: &str, listen_host: &str, port: u16) -> String {
     format!(
-        "etcdApi:\n  listen: \"{listen_host}:{AGENT_ETCD_API_PORT}\"\n  \
+        "etcdApi:\n  listen: \"{listen_host}:{port}\"\n  \
          tls: {{ca: certs/ca.crt, cert: certs/kvstoremesh-{member}.crt, key: certs/kvstoremesh-{member}.key}}\n"
     )
 }
@@ -85,14 +86,14 @@ pub fn kustomization_yaml(peers: &[String]) -> String {
 }
 
 /// The Service in front of the agent's etcd API, for the member's overlay.
-pub fn agent_service_yaml() -> String {
+pub fn agent_service_yaml(port: u16) -> String {
     format!(
         "{HEADER}\n\
          # The member's own Cilium agents reach its fleetmesh agent's etcd API here.\n\
          apiVersion: v1\nkind: Service\nmetadata:\n  name: fleetmesh-agent\n  labels:\n    \
          app.kubernetes.io/name: fleetmesh\n    app.kubernetes.io/component: agent\n\
          spec:\n  selector:\n    app.kubernetes.io/name: fleetmesh\n    app.kubernetes.io/component: agent\n  \
-         ports:\n    - {{name: etcd, port: {AGENT_ETCD_API_PORT}, targetPort: {AGENT_ETCD_API_PORT}}}\n"
+         ports:\n    - {{name: etcd, port: {port}, targetPort: {port}}}\n"
     )
 }
 
@@ -147,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_cilium_config_names_the_local_agent_and_the_local_role_files() {
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&cilium_config()).unwrap();
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&cilium_config(2379)).unwrap();
         assert_eq!(
             yaml["endpoints"][0],
             "https://fleetmesh-agent.fleetmesh.svc:2379"
@@ -189,7 +190,7 @@ mod tests {
                 "local-etcd-client.key"
             ]
         );
-        let service: serde_yaml::Value = serde_yaml::from_str(&agent_service_yaml()).unwrap();
+        let service: serde_yaml::Value = serde_yaml::from_str(&agent_service_yaml(2379)).unwrap();
         assert_eq!(service["spec"]["ports"][0]["port"], 2379);
     }
 }

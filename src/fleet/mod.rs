@@ -19,6 +19,8 @@
 //! kustomize:                      # optional: also write each member's kustomize overlay
 //!   base: ../../deploy/overlays/embedded   # relative to DIR/<name>/, or a remote URL
 //!   store: embedded               # or etcd-sidecar, for deploy/overlays/etcd-sidecar
+//! kvstoremesh: {port: 2379}       # optional: each agent serves its peers to its own
+//!                                 # cluster's Cilium agents (KVStoreMesh's part)
 //! ```
 //!
 //! Hub-spoke is the shared-services model: hubs see every member, every other member is
@@ -34,7 +36,7 @@
 //! DIR/<name>/agent.yaml
 //! DIR/<name>/remotes/<peer>.yaml       the peers it sees, and itself (its local services)
 //! DIR/<name>/certs/ca.crt, server-<name>.{crt,key}, client-<name>.{crt,key}
-//! DIR/<name>/certs/kvstoremesh-<name>.{crt,key}  the agent's etcd API (KVStoreMesh's part)
+//! DIR/<name>/certs/kvstoremesh-<name>.{crt,key}  with `kvstoremesh`: the agent's etcd API
 //! DIR/<name>/cilium-kvstoremesh/       the member's own Cilium agents → its agent: one
 //!                                      config per peer, local-etcd-client{-ca.crt,.crt,.key}
 //!                                      (the local role), kustomization.yaml (with `kustomize`)
@@ -65,6 +67,8 @@ mod validate;
 pub use error::{FleetError, Problems};
 pub use lock::{LOCK_FILE, Lock, LockedMember};
 pub use plan::{CA_DIR, Change, FileOp, Plan, WhatIf, plan};
-pub use profile::{InClusterStore, KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec};
+pub use profile::{
+    InClusterStore, KustomizeSpec, KvstoremeshSpec, LinkSpec, MemberSpec, Profile, TopologySpec,
+};
 pub use topology::Visibility;
 pub use validate::{Address, Fleet, Member, Problem, validate};

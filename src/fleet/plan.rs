@@ -365,11 +365,19 @@ impl Planner<'_> {
             }
             self.ca_copy(base.join(CERTS_DIR).join(CA_CERT_FILE))?;
             let (server, client) = (LeafSpec::server(member), LeafSpec::client(member));
-            let cache_server = LeafSpec::cache_server(member);
-            self.kvstoremesh(&fleet, member)?;
+            let cache_server = match fleet.kvstoremesh_port {
+                Some(port) => {
+                    self.kvstoremesh(&fleet, member, port)?;
+                    Some(LeafSpec::cache_server(member))
+                }
+                None => None,
+            };
             if let Some(kustomize) = &fleet.kustomize {
                 let mut certs = vec![CA_CERT_FILE.to_string()];
-                for leaf in [&server, &client, &cache_server] {
+                for leaf in [Some(&server), Some(&client), cache_server.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
                     let stem = leaf.file_stem();
                     certs.extend([format!("{stem}.crt"), format!("{stem}.key")]);
                 }
@@ -390,7 +398,9 @@ impl Planner<'_> {
             }
             self.leaf(server);
             self.leaf(client);
-            self.leaf(cache_server);
+            if let Some(cache_server) = cache_server {
+                self.leaf(cache_server);
+            }
             let manifests = base.join(MANIFESTS_DIR);
             if !self.out.join(&manifests).is_dir() {
                 self.note(manifests.clone(), Change::Add);
@@ -425,7 +435,7 @@ impl Planner<'_> {
 
     /// `<name>/cilium-kvstoremesh/`: what points the member's own Cilium agents at its
     /// agent's etcd API (see [`super::kvstoremesh`]).
-    fn kvstoremesh(&mut self, fleet: &Fleet, member: &Member) -> Result<(), FleetError> {
+    fn kvstoremesh(&mut self, fleet: &Fleet, member: &Member, port: u16) -> Result<(), FleetError> {
         use super::kvstoremesh as km;
         let dir = PathBuf::from(member.name.as_str()).join(km::CILIUM_DIR);
         let peers: Vec<&ClusterName> = fleet
@@ -436,7 +446,7 @@ impl Planner<'_> {
             .filter(|peer| **peer != member.name)
             .collect();
         for peer in &peers {
-            self.text(dir.join(peer.as_str()), km::cilium_config())?;
+            self.text(dir.join(peer.as_str()), km::cilium_config(port))?;
         }
         for stale in km::config_files(&self.out.join(&dir))? {
             if !peers.iter().any(|p| p.as_str() == stale) {
@@ -451,7 +461,7 @@ impl Planner<'_> {
                 PathBuf::from(member.name.as_str())
                     .join(IN_CLUSTER_DIR)
                     .join(km::AGENT_SERVICE_FILE),
-                km::agent_service_yaml(),
+                km::agent_service_yaml(port),
             )?;
         }
         self.leaf(LeafSpec::local(member));
@@ -562,7 +572,7 @@ impl Planner<'_> {
             let (cert, key) = leaf_paths(&leaf);
             owned.extend([cert, key]);
         }
-        owned.extend(super::kvstoremesh::owned_files(&base, &self.out)?);
+        owned.extend(super::kvstoremesh::owned_files(&base, self.out)?);
         let remotes = base.join(REMOTES_DIR);
         owned.extend(
             self.yaml_files(&remotes)?
@@ -666,8 +676,7 @@ mod tests {
         assert_eq!(w.new_ids.len(), 3);
         // Hub sees both spokes, each spoke sees the hub.
         assert_eq!(w.links_added.len(), 4, "{:?}", w.links_added);
-        // Server, client, the agent's etcd API and the local role's, per member.
-        assert_eq!(w.certificates.len(), 12);
+        assert_eq!(w.certificates.len(), 6);
         let all = files(w);
         for expected in [
             "ca/ca.crt",
@@ -681,6 +690,39 @@ mod tests {
             "s2/certs/server-s2.key",
             "s2/certs/ca.crt",
             "s2/manifests",
+        ] {
+            assert!(
+                all.contains(&(expected.into(), Change::Add)),
+                "{expected} not in {all:?}"
+            );
+        }
+        assert!(
+            !all.iter().any(|(p, _)| p == "s1/remotes/s2.yaml"),
+            "spokes never see each other"
+        );
+        // Nothing is written by planning.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        apply(&first, false);
+        let again = plan(&text, dir.path()).unwrap();
+        assert!(again.what_if().is_empty(), "{}", again.what_if());
+        assert_eq!(again.what_if().to_string(), "no changes\n");
+        assert!(again.materialize(false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn with_kvstoremesh_each_member_points_its_cilium_at_its_agent_for_the_peers_it_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}kvstoremesh: {{port: 2380}}\n",
+            profile(&three(), HUB_SPOKE)
+        );
+        let first = plan(&text, dir.path()).unwrap();
+        let w = first.what_if();
+        // Server, client, the agent's etcd API and the local role's, per member.
+        assert_eq!(w.certificates.len(), 12);
+        let all = files(w);
+        for expected in [
             "hub/certs/kvstoremesh-hub.crt",
             "hub/cilium-kvstoremesh/s1",
             "hub/cilium-kvstoremesh/s2",
@@ -694,22 +736,29 @@ mod tests {
             );
         }
         assert!(
-            !all.iter().any(|(p, _)| p == "s1/remotes/s2.yaml"),
-            "spokes never see each other"
-        );
-        assert!(
             !all.iter()
                 .any(|(p, _)| p == "s1/cilium-kvstoremesh/s2" || p == "s1/cilium-kvstoremesh/s1"),
             "Cilium is pointed at the peers the member sees, not at itself"
         );
-        // Nothing is written by planning.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-
         apply(&first, false);
-        let again = plan(&text, dir.path()).unwrap();
-        assert!(again.what_if().is_empty(), "{}", again.what_if());
-        assert_eq!(again.what_if().to_string(), "no changes\n");
-        assert!(again.materialize(false).unwrap().is_empty());
+        let agent = std::fs::read_to_string(dir.path().join("s1/agent.yaml")).unwrap();
+        let config =
+            crate::agent::AgentConfig::parse(&agent, &dir.path().join("s1/agent.yaml")).unwrap();
+        let api = config.etcd_api.unwrap();
+        assert_eq!(api.listen.port(), 2380);
+        assert!(api.tls.cert.ends_with("certs/kvstoremesh-s1.crt"));
+        let cilium = std::fs::read_to_string(dir.path().join("s1/cilium-kvstoremesh/hub")).unwrap();
+        assert!(cilium.contains(":2380\n"), "{cilium}");
+        assert!(plan(&text, dir.path()).unwrap().what_if().is_empty());
+
+        // Without it, nothing of it is planned.
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = plan(&profile(&three(), HUB_SPOKE), plain_dir.path()).unwrap();
+        assert!(
+            !files(plain.what_if())
+                .iter()
+                .any(|(p, _)| p.contains("kvstoremesh"))
+        );
     }
 
     #[test]
@@ -746,36 +795,21 @@ mod tests {
         assert_eq!(
             certs,
             [
-                (
-                    "s3/cilium-kvstoremesh/local-etcd-client.crt".into(),
-                    "missing"
-                ),
                 ("s3/certs/server-s3.crt".into(), "missing"),
-                ("s3/certs/client-s3.crt".into(), "missing"),
-                ("s3/certs/kvstoremesh-s3.crt".into(), "missing")
+                ("s3/certs/client-s3.crt".into(), "missing")
             ]
         );
         let expected: Vec<(String, Change)> = [
             ("fleet.lock.yaml", Change::Modify),
             ("hub/apiserver.yaml", Change::Modify),
-            ("hub/cilium-kvstoremesh/s3", Change::Add),
             ("hub/remotes/s3.yaml", Change::Add),
             ("s3/agent.yaml", Change::Add),
             ("s3/apiserver.yaml", Change::Add),
             ("s3/certs/ca.crt", Change::Add),
             ("s3/certs/client-s3.crt", Change::Add),
             ("s3/certs/client-s3.key", Change::Add),
-            ("s3/certs/kvstoremesh-s3.crt", Change::Add),
-            ("s3/certs/kvstoremesh-s3.key", Change::Add),
             ("s3/certs/server-s3.crt", Change::Add),
             ("s3/certs/server-s3.key", Change::Add),
-            ("s3/cilium-kvstoremesh/hub", Change::Add),
-            (
-                "s3/cilium-kvstoremesh/local-etcd-client-ca.crt",
-                Change::Add,
-            ),
-            ("s3/cilium-kvstoremesh/local-etcd-client.crt", Change::Add),
-            ("s3/cilium-kvstoremesh/local-etcd-client.key", Change::Add),
             ("s3/manifests", Change::Add),
             ("s3/remotes/hub.yaml", Change::Add),
             ("s3/remotes/s3.yaml", Change::Add),

@@ -20,6 +20,21 @@ pub struct Profile {
     pub topology: TopologySpec,
     /// Also write each member's kustomize overlay over this base.
     pub kustomize: Option<KustomizeSpec>,
+    /// Also let each member's agent play KVStoreMesh for the member's own Cilium agents.
+    pub kvstoremesh: Option<KvstoremeshSpec>,
+}
+
+/// The agents' etcd API for their own cluster's Cilium agents (KVStoreMesh's part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvstoremeshSpec {
+    /// The port the agent's etcd API listens on (etcd's client port by default).
+    #[serde(default = "default_kvstoremesh_port")]
+    pub port: u16,
+}
+
+fn default_kvstoremesh_port() -> u16 {
+    super::kvstoremesh::AGENT_ETCD_API_PORT
 }
 
 /// Where the members' kustomize overlays find fleetmesh's manifests, and the store the

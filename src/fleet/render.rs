@@ -82,7 +82,7 @@ pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
         "{}{}",
         agent_base_yaml(fleet, member),
-        super::kvstoremesh::etcd_api_block(member.name.as_str(), "127.0.0.1")
+        etcd_api_block(fleet, member, "127.0.0.1")
     )
 }
 
@@ -100,8 +100,15 @@ pub fn in_cluster_agent_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
         "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n{}",
         agent_base_yaml(fleet, member),
-        super::kvstoremesh::etcd_api_block(member.name.as_str(), "0.0.0.0")
+        etcd_api_block(fleet, member, "0.0.0.0")
     )
+}
+
+/// The agent's `etcdApi` block when the profile asks for KVStoreMesh's part.
+fn etcd_api_block(fleet: &Fleet, member: &Member, host: &str) -> String {
+    fleet.kvstoremesh_port.map_or(String::new(), |port| {
+        super::kvstoremesh::etcd_api_block(member.name.as_str(), host, port)
+    })
 }
 
 /// `<local>/remotes/<peer>.yaml`: where `local`'s agent dials `peer`, with `local`'s

@@ -134,6 +134,8 @@ pub struct Fleet {
     pub sees: Visibility,
     /// The members' kustomize overlays, when the profile asks for them.
     pub kustomize: Option<KustomizeSpec>,
+    /// The agents' etcd API port for their own Cilium agents, when the profile asks.
+    pub kvstoremesh_port: Option<u16>,
 }
 
 impl Fleet {
@@ -281,6 +283,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         members,
         sees,
         kustomize,
+        kvstoremesh_port: profile.kvstoremesh.map(|k| k.port),
     })
 }
 
