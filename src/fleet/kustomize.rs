@@ -13,21 +13,21 @@ use super::validate::Member;
 pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
 
 /// The overlay of `member` over `base`. `remotes` and `certs` are the file names in the
-/// member's `remotes/` and `certs/` directories.
+/// member's `remotes/` and `certs/` directories; `agent_etcd_service`: the agent serves
+/// its own cluster's Cilium agents (the profile's `kvstoremesh`).
 pub fn kustomization_yaml(
     member: &Member,
     base: &str,
     remotes: &[String],
     certs: &[String],
+    agent_etcd_service: bool,
 ) -> String {
     let mut text = format!(
         "{HEADER}\n\
          apiVersion: kustomize.config.k8s.io/v1beta1\n\
          kind: Kustomization\n\
          namespace: fleetmesh\n\
-         resources:\n  - {}\n\
-         \x20 # The agent's etcd API for this cluster's own Cilium agents (KVStoreMesh's part).\n\
-         \x20 - {IN_CLUSTER_DIR}/{AGENT_SERVICE_FILE}\n\
+         resources:\n  - {}\n{}\
          configMapGenerator:\n\
          \x20 # Replaces the base's placeholder configs; its hash suffix rolls the Deployments.\n\
          \x20 - name: fleetmesh-config\n    behavior: replace\n    files:\n\
@@ -37,6 +37,14 @@ pub fn kustomization_yaml(
          \x20 - name: fleetmesh-remotes\n    options: {{disableNameSuffixHash: true}}\n    files:\n",
         // Quoted: a path or URL may hold characters YAML would read as syntax.
         serde_json::Value::from(base),
+        if agent_etcd_service {
+            format!(
+                "  # The agent's etcd API for this cluster's own Cilium agents (KVStoreMesh's part).\n  \
+                 - {IN_CLUSTER_DIR}/{AGENT_SERVICE_FILE}\n"
+            )
+        } else {
+            String::new()
+        },
     );
     for file in remotes {
         let _ = writeln!(text, "      - {REMOTES_DIR}/{file}");
@@ -84,9 +92,11 @@ mod tests {
             "../../deploy/overlays/embedded",
             &["c1.yaml".into(), "c2.yaml".into()],
             &["ca.crt".into(), "client-c1.crt".into()],
+            false,
         );
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(yaml["resources"][0], "../../deploy/overlays/embedded");
+        assert_eq!(yaml["resources"][1], serde_yaml::Value::Null, "{text}");
         assert_eq!(
             yaml["configMapGenerator"][0]["files"][1],
             "agent.yaml=kube/agent.yaml"
@@ -101,12 +111,13 @@ mod tests {
 
     #[test]
     fn another_port_is_patched_into_the_service() {
-        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[]);
+        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[], true);
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let patch = yaml["patches"][0]["patch"].as_str().unwrap();
         assert!(
             patch.contains("path: /spec/ports/0/port, value: 443"),
             "{patch}"
         );
+        assert_eq!(yaml["resources"][1], "kube/agent-etcd-service.yaml");
     }
 }

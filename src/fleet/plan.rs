@@ -393,7 +393,13 @@ impl Planner<'_> {
                 )?;
                 self.text(
                     base.join(KUSTOMIZATION_FILE),
-                    kustomization_yaml(member, &kustomize.base, &remotes, &certs),
+                    kustomization_yaml(
+                        member,
+                        &kustomize.base,
+                        &remotes,
+                        &certs,
+                        fleet.kvstoremesh_port.is_some(),
+                    ),
                 )?;
             }
             self.leaf(server);
