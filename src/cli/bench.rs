@@ -158,6 +158,10 @@ pub struct MergeArgs {
     /// Endpoints per cluster.
     #[arg(long, default_value_t = crate::bench::merge::DEFAULT_ENDPOINTS)]
     pub endpoints: u32,
+    /// The agent also keeps every cluster's Cilium cache keys (KVStoreMesh's part); they
+    /// are then listed as Cilium does, in pages of 256.
+    #[arg(long)]
+    pub etcd_api: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -265,6 +269,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 clusters: args.clusters,
                 endpoints: args.endpoints,
                 bench: args.common.options(),
+                etcd_api: args.etcd_api,
             };
             let report = crate::bench::merge::run(&options).await?;
             let correct = report.is_correct();
