@@ -23,6 +23,7 @@
 //! | [`certs`] | CA and leaf issuance with rcgen |
 //! | [`fleet`] | mesh profiles → validated plan → per-member configs and certificates, with a what-if |
 //! | [`remote`] | the agent's link per peer: reconnect, validate, resume, mark and sweep |
+//! | [`cache_keys`] | the agent's Cilium cache keys (KVStoreMesh's part): a sink of what its links apply, served by the etcd API |
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
 //! | [`config`] | the `cluster:` block every config file shares |
@@ -35,6 +36,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod bench;
 pub mod cache;
+pub mod cache_keys;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -51,12 +51,19 @@ async fn merge_holds_every_cluster_state_under_its_own_name() {
         clusters: 5,
         endpoints: 300,
         bench: mk_options(),
+        etcd_api: true,
     };
     let report = merge::run(&options).await.unwrap();
     assert!(report.is_correct(), "{:#?}", report.correctness);
     assert_eq!(report.synced.count, 5);
     assert_eq!(report.merged_endpoints, 1_500);
     assert_eq!(report.target_met, None, "the target is for 255 × 1,000");
+    let cache = report.cache_keys.unwrap();
+    assert_eq!(
+        cache.ip_keys, 1_500,
+        "every merged endpoint is an ipcache key"
+    );
+    assert_eq!(cache.pages, 6, "1,500 keys in pages of 256");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,11 @@
 //!   enabled: true              # default false
 //!   kubeconfig: kube/config    # optional, relative to this file; else kubectl's, in-cluster
 //!   resyncSeconds: 60          # how often every slice is checked against the API anyway
+//! etcdApi:                     # KVStoreMesh's part: every peer's Cilium cache keys, served to
+//!   listen: "0.0.0.0:2379"     # this cluster's own Cilium agents (the local role: a client
+//!   tls: {ca: certs/ca.crt, cert: certs/server-c1.crt, key: certs/server-c1.key}  # certificate
+//!   drainGraceSeconds: 180     # naming this cluster); a removed peer's keys stay this long
+//!   historyEvents: 50000       # changes kept: how far back a watch may start
 //! ```
 
 use std::net::SocketAddr;
@@ -26,6 +31,7 @@ use crate::config::ClusterBlock;
 use crate::mesh::StalePolicy;
 use crate::model::Cluster;
 use crate::remote::LinkSettings;
+use crate::tls::TlsFiles;
 use crate::tls::client::Keepalive;
 
 /// The query API's default listener: loopback, the address `fleetmesh status` tries.
@@ -74,6 +80,38 @@ struct RawConfig {
     keepalive_timeout_seconds: Option<u64>,
     #[serde(default)]
     endpoint_slices: RawEndpointSlices,
+    etcd_api: Option<RawCacheApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCacheApi {
+    listen: SocketAddr,
+    tls: RawTlsFiles,
+    drain_grace_seconds: Option<u64>,
+    history_events: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The etcd API that serves the agent's Cilium cache keys to its own cluster's Cilium
+/// agents (present only when configured).
+#[derive(Debug, Clone)]
+pub struct CacheApiConfig {
+    pub listen: SocketAddr,
+    /// The server's certificate; its CA also verifies the clients, which must name this
+    /// cluster (Cilium's `local-<cluster>` user is the cluster itself).
+    pub tls: TlsFiles,
+    /// How long a removed peer's keys stay after its cluster config is deleted.
+    pub drain_grace: Duration,
+    /// Changes the revision log keeps: how far back a watch may start.
+    pub history_events: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +162,8 @@ pub struct AgentConfig {
     pub link: LinkSettings,
     /// EndpointSlices for global services' remote backends; `None` when disabled.
     pub endpoint_slices: Option<EndpointSlicesConfig>,
+    /// KVStoreMesh's part for this cluster's Cilium agents; `None` when not configured.
+    pub etcd_api: Option<CacheApiConfig>,
 }
 
 impl AgentConfig {
@@ -182,6 +222,30 @@ impl AgentConfig {
                 },
             }),
         };
+        let etcd_api = match raw.etcd_api {
+            None => None,
+            Some(api) => Some(CacheApiConfig {
+                listen: api.listen,
+                tls: TlsFiles {
+                    ca: base.join(api.tls.ca),
+                    cert: base.join(api.tls.cert),
+                    key: base.join(api.tls.key),
+                },
+                drain_grace: api
+                    .drain_grace_seconds
+                    .map_or(crate::cache_keys::DEFAULT_DRAIN_GRACE, Duration::from_secs),
+                history_events: match api.history_events {
+                    None => crate::etcd_api::KeyCacheSettings::default().log_capacity,
+                    Some(0) => {
+                        return Err(invalid(
+                            "etcdApi.historyEvents",
+                            "must be at least 1".to_string(),
+                        ));
+                    }
+                    Some(n) => n,
+                },
+            }),
+        };
         let stale = match raw.stale_grace_seconds {
             None => StalePolicy::default(),
             Some(s) => StalePolicy {
@@ -216,6 +280,7 @@ impl AgentConfig {
                 ..LinkSettings::default()
             },
             endpoint_slices,
+            etcd_api,
         })
     }
 }
@@ -229,6 +294,30 @@ mod tests {
 
     fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
         AgentConfig::parse(text, Path::new(FILE))
+    }
+
+    #[test]
+    fn the_etcd_api_block_is_read_relative_to_the_file() {
+        let cfg = parse(
+            "cluster: {name: c1, id: 1}\nremotesDir: remotes\n\
+             etcdApi: {listen: \"127.0.0.1:2379\", tls: {ca: c/ca.crt, cert: c/s.crt, key: c/s.key}, drainGraceSeconds: 5}\n",
+        )
+        .unwrap();
+        let api = cfg.etcd_api.unwrap();
+        assert_eq!(api.tls.cert, PathBuf::from("/etc/fleetmesh/c/s.crt"));
+        assert_eq!(api.drain_grace, Duration::from_secs(5));
+        assert!(
+            parse("cluster: {name: c1, id: 1}\nremotesDir: r\n")
+                .unwrap()
+                .etcd_api
+                .is_none()
+        );
+        let err = parse(
+            "cluster: {name: c1, id: 1}\nremotesDir: r\n\
+             etcdApi: {listen: \"127.0.0.1:2379\", tls: {ca: a, cert: b, key: c}, historyEvents: 0}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("etcdApi.historyEvents"), "{err}");
     }
 
     #[test]

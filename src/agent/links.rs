@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::mesh::PeerStatus;
+use super::ClientCount;
+use crate::cache_keys::CacheKeys;
+use crate::mesh::{CacheStatus, PeerStatus};
 use crate::model::ClusterName;
 use crate::observe::{LinkReport, Links};
 use crate::remote::{PeerLink, SharedView};
@@ -23,6 +25,10 @@ use super::remotes::ContentHash;
 pub(super) struct LinkTable {
     links: Mutex<BTreeMap<ClusterName, Running>>,
     view: SharedView,
+    /// The Cilium cache keys, whose holdings each report shows.
+    cache_keys: Option<Arc<CacheKeys>>,
+    /// The etcd API's clients connected now.
+    clients: ClientCount,
 }
 
 struct Running {
@@ -36,17 +42,37 @@ struct Running {
 }
 
 impl LinkTable {
-    pub fn new(view: SharedView) -> Self {
+    pub fn new(view: SharedView, cache_keys: Option<Arc<CacheKeys>>, clients: ClientCount) -> Self {
         Self {
             links: Mutex::default(),
             view,
+            cache_keys,
+            clients,
         }
     }
 
-    /// `name`'s link status as published, with the counts of what the view holds.
+    /// `name`'s link status as published, with the counts of what the view holds and
+    /// what the cache keys hold of its peer.
     fn status_of(&self, name: &ClusterName, running: &Running) -> PeerStatus {
         let mut status = running.link.status_rx().borrow().clone();
         status.counts = self.view.read().counts(name).unwrap_or_default();
+        self.with_cache(status)
+    }
+
+    /// `status` with what the cache keys hold of its peer.
+    fn with_cache(&self, mut status: PeerStatus) -> PeerStatus {
+        if let (Some(keys), false) = (&self.cache_keys, status.local)
+            && let Ok(peer) = ClusterName::new(&status.cluster)
+        {
+            let held = keys.held(&peer);
+            status.cache = Some(CacheStatus {
+                keys: held.keys as u64,
+                canaries: held.canaries as u64,
+                config: held.config,
+                withdrawn_services: held.withdrawn as u64,
+                etcd_clients: self.clients.get(),
+            });
+        }
         status
     }
 

@@ -2,6 +2,7 @@
 //! (kept in step with the directory), the query API and, when enabled, the EndpointSlice
 //! writer. No business logic lives here.
 
+mod cache_api;
 mod config;
 mod endpoint_slices;
 mod links;
@@ -19,9 +20,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use config::{AgentConfig, AgentConfigError, ApiConfig, EndpointSlicesConfig};
+pub use cache_api::ClientCount;
+pub use config::{AgentConfig, AgentConfigError, ApiConfig, CacheApiConfig, EndpointSlicesConfig};
 pub use endpoint_slices::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL};
 
+use crate::cache_keys::{CacheKeys, follow_stale_policy};
+use crate::etcd_api::KeyCacheSettings;
 use crate::mesh::{MeshView, PeerStatus};
 use crate::model::Cluster;
 use crate::observe::ApiState;
@@ -40,6 +44,10 @@ pub struct Agent {
     pub api_addr: SocketAddr,
     /// The merged view of every cluster the agent sees.
     pub view: SharedView,
+    /// Where the etcd API serves the Cilium cache keys, if it does.
+    pub etcd_api_addr: Option<SocketAddr>,
+    /// The Cilium cache keys, when the etcd API is configured.
+    pub cache_keys: Option<Arc<CacheKeys>>,
     links: Arc<LinkTable>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -53,8 +61,9 @@ impl Agent {
             remotes_dir,
             api,
             stale,
-            link,
+            mut link,
             endpoint_slices,
+            etcd_api,
         } = config;
         anyhow::ensure!(
             remotes_dir.is_dir(),
@@ -62,7 +71,37 @@ impl Agent {
             remotes_dir.display()
         );
         let view: SharedView = Arc::new(RwLock::new(MeshView::new(cluster.clone(), stale)));
-        let links = Arc::new(LinkTable::new(view.clone()));
+        let mut tasks = JoinSet::new();
+        let clients = ClientCount::default();
+        let (cache_keys, etcd_api_addr) = match &etcd_api {
+            None => (None, None),
+            Some(settings) => {
+                let keys = Arc::new(CacheKeys::new(
+                    &cluster,
+                    settings.drain_grace,
+                    KeyCacheSettings {
+                        log_capacity: settings.history_events,
+                        ..KeyCacheSettings::default()
+                    },
+                ));
+                let addr = cache_api::start(settings, &cluster, &keys, clients.clone(), &mut tasks)
+                    .await?;
+                link.sink = Some(keys.clone());
+                let beat = keys.clone();
+                tasks.spawn(async move {
+                    beat.beat().await;
+                    Ok(())
+                });
+                let stale = follow_stale_policy(keys.clone(), view.clone());
+                tasks.spawn(async move {
+                    stale.await;
+                    Ok(())
+                });
+                info!(%addr, "etcd API serving the Cilium cache keys");
+                (Some(keys), Some(addr))
+            }
+        };
+        let links = Arc::new(LinkTable::new(view.clone(), cache_keys.clone(), clients));
         let listener = TcpListener::bind(api.listen)
             .await
             .with_context(|| format!("cannot listen for the query API on {}", api.listen))?;
@@ -86,12 +125,12 @@ impl Agent {
             view: view.clone(),
             settings: link,
             links: links.clone(),
+            cache_keys: cache_keys.clone(),
             reported: BTreeSet::new(),
         };
         // The first scan before returning: a started agent has its links.
         remotes.reconcile().await;
 
-        let mut tasks = JoinSet::new();
         tasks.spawn(remotes.run());
         let state = ApiState::new(view.clone(), links.clone());
         tasks.spawn(async move {
@@ -108,6 +147,8 @@ impl Agent {
         Ok(Self {
             api_addr,
             view,
+            etcd_api_addr,
+            cache_keys,
             links,
             tasks,
         })
@@ -145,6 +186,7 @@ struct Remotes {
     ids: IdRegistry,
     settings: LinkSettings,
     links: Arc<LinkTable>,
+    cache_keys: Option<Arc<CacheKeys>>,
     /// Problems already logged, so that a bad file is reported once, not every scan.
     reported: BTreeSet<String>,
 }
@@ -190,6 +232,9 @@ impl Remotes {
                     }
                     let removed = self.view.write().drain(&name).len();
                     info!(peer = %name, removed, "peer state removed");
+                    if let Some(keys) = &self.cache_keys {
+                        keys.remove_peer(&name);
+                    }
                 }
             }
         }

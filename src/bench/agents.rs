@@ -44,7 +44,12 @@ pub(super) fn spawn_agents(
 
 /// One agent of `local` merging `peers`: one view, a link to each peer into it, the
 /// cluster ids shared between the links as an agent shares them.
-pub(super) fn spawn_merging(local: &Cluster, peers: &[PeerConfig]) -> (SharedView, Vec<PeerLink>) {
+/// `sink`, if any, follows every link as the agent's Cilium cache keys do.
+pub(super) fn spawn_merging(
+    local: &Cluster,
+    peers: &[PeerConfig],
+    sink: Option<crate::remote::SharedSink>,
+) -> (SharedView, Vec<PeerLink>) {
     let view = new_view(local);
     let ids = IdRegistry::new(local);
     let links = peers
@@ -55,7 +60,10 @@ pub(super) fn spawn_merging(local: &Cluster, peers: &[PeerConfig]) -> (SharedVie
                 local.clone(),
                 view.clone(),
                 ids.clone(),
-                LinkSettings::default(),
+                LinkSettings {
+                    sink: sink.clone(),
+                    ..LinkSettings::default()
+                },
             )
         })
         .collect();

@@ -86,8 +86,10 @@ pub struct CommonArgs {
     /// Also run the same workload the way Cilium agents work, and show the ratio.
     #[arg(long, value_enum)]
     pub baseline: Option<BaselineArg>,
-    /// Also run the etcd-api system (`sync` only): the baseline's etcd agents, pointed at
-    /// the apiserver's etcd API instead of etcd.
+    /// Also exercise the etcd API: in `sync`, a third system, the baseline's etcd agents
+    /// pointed at the apiserver's etcd API instead of etcd; in `merge`, the agent also
+    /// keeps every cluster's Cilium cache keys (KVStoreMesh's part), then listed as Cilium
+    /// does, in pages of 256.
     #[arg(long)]
     pub etcd_api: bool,
     /// A phase taking longer than this many seconds fails the run.
@@ -273,6 +275,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 clusters: args.clusters,
                 endpoints: args.endpoints,
                 bench: args.common.options(),
+                etcd_api: args.common.etcd_api,
             };
             let report = crate::bench::merge::run(&options).await?;
             let correct = report.is_correct();

@@ -30,6 +30,21 @@ impl ReadRules {
         }
     }
 
+    /// Cilium's `local` role (the `local-<cluster>` user) on a cluster's KVStoreMesh
+    /// cache, which the cluster's own agents read with: the heartbeat, every cache key,
+    /// every cluster config and every sync canary.
+    pub fn local(own: &ClusterName) -> Self {
+        Self {
+            ranges: vec![
+                KeyRange::prefix("cilium/.heartbeat"),
+                KeyRange::prefix("cilium/cache/"),
+                KeyRange::prefix("cilium/cluster-config/"),
+                KeyRange::prefix("cilium/synced/"),
+            ],
+            role: format!("local of {own}"),
+        }
+    }
+
     /// Whether every key of `range` may be read.
     pub fn permits(&self, range: &KeyRange) -> bool {
         self.ranges.iter().any(|allowed| allowed.covers(range))
@@ -53,6 +68,26 @@ mod tests {
             Bytes::copy_from_slice(key.as_bytes()),
             Bytes::copy_from_slice(end.as_bytes()),
         )
+    }
+
+    #[test]
+    fn the_local_role_reads_every_peer_s_cache_and_no_state() {
+        let rules = ReadRules::local(&ClusterName::new("c1").unwrap());
+        for allowed in [
+            KeyRange::prefix("cilium/cache/ip/v1/c2/"),
+            KeyRange::prefix("cilium/synced/c3/"),
+            KeyRange::key("cilium/cluster-config/c2"),
+            KeyRange::key("cilium/.heartbeat"),
+        ] {
+            assert!(rules.permits(&allowed), "{allowed:?}");
+        }
+        for refused in [
+            KeyRange::prefix("cilium/"),
+            KeyRange::prefix("cilium/state/"),
+            KeyRange::prefix("fleetmesh/"),
+        ] {
+            assert!(!rules.permits(&refused), "{refused:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::kvstoremesh::AGENT_SERVICE_FILE;
 use super::render::{CERTS_DIR, CONTAINER_GRPC_PORT, HEADER, IN_CLUSTER_DIR, REMOTES_DIR};
 use super::validate::Member;
 
@@ -12,20 +13,23 @@ use super::validate::Member;
 pub const KUSTOMIZATION_FILE: &str = "kustomization.yaml";
 
 /// The overlay of `member` over `base`. `remotes` and `certs` are the file names in the
-/// member's `remotes/` and `certs/` directories.
+/// member's `remotes/` and `certs/` directories; `etcd_api_port`: the apiserver serves
+/// Cilium agents of the peers there (the profile's `etcdApi`); `agent_etcd_service`: the
+/// agent serves its own cluster's Cilium agents (the profile's `kvstoremesh`).
 pub fn kustomization_yaml(
     member: &Member,
     base: &str,
     remotes: &[String],
     certs: &[String],
     etcd_api_port: Option<u16>,
+    agent_etcd_service: bool,
 ) -> String {
     let mut text = format!(
         "{HEADER}\n\
          apiVersion: kustomize.config.k8s.io/v1beta1\n\
          kind: Kustomization\n\
          namespace: fleetmesh\n\
-         resources:\n  - {}\n\
+         resources:\n  - {}\n{}\
          configMapGenerator:\n\
          \x20 # Replaces the base's placeholder configs; its hash suffix rolls the Deployments.\n\
          \x20 - name: fleetmesh-config\n    behavior: replace\n    files:\n\
@@ -35,6 +39,14 @@ pub fn kustomization_yaml(
          \x20 - name: fleetmesh-remotes\n    options: {{disableNameSuffixHash: true}}\n    files:\n",
         // Quoted: a path or URL may hold characters YAML would read as syntax.
         serde_json::Value::from(base),
+        if agent_etcd_service {
+            format!(
+                "  # The agent's etcd API for this cluster's own Cilium agents (KVStoreMesh's part).\n  \
+                 - {IN_CLUSTER_DIR}/{AGENT_SERVICE_FILE}\n"
+            )
+        } else {
+            String::new()
+        },
     );
     for file in remotes {
         let _ = writeln!(text, "      - {REMOTES_DIR}/{file}");
@@ -117,9 +129,11 @@ mod tests {
             &["c1.yaml".into(), "c2.yaml".into()],
             &["ca.crt".into(), "client-c1.crt".into()],
             None,
+            false,
         );
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(yaml["resources"][0], "../../deploy/overlays/embedded");
+        assert_eq!(yaml["resources"][1], serde_yaml::Value::Null, "{text}");
         assert_eq!(
             yaml["configMapGenerator"][0]["files"][1],
             "agent.yaml=kube/agent.yaml"
@@ -134,18 +148,26 @@ mod tests {
 
     #[test]
     fn another_port_is_patched_into_the_service() {
-        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[], None);
+        let text = kustomization_yaml(&member("c1.example:443"), "base", &[], &[], None, true);
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let patch = yaml["patches"][0]["patch"].as_str().unwrap();
         assert!(
             patch.contains("path: /spec/ports/0/port, value: 443"),
             "{patch}"
         );
+        assert_eq!(yaml["resources"][1], "kube/agent-etcd-service.yaml");
     }
 
     #[test]
     fn the_etcd_api_port_is_added_to_the_service_and_the_container() {
-        let text = kustomization_yaml(&member("c1.example:9891"), "base", &[], &[], Some(2379));
+        let text = kustomization_yaml(
+            &member("c1.example:9891"),
+            "base",
+            &[],
+            &[],
+            Some(2379),
+            false,
+        );
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let service = yaml["patches"][0]["patch"].as_str().unwrap();
         assert!(

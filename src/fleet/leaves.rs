@@ -18,6 +18,11 @@ use crate::model::ClusterName;
 pub enum Role {
     Server,
     Client,
+    /// The agent's etcd API, which the member's own Cilium agents dial.
+    CacheServer,
+    /// The member's own Cilium agents reading that API: a client leaf naming the member
+    /// (Cilium's `local-<cluster>` user), with its own key.
+    Local,
 }
 
 impl Role {
@@ -26,6 +31,8 @@ impl Role {
         match self {
             Self::Server => "server",
             Self::Client => "client",
+            Self::CacheServer => "kvstoremesh",
+            Self::Local => "local",
         }
     }
 }
@@ -65,16 +72,52 @@ impl LeafSpec {
         }
     }
 
-    /// `<role>-<cluster>`: the file name without `.crt`/`.key`.
+    /// The leaf the agent's etcd API serves with: valid for the in-cluster Service
+    /// Cilium dials, and for loopback (`kubectl port-forward`, tests).
+    pub fn cache_server(member: &Member) -> Self {
+        Self {
+            cluster: member.name.clone(),
+            role: Role::CacheServer,
+            dns: super::kvstoremesh::CACHE_SERVER_NAMES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            ips: vec![IpAddr::from([127, 0, 0, 1])],
+        }
+    }
+
+    /// The client leaf of the member's own Cilium agents.
+    pub fn local(member: &Member) -> Self {
+        Self {
+            cluster: member.name.clone(),
+            role: Role::Local,
+            dns: vec![],
+            ips: vec![],
+        }
+    }
+
+    /// `<role>-<cluster>`: the file name without `.crt`/`.key`; the local leaf has the
+    /// name Cilium's config files use.
     pub fn file_stem(&self) -> String {
-        format!("{}-{}", self.role.as_str(), self.cluster)
+        match self.role {
+            Role::Local => super::kvstoremesh::LOCAL_CLIENT_STEM.to_string(),
+            _ => format!("{}-{}", self.role.as_str(), self.cluster),
+        }
+    }
+
+    /// The member's directory the leaf's files are in.
+    pub fn dir(&self) -> &'static str {
+        match self.role {
+            Role::Local => super::kvstoremesh::CILIUM_DIR,
+            _ => super::render::CERTS_DIR,
+        }
     }
 
     /// The subject common name certs gives such a leaf (see [`crate::certs`]).
     fn common_name(&self) -> String {
         match self.role {
-            Role::Server => format!("apiserver-{}", self.cluster),
-            Role::Client => format!("remote-{}", self.cluster),
+            Role::Server | Role::CacheServer => format!("apiserver-{}", self.cluster),
+            Role::Client | Role::Local => format!("remote-{}", self.cluster),
         }
     }
 

@@ -20,6 +20,8 @@
 //!   base: ../../deploy/overlays/embedded   # relative to DIR/<name>/, or a remote URL
 //!   store: embedded               # or etcd-sidecar, for deploy/overlays/etcd-sidecar
 //! etcdApi: {port: 2379}           # optional: apiservers also speak etcd to Cilium agents
+//! kvstoremesh: {port: 2379}       # optional: each agent serves its peers to its own
+//!                                 # cluster's Cilium agents (KVStoreMesh's part)
 //! ```
 //!
 //! Hub-spoke is the shared-services model: hubs see every member, every other member is
@@ -39,6 +41,10 @@
 //!                                      agent reads for each peer it sees, next to
 //!                                      common-etcd-client{-ca.crt,.crt,.key}: the shape
 //!                                      of Cilium's `cilium-clustermesh` Secret
+//! DIR/<name>/certs/kvstoremesh-<name>.{crt,key}  with `kvstoremesh`: the agent's etcd API
+//! DIR/<name>/cilium-kvstoremesh/       the member's own Cilium agents → its agent: one
+//!                                      config per peer, local-etcd-client{-ca.crt,.crt,.key}
+//!                                      (the local role), kustomization.yaml (with `kustomize`)
 //! DIR/<name>/manifests/                the apiserver's source (left alone)
 //! DIR/<name>/kustomization.yaml        with `kustomize`: the overlay over the base, with
 //! DIR/<name>/kube/{apiserver,agent}.yaml   the in-cluster configs (Kubernetes source,
@@ -54,6 +60,7 @@
 mod cidr;
 mod error;
 mod kustomize;
+mod kvstoremesh;
 mod leaves;
 mod lock;
 mod plan;
@@ -66,7 +73,8 @@ pub use error::{FleetError, Problems};
 pub use lock::{LOCK_FILE, Lock, LockedMember};
 pub use plan::{CA_DIR, Change, FileOp, Plan, WhatIf, plan};
 pub use profile::{
-    EtcdApiSpec, InClusterStore, KustomizeSpec, LinkSpec, MemberSpec, Profile, TopologySpec,
+    EtcdApiSpec, InClusterStore, KustomizeSpec, KvstoremeshSpec, LinkSpec, MemberSpec, Profile,
+    TopologySpec,
 };
 pub use topology::Visibility;
 pub use validate::{Address, Fleet, Member, Problem, validate};

@@ -266,11 +266,13 @@ impl Plan {
                 source,
             };
             let issued = match leaf.role {
-                Role::Server => ca.issue_server(&leaf.cluster, &leaf.dns, &leaf.ips, LEAF_VALIDITY),
-                Role::Client => ca.issue_client(&leaf.cluster, LEAF_VALIDITY),
+                Role::Server | Role::CacheServer => {
+                    ca.issue_server(&leaf.cluster, &leaf.dns, &leaf.ips, LEAF_VALIDITY)
+                }
+                Role::Client | Role::Local => ca.issue_client(&leaf.cluster, LEAF_VALIDITY),
             }
             .map_err(issue_error)?;
-            let (cert, key) = leaf_paths(&leaf.cluster, &leaf.file_stem());
+            let (cert, key) = leaf_paths(leaf);
             // The key first: a watcher that sees the new certificate finds its key.
             ops.push(write(self.out.join(key), &issued.key_pem, KEY_MODE));
             ops.push(write(self.out.join(cert), &issued.cert_pem, CERT_MODE));
@@ -313,9 +315,10 @@ fn write(path: PathBuf, contents: &str, mode: u32) -> FileOp {
     }
 }
 
-/// `<member>/certs/<stem>.crt` and `.key`.
-fn leaf_paths(member: &ClusterName, stem: &str) -> (PathBuf, PathBuf) {
-    let dir = Path::new(member.as_str()).join(CERTS_DIR);
+/// `<member>/<dir>/<stem>.crt` and `.key`.
+fn leaf_paths(leaf: &LeafSpec) -> (PathBuf, PathBuf) {
+    let stem = leaf.file_stem();
+    let dir = Path::new(leaf.cluster.as_str()).join(leaf.dir());
     (
         dir.join(format!("{stem}.crt")),
         dir.join(format!("{stem}.key")),
@@ -376,9 +379,19 @@ impl Planner<'_> {
             }
             self.ca_copy(base.join(CERTS_DIR).join(CA_CERT_FILE))?;
             let (server, client) = (LeafSpec::server(member), LeafSpec::client(member));
+            let cache_server = match fleet.kvstoremesh_port {
+                Some(port) => {
+                    self.kvstoremesh(&fleet, member, port)?;
+                    Some(LeafSpec::cache_server(member))
+                }
+                None => None,
+            };
             if let Some(kustomize) = &fleet.kustomize {
                 let mut certs = vec![CA_CERT_FILE.to_string()];
-                for leaf in [&server, &client] {
+                for leaf in [Some(&server), Some(&client), cache_server.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
                     let stem = leaf.file_stem();
                     certs.extend([format!("{stem}.crt"), format!("{stem}.key")]);
                 }
@@ -400,13 +413,17 @@ impl Planner<'_> {
                         &remotes,
                         &certs,
                         fleet.etcd_api_port,
+                        fleet.kvstoremesh_port.is_some(),
                     ),
                 )?;
             }
             self.leaf(server);
-            let client_stem = client.file_stem();
+            let client_paths = leaf_paths(&client);
             self.leaf(client);
-            self.clustermesh(&fleet, member, &client_stem)?;
+            self.clustermesh(&fleet, member, client_paths)?;
+            if let Some(cache_server) = cache_server {
+                self.leaf(cache_server);
+            }
             let manifests = base.join(MANIFESTS_DIR);
             if !self.out.join(&manifests).is_dir() {
                 self.note(manifests.clone(), Change::Add);
@@ -437,6 +454,41 @@ impl Planner<'_> {
             removals: self.removals,
             what_if: self.what_if,
         })
+    }
+
+    /// `<name>/cilium-kvstoremesh/`: what points the member's own Cilium agents at its
+    /// agent's etcd API (see [`super::kvstoremesh`]).
+    fn kvstoremesh(&mut self, fleet: &Fleet, member: &Member, port: u16) -> Result<(), FleetError> {
+        use super::kvstoremesh as km;
+        let dir = PathBuf::from(member.name.as_str()).join(km::CILIUM_DIR);
+        let peers: Vec<&ClusterName> = fleet
+            .sees
+            .get(&member.name)
+            .into_iter()
+            .flatten()
+            .filter(|peer| **peer != member.name)
+            .collect();
+        for peer in &peers {
+            self.text(dir.join(peer.as_str()), km::cilium_config(port))?;
+        }
+        for stale in km::config_files(&self.out.join(&dir))? {
+            if !peers.iter().any(|p| p.as_str() == stale) {
+                self.remove(dir.join(stale));
+            }
+        }
+        self.ca_copy(dir.join(km::LOCAL_CA_FILE))?;
+        if fleet.kustomize.is_some() {
+            let names: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+            self.text(dir.join(KUSTOMIZATION_FILE), km::kustomization_yaml(&names))?;
+            self.text(
+                PathBuf::from(member.name.as_str())
+                    .join(IN_CLUSTER_DIR)
+                    .join(km::AGENT_SERVICE_FILE),
+                km::agent_service_yaml(port),
+            )?;
+        }
+        self.leaf(LeafSpec::local(member));
+        Ok(())
     }
 
     fn members_and_links(&mut self, fleet: &Fleet, previous: &Lock) {
@@ -496,7 +548,7 @@ impl Planner<'_> {
     }
 
     fn leaf(&mut self, spec: LeafSpec) {
-        let (cert, key) = leaf_paths(&spec.cluster, &spec.file_stem());
+        let (cert, key) = leaf_paths(&spec);
         let Some(reason) = spec.reissue_reason(
             &self.out.join(&cert),
             &self.out.join(&key),
@@ -533,10 +585,17 @@ impl Planner<'_> {
             base.join(IN_CLUSTER_DIR).join("agent.yaml"),
             certs.join(CA_CERT_FILE),
         ];
-        for role in ["server", "client"] {
-            let (cert, key) = leaf_paths(name, &format!("{role}-{name}"));
+        for role in [Role::Server, Role::Client, Role::CacheServer, Role::Local] {
+            let leaf = LeafSpec {
+                cluster: name.clone(),
+                role,
+                dns: vec![],
+                ips: vec![],
+            };
+            let (cert, key) = leaf_paths(&leaf);
             owned.extend([cert, key]);
         }
+        owned.extend(super::kvstoremesh::owned_files(&base, self.out)?);
         let remotes = base.join(REMOTES_DIR);
         owned.extend(
             self.yaml_files(&remotes)?
@@ -558,13 +617,13 @@ impl Planner<'_> {
     }
 
     /// With `etcdApi`: `member`'s Cilium clustermesh directory — a config per peer it
-    /// sees, the CA, and a copy of its client leaf (`client_stem`), which materialize
+    /// sees, the CA, and a copy of its client leaf (at `client_paths`), which materialize
     /// writes when it issues the leaf and this keeps equal to the leaf otherwise.
     fn clustermesh(
         &mut self,
         fleet: &Fleet,
         member: &Member,
-        client_stem: &str,
+        client_paths: (PathBuf, PathBuf),
     ) -> Result<(), FleetError> {
         let Some(port) = fleet.etcd_api_port else {
             return Ok(());
@@ -601,7 +660,7 @@ impl Planner<'_> {
             .leaves
             .iter()
             .any(|l| l.cluster == member.name && l.role == Role::Client);
-        let (cert, key) = leaf_paths(&member.name, client_stem);
+        let (cert, key) = client_paths;
         for (leaf, copy) in [(cert, CLUSTERMESH_CERT_FILE), (key, CLUSTERMESH_KEY_FILE)] {
             let copy = dir.join(copy);
             let held = read_optional(&self.out.join(&copy))?;
@@ -843,6 +902,57 @@ mod tests {
             read("s1/certs/client-s1.crt")
         );
         assert!(!dir.path().join("s2/clustermesh/hub").exists());
+    }
+
+    #[test]
+    fn with_kvstoremesh_each_member_points_its_cilium_at_its_agent_for_the_peers_it_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}kvstoremesh: {{port: 2380}}\n",
+            profile(&three(), HUB_SPOKE)
+        );
+        let first = plan(&text, dir.path()).unwrap();
+        let w = first.what_if();
+        // Server, client, the agent's etcd API and the local role's, per member.
+        assert_eq!(w.certificates.len(), 12);
+        let all = files(w);
+        for expected in [
+            "hub/certs/kvstoremesh-hub.crt",
+            "hub/cilium-kvstoremesh/s1",
+            "hub/cilium-kvstoremesh/s2",
+            "hub/cilium-kvstoremesh/local-etcd-client.key",
+            "hub/cilium-kvstoremesh/local-etcd-client-ca.crt",
+            "s1/cilium-kvstoremesh/hub",
+        ] {
+            assert!(
+                all.contains(&(expected.into(), Change::Add)),
+                "{expected} not in {all:?}"
+            );
+        }
+        assert!(
+            !all.iter()
+                .any(|(p, _)| p == "s1/cilium-kvstoremesh/s2" || p == "s1/cilium-kvstoremesh/s1"),
+            "Cilium is pointed at the peers the member sees, not at itself"
+        );
+        apply(&first, false);
+        let agent = std::fs::read_to_string(dir.path().join("s1/agent.yaml")).unwrap();
+        let config =
+            crate::agent::AgentConfig::parse(&agent, &dir.path().join("s1/agent.yaml")).unwrap();
+        let api = config.etcd_api.unwrap();
+        assert_eq!(api.listen.port(), 2380);
+        assert!(api.tls.cert.ends_with("certs/kvstoremesh-s1.crt"));
+        let cilium = std::fs::read_to_string(dir.path().join("s1/cilium-kvstoremesh/hub")).unwrap();
+        assert!(cilium.contains(":2380\n"), "{cilium}");
+        assert!(plan(&text, dir.path()).unwrap().what_if().is_empty());
+
+        // Without it, nothing of it is planned.
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = plan(&profile(&three(), HUB_SPOKE), plain_dir.path()).unwrap();
+        assert!(
+            !files(plain.what_if())
+                .iter()
+                .any(|(p, _)| p.contains("kvstoremesh"))
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Profile {
     pub kustomize: Option<KustomizeSpec>,
     /// Also serve the etcd API to Cilium agents, and write their clustermesh configs.
     pub etcd_api: Option<EtcdApiSpec>,
+    /// Also let each member's agent play KVStoreMesh for the member's own Cilium agents.
+    pub kvstoremesh: Option<KvstoremeshSpec>,
 }
 
 /// The apiservers' etcd API for stock Cilium agents.
@@ -35,6 +37,19 @@ pub struct EtcdApiSpec {
 
 fn default_etcd_api_port() -> u16 {
     2379
+}
+
+/// The agents' etcd API for their own cluster's Cilium agents (KVStoreMesh's part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvstoremeshSpec {
+    /// The port the agent's etcd API listens on (etcd's client port by default).
+    #[serde(default = "default_kvstoremesh_port")]
+    pub port: u16,
+}
+
+fn default_kvstoremesh_port() -> u16 {
+    super::kvstoremesh::AGENT_ETCD_API_PORT
 }
 
 /// Where the members' kustomize overlays find fleetmesh's manifests, and the store the

@@ -119,8 +119,17 @@ pub fn clustermesh_yaml(peer: &Member, port: u16) -> String {
     )
 }
 
-/// `<name>/agent.yaml`: the member's cluster and its remotes directory.
+/// `<name>/agent.yaml`: the member's cluster, its remotes directory and the etcd API
+/// its own Cilium agents read on loopback.
 pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
+    format!(
+        "{}{}",
+        agent_base_yaml(fleet, member),
+        etcd_api_block(fleet, member, "127.0.0.1")
+    )
+}
+
+fn agent_base_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
         "{HEADER}\ncluster: {}\nremotesDir: {REMOTES_DIR}\n",
         cluster_line(fleet, member)
@@ -132,9 +141,17 @@ pub fn agent_yaml(fleet: &Fleet, member: &Member) -> String {
 /// services, so that the cluster's own load balancing reaches them.
 pub fn in_cluster_agent_yaml(fleet: &Fleet, member: &Member) -> String {
     format!(
-        "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n",
-        agent_yaml(fleet, member)
+        "{}api: {{listen: \"{CONTAINER_AGENT_API_LISTEN}\"}}\nendpointSlices: {{enabled: true}}\n{}",
+        agent_base_yaml(fleet, member),
+        etcd_api_block(fleet, member, "0.0.0.0")
     )
+}
+
+/// The agent's `etcdApi` block when the profile asks for KVStoreMesh's part.
+fn etcd_api_block(fleet: &Fleet, member: &Member, host: &str) -> String {
+    fleet.kvstoremesh_port.map_or(String::new(), |port| {
+        super::kvstoremesh::etcd_api_block(member.name.as_str(), host, port)
+    })
 }
 
 /// `<local>/remotes/<peer>.yaml`: where `local`'s agent dials `peer`, with `local`'s

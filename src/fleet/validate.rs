@@ -136,6 +136,8 @@ pub struct Fleet {
     pub kustomize: Option<KustomizeSpec>,
     /// The port of the members' etcd API, when the profile asks for it.
     pub etcd_api_port: Option<u16>,
+    /// The agents' etcd API port for their own Cilium agents, when the profile asks.
+    pub kvstoremesh_port: Option<u16>,
 }
 
 impl Fleet {
@@ -295,6 +297,7 @@ pub fn validate(profile: &Profile, previous: Option<&Lock>) -> Result<Fleet, Vec
         sees,
         kustomize,
         etcd_api_port,
+        kvstoremesh_port: profile.kvstoremesh.map(|k| k.port),
     })
 }
 

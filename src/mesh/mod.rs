@@ -57,7 +57,7 @@ pub use self::ipcache::{IpConflict, IpcacheEntryView};
 pub use self::select::{SelectedBackend, SelectionReason};
 pub use self::services::{BackendEntry, ClusterBackends, ServiceView};
 pub use self::stale::StalePolicy;
-pub use self::status::{Failure, PeerStatus, SyncedKinds};
+pub use self::status::{CacheStatus, Failure, PeerStatus, SyncedKinds};
 
 /// How much the view holds from one cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

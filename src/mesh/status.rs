@@ -55,6 +55,26 @@ pub struct PeerStatus {
     /// status` recomputes them for the current time).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_warnings: Vec<String>,
+    /// What the agent's Cilium cache keys hold of this peer, when it serves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// What the agent's Cilium cache keys (KVStoreMesh's part) hold of one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStatus {
+    /// `cilium/cache/` keys of the peer.
+    pub keys: u64,
+    /// Its sync canaries (one per kind once it synced).
+    pub canaries: u64,
+    /// Its cluster config is served (deleted first when the peer is removed).
+    pub config: bool,
+    /// Services whose backends the stale policy withdrew from their keys.
+    pub withdrawn_services: u64,
+    /// The etcd API's clients (the cluster's Cilium agents) connected now; every one
+    /// reads every peer.
+    pub etcd_clients: u64,
 }
 
 impl PeerStatus {

@@ -80,6 +80,45 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
             let _ = writeln!(out, "WARNING: {warning}");
         }
     }
+    out.push_str(&cache_section(report));
+    out
+}
+
+/// The Cilium cache keys the agent serves (KVStoreMesh's part), per peer; empty when it
+/// serves none.
+fn cache_section(report: &StatusReport) -> String {
+    let cached: Vec<(&PeerStatus, &crate::mesh::CacheStatus)> = report
+        .peers
+        .iter()
+        .filter_map(|p| p.cache.as_ref().map(|c| (p, c)))
+        .collect();
+    let Some((_, first)) = cached.first() else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nCilium cache keys (etcd API): {} etcd client(s) connected\n",
+        first.etcd_clients
+    );
+    let headers = [
+        "CLUSTER",
+        "CACHE KEYS",
+        "CANARIES",
+        "CONFIG",
+        "WITHDRAWN SERVICES",
+    ];
+    let rows = cached
+        .iter()
+        .map(|(p, c)| {
+            vec![
+                p.cluster.clone(),
+                c.keys.to_string(),
+                c.canaries.to_string(),
+                if c.config { "served" } else { "deleted" }.to_string(),
+                c.withdrawn_services.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&headers, rows));
     out
 }
 
@@ -394,6 +433,26 @@ c2          no     no         nodes,services  0      0          0           0   
 WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew it with `fleetmesh certs rotate`
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn status_table_shows_the_cache_keys_held_per_peer_and_the_etcd_clients() {
+        let mut report = mk_report();
+        assert!(!status_table(&report, 0).contains("Cilium cache keys"));
+        report.peers[0].cache = Some(crate::mesh::CacheStatus {
+            keys: 1234,
+            canaries: 4,
+            config: true,
+            withdrawn_services: 1,
+            etcd_clients: 7,
+        });
+        let text = status_table(&report, 0);
+        assert!(
+            text.contains("Cilium cache keys (etcd API): 7 etcd client(s) connected"),
+            "{text}"
+        );
+        let row = text.lines().last().unwrap();
+        assert!(row.contains("1234") && row.contains("served"), "{text}");
     }
 
     #[test]

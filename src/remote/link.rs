@@ -19,11 +19,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Retry;
 use super::credentials::credentials;
+use super::observer::ApplyObserver;
+use super::sink::{Both, PeerSink};
 use super::status::{Reporter, unix_ms};
 use super::sync::{FrameReport, WatchState};
 use super::validate::check_info;
 use super::{
-    Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedView,
+    Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedSink, SharedView,
     ValidationError,
 };
 use crate::model::{Cluster, ClusterId, Kind};
@@ -69,6 +71,9 @@ pub struct LinkSettings {
     pub keepalive: Keepalive,
     /// Told about every change applied to the view (benchmarks); `None` in production.
     pub observer: Option<SharedObserver>,
+    /// Follows what the link does to the view (the agent's Cilium cache keys); `None`
+    /// when the agent serves no etcd API.
+    pub sink: Option<SharedSink>,
 }
 
 impl Default for LinkSettings {
@@ -81,6 +86,7 @@ impl Default for LinkSettings {
             tls_reload: RELOAD_INTERVAL,
             keepalive: Keepalive::default(),
             observer: None,
+            sink: None,
         }
     }
 }
@@ -259,6 +265,9 @@ impl Link {
             source,
         })?;
         let peer = self.accept(check_info(&info, &name, &self.local, self.is_local)?)?;
+        if let Some(sink) = self.sink() {
+            sink.accepted(&peer);
+        }
         self.status.set_validated(true);
         let (cert_not_after, credentials) = {
             let seen = server_cert.borrow();
@@ -330,6 +339,12 @@ impl Link {
         }
     }
 
+    /// The sink, unless this is the link to the agent's own apiserver (whose data is
+    /// the local cluster's, not a peer's).
+    fn sink(&self) -> Option<&dyn PeerSink> {
+        self.settings.sink.as_deref().filter(|_| !self.is_local)
+    }
+
     /// The client config of the peer's TLS files, loading them on first use; until they
     /// load, every attempt fails with the reason.
     fn client_configs(&mut self) -> Result<watch::Receiver<Arc<ClientConfig>>, LinkError> {
@@ -364,6 +379,9 @@ impl Link {
             );
             self.ids.release(old, &peer.name);
             self.view.write().drain(&peer.name);
+            if let Some(sink) = self.sink() {
+                sink.drained(&peer.name);
+            }
             self.resume = None;
         }
         self.reserved = Some(peer.id);
@@ -376,7 +394,15 @@ impl Link {
         // a stream, and this runs for each of them.
         let epoch = (!self.status.has_epoch(&frame.epoch)).then(|| frame.epoch.clone());
         let events = frame.events.len();
-        let observer = self.settings.observer.as_deref();
+        let sink = self.sink().map(|s| s as &dyn ApplyObserver);
+        let both;
+        let observer = match (sink, self.settings.observer.as_deref()) {
+            (Some(sink), Some(observer)) => {
+                both = Both(sink, observer);
+                Some(&both as &dyn ApplyObserver)
+            }
+            (sink, observer) => sink.or(observer),
+        };
         let report = state.on_frame(frame, peer, &self.view, observer);
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
@@ -442,6 +468,9 @@ impl Link {
         });
         if synced {
             self.synced_once = true;
+            if let Some(sink) = self.sink() {
+                sink.synced(&peer.name);
+            }
         }
         if resume_point.is_some() {
             self.resume = resume_point;

@@ -38,6 +38,7 @@ mod error;
 mod ids;
 mod link;
 mod observer;
+mod sink;
 mod status;
 mod sync;
 mod validate;
@@ -51,6 +52,7 @@ pub use self::error::LinkError;
 pub use self::ids::{IdConflict, IdRegistry};
 pub use self::link::{LinkSettings, PeerLink, spawn_link};
 pub use self::observer::{ApplyObserver, SharedObserver};
+pub use self::sink::{PeerSink, SharedSink};
 pub use self::validate::ValidationError;
 pub use crate::mesh::{Failure, PeerStatus, SyncedKinds};
 

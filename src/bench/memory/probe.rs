@@ -168,7 +168,9 @@ fn link_views(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((0..views).map(|_| spawn_merging(local, &configs)).collect())
+    Ok((0..views)
+        .map(|_| spawn_merging(local, &configs, None))
+        .collect())
 }
 
 /// Every view compared with every peer's workload; a link that is not ready, or

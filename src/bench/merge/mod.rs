@@ -6,6 +6,7 @@
 //!
 //! The view must then hold exactly every cluster's state, under that cluster's name.
 
+mod cache_keys;
 mod table;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+pub use self::cache_keys::CacheKeysReport;
 pub use self::table::merge_table;
 
 use super::agents::{spawn_merging, wait_ready};
@@ -53,6 +55,8 @@ pub struct MergeOptions {
     /// Endpoints per cluster.
     pub endpoints: u32,
     pub bench: BenchOptions,
+    /// The agent also keeps every cluster's Cilium cache keys, and they are listed.
+    pub etcd_api: bool,
 }
 
 /// The report of one `bench merge` run.
@@ -82,6 +86,9 @@ pub struct MergeReport {
     /// 255 × 1,000 merged within 10 s; `None` for a smaller run (the target is for
     /// that size).
     pub target_met: Option<bool>,
+    /// With `--etcd-api`: the cache keys and their paged list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_keys: Option<CacheKeysReport>,
     pub correctness: Correctness,
 }
 
@@ -128,8 +135,11 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
 
     let peers: Vec<PeerConfig> = members.iter().map(|m| m.peer.clone()).collect();
     let rss_before = rss_kib(None)?;
+    let mut correctness = Correctness::default();
     let merging = Instant::now();
-    let (view, links) = spawn_merging(&local, &peers);
+    let keys = options.etcd_api.then(|| cache_keys::new_cache_keys(&local));
+    let sink = keys.clone().map(|k| k as crate::remote::SharedSink);
+    let (view, links) = spawn_merging(&local, &peers, sink);
     let times = wait_ready(
         &links,
         merging,
@@ -139,8 +149,18 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
     .await
     .context("the agent did not sync with every cluster")?;
     let rss_after = rss_kib(None)?;
+    let cache_keys = match &keys {
+        Some(keys) => {
+            let report = cache_keys::measure(keys)?;
+            // Every merged endpoint is one ipcache key.
+            let expected = u64::from(sizes.endpoints) * members.len() as u64;
+            correctness.lost += expected.saturating_sub(report.ip_keys);
+            correctness.phantom += report.ip_keys.saturating_sub(expected);
+            Some(report)
+        }
+        None => None,
+    };
 
-    let mut correctness = Correctness::default();
     {
         let view = view.read();
         for m in &members {
@@ -184,6 +204,7 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
         rss_growth_mib_per_100k: per_100k,
         target_met: (options.clusters >= TARGET_SIZE.0 && options.endpoints >= TARGET_SIZE.1)
             .then_some(all_synced <= TARGET),
+        cache_keys,
         correctness,
     })
 }

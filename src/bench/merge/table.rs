@@ -46,6 +46,18 @@ pub fn merge_table(report: &MergeReport) -> String {
         None => "not measured at this size (--clusters 255 --endpoints 1000)",
     };
     let _ = writeln!(out, "\ntarget 255 × 1,000 merged in ≤ 10 s: {target}");
+    if let Some(cache) = &report.cache_keys {
+        let _ = writeln!(
+            out,
+            "Cilium cache keys (--etcd-api): {} keys served, included in ALL SYNCED and RSS; \
+             a paged list of cilium/cache/ip/v1/ read {} keys in {} pages in {} (in process, \
+             without the gRPC transport)",
+            cache.keys,
+            cache.ip_keys,
+            cache.pages,
+            ms(cache.list_ms)
+        );
+    }
     let _ = writeln!(
         out,
         "RSS growth is the whole process's (apiservers included): an upper bound of the view; \
