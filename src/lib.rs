@@ -25,6 +25,7 @@
 //! | [`remote`] | the agent's link per peer: reconnect, validate, resume, mark and sweep |
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
+//! | [`exposition`] | Prometheus metrics of both binaries, OpenMetrics text |
 //! | [`config`] | the `cluster:` block every config file shares |
 //! | [`report`] | errors told to people: one line with every cause |
 //! | [`bench`] | `fleetmesh bench`: the production paths measured side by side with etcd-direct agents, results checked |
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod exposition;
 pub mod fleet;
 pub mod grpc;
 pub mod k8s;

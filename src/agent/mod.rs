@@ -24,7 +24,7 @@ pub use endpoint_slices::{MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOUR
 
 use crate::mesh::{MeshView, PeerStatus};
 use crate::model::Cluster;
-use crate::observe::ApiState;
+use crate::observe::{ApiState, SliceStats};
 use crate::remote::{IdRegistry, LinkSettings, SharedView, spawn_link};
 
 use self::links::LinkTable;
@@ -93,7 +93,11 @@ impl Agent {
 
         let mut tasks = JoinSet::new();
         tasks.spawn(remotes.run());
-        let state = ApiState::new(view.clone(), links.clone());
+        let slice_stats = SliceStats::default();
+        let mut state = ApiState::new(view.clone(), links.clone());
+        if slice_writer.is_some() {
+            state = state.with_slice_stats(slice_stats.clone());
+        }
         tasks.spawn(async move {
             crate::observe::serve(listener, state)
                 .await
@@ -102,7 +106,13 @@ impl Agent {
         if let Some((client, settings)) = slice_writer {
             let links: Arc<dyn crate::observe::Links> = links.clone();
             let view = view.clone();
-            tasks.spawn(endpoint_slices::run(client, view, links, settings));
+            tasks.spawn(endpoint_slices::run(
+                client,
+                view,
+                links,
+                settings,
+                slice_stats,
+            ));
         }
         info!(%api_addr, "agent started");
         Ok(Self {

@@ -1,31 +1,34 @@
-//! `/healthz` (the process is alive) and `/readyz` (every sync canary is written, as
-//! Cilium's clustermesh-apiserver reports readiness).
+//! `/healthz` (the process is alive), `/readyz` (every sync canary is written, as
+//! Cilium's clustermesh-apiserver reports readiness) and `/metrics` (module `metrics`).
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::export::ExportStatus;
+use super::metrics::ApiserverMetrics;
+use crate::exposition::CONTENT_TYPE;
 
 /// Serves the health endpoints on `listener` until the future is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    status: watch::Receiver<ExportStatus>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, metrics: ApiserverMetrics) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(status);
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics);
     axum::serve(listener, app).await
 }
 
-async fn readyz(State(status): State<watch::Receiver<ExportStatus>>) -> (StatusCode, String) {
-    let status = status.borrow().clone();
+async fn metrics_text(State(metrics): State<ApiserverMetrics>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
+}
+
+async fn readyz(State(metrics): State<ApiserverMetrics>) -> (StatusCode, String) {
+    let status = metrics.export.borrow().clone();
     if status.synced {
         (
             StatusCode::OK,

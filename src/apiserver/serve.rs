@@ -45,6 +45,7 @@ pub struct Serving {
     pub stats: GrpcStats,
     /// TLS handshakes accepted and refused (no certificate, untrusted, expired, ...).
     pub handshakes: HandshakeStats,
+    pub cache: Arc<WatchCache>,
 }
 
 /// Starts the cache feed and the gRPC server on `tasks`. Certificates must load now:
@@ -104,5 +105,6 @@ pub async fn start(
         task: task.id(),
         stats,
         handshakes,
+        cache,
     })
 }

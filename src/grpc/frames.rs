@@ -98,6 +98,7 @@ impl Frames {
             ),
             Initial::Resumed { after, batches } => (Phase::Resumed, after, batches),
         };
+        active.subscribed(matches!(phase, Phase::Resumed));
         let epoch = sub.epoch.to_string();
         Self {
             budget: event_budget(&epoch),
@@ -265,6 +266,8 @@ impl Frames {
         synced: bool,
         resumed: bool,
     ) -> WatchFrame {
+        let bytes = events.iter().map(Bytes::len).sum();
+        self.active.sent(events.len(), bytes, revision);
         WatchFrame {
             events,
             synced,
@@ -442,7 +445,7 @@ mod tests {
             initial,
             live,
         };
-        (Frames::new(sub, stats.watch_started()), tx)
+        (Frames::new(sub, stats.watch_started("test", "all")), tx)
     }
 
     fn texts(frame: &WatchFrame) -> Vec<String> {
@@ -630,7 +633,9 @@ mod tests {
     /// once; the others stay counted while their guards live.
     async fn one_of_256() -> (Frames, broadcast::Sender<Arc<Batch>>, Vec<ActiveWatch>) {
         let stats = GrpcStats::default();
-        let others = (0..255).map(|_| stats.watch_started()).collect();
+        let others = (0..255)
+            .map(|_| stats.watch_started("test", "all"))
+            .collect();
         let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
         next_ok(&mut frames).await;
         tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();

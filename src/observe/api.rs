@@ -16,11 +16,13 @@ use parking_lot::RwLock;
 use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
 use crate::model::{IdentityId, ServiceName};
 
+use super::SliceStats;
 use super::links::{Links, waiting_for};
-use super::metrics::{self, AgentGauges};
+use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
 use super::report::{ErrorBody, IdentityView, NodeView, StatusReport};
 use super::unix_ms_now;
+use crate::exposition::CONTENT_TYPE;
 
 /// What the routes read: the merged view and the agent's links.
 #[derive(Clone)]
@@ -28,6 +30,7 @@ pub struct ApiState {
     view: Arc<RwLock<MeshView>>,
     links: Arc<dyn Links>,
     started: Instant,
+    slices: Option<SliceStats>,
 }
 
 impl ApiState {
@@ -37,7 +40,14 @@ impl ApiState {
             view,
             links,
             started: Instant::now(),
+            slices: None,
         }
+    }
+
+    /// Shows the EndpointSlice writer's counters in the metrics.
+    pub fn with_slice_stats(mut self, slices: SliceStats) -> Self {
+        self.slices = Some(slices);
+        self
     }
 
     /// The status document as of `now`.
@@ -136,15 +146,17 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
         let view = state.view.read();
         (view.services(now).len(), view.conflicts().len())
     };
-    let text = metrics::render(
-        &status.peers,
-        AgentGauges {
+    let text = metrics::render(&Scrape {
+        peers: &status.peers,
+        agent: AgentGauges {
             ready: status.ready,
             global_services,
             ip_conflicts,
         },
-    );
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
+        now_unix_ms: unix_ms_now(),
+        slices: state.slices.as_ref(),
+    });
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
@@ -466,13 +478,12 @@ mod tests {
         let app = mk_router(vec![mk_link("c2", true, now)]);
         let request = Request::get("/metrics").body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            metrics::CONTENT_TYPE
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         let (_, text) = get_path(&app, "/metrics").await;
-        assert!(text.contains("fleetmesh_agent_remote_cluster_ready{target_cluster=\"c2\"} 1\n"));
-        assert!(text.contains("fleetmesh_agent_global_services 1\n"));
+        assert!(text.contains(
+            "fleetmesh_agent_remote_cluster_readiness_status{target_cluster=\"c2\"} 1.0\n"
+        ));
+        assert!(text.contains("fleetmesh_agent_global_services 1.0\n"));
 
         let (code, html) = get_path(&app, "/").await;
         assert_eq!(code, StatusCode::OK);

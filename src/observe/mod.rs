@@ -21,6 +21,7 @@ mod metrics;
 mod page;
 mod render;
 mod report;
+mod slice_stats;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,7 @@ pub use client::{AgentClient, ClientError, DEFAULT_AGENT_URL};
 pub use links::{GLOBAL_READY_TIMEOUT, LinkReport, Links, PER_LINK_READY_TIMEOUT};
 pub use render::{lookup_table, services_table, status_table};
 pub use report::{ErrorBody, IdentityView, NodeView, StatusReport};
+pub use slice_stats::SliceStats;
 
 /// Serves the API on `listener` until the future is dropped.
 pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
