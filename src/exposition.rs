@@ -5,7 +5,8 @@
 //! are registered as they are.
 //!
 //! Names follow Prometheus' conventions: the unit in the name, and counters named
-//! without `_total`, which the encoder appends.
+//! without `_total`, which the encoder appends. Help texts end without a full stop: the
+//! encoder adds one.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -123,8 +124,8 @@ mod tests {
     #[test]
     fn counters_get_total_and_the_text_ends_with_eof() {
         let mut e = Exposition::new("x");
-        e.counter("things", "Things.", 3);
-        e.gauge_family("up", "Up.", [(labels([("peer", "a\"b")]), 1.0)]);
+        e.counter("things", "Things", 3);
+        e.gauge_family("up", "Up", [(labels([("peer", "a\"b")]), 1.0)]);
         let text = e.finish();
         assert!(text.contains("# TYPE x_things counter\n"), "{text}");
         assert!(text.contains("x_things_total 3\n"), "{text}");

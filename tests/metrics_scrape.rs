@@ -82,6 +82,10 @@ const AGENT_METRICS: &[(&str, OpenMetricsType)] = &[
         "remote_cluster_certificate_expiry_timestamp_seconds",
         OpenMetricsType::Gauge,
     ),
+    (
+        "remote_cluster_propagation_lag_seconds",
+        OpenMetricsType::Histogram,
+    ),
 ];
 
 fn service_yaml(name: &str, ip: &str) -> String {
@@ -261,6 +265,21 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     })
     .await;
 
+    // A live change in c2 after the link synced: its lag is observed.
+    let manifests = pki.dir().join("c2/manifests");
+    std::fs::write(
+        manifests.join("more.yaml"),
+        service_yaml("more", "10.2.0.9"),
+    )
+    .unwrap();
+    support::wait_until("c2's new service at c1's agent", TIMEOUT, || {
+        agent
+            .statuses()
+            .iter()
+            .any(|s| s.cluster == "c2" && s.counts.services == 2)
+    })
+    .await;
+
     let agent_prefix = "fleetmesh_agent_";
     let api_prefix = "fleetmesh_apiserver_";
     let before = scrape(agent.api_addr, agent_prefix).await;
@@ -274,13 +293,33 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
         ),
         Some(1.0)
     );
+    assert!(
+        value(
+            &before,
+            "remote_cluster_propagation_lag_seconds",
+            &[("target_cluster", "c2")]
+        )
+        .unwrap()
+            >= 1.0,
+        "a live change observed"
+    );
     assert_eq!(
         value(
             &before,
             "remote_cluster_services",
             &[("target_cluster", "c2")]
         ),
-        Some(1.0)
+        Some(2.0)
+    );
+    assert!(
+        value(
+            &before,
+            "remote_cluster_propagation_lag_seconds",
+            &[("target_cluster", "c2")]
+        )
+        .unwrap()
+            >= 1.0,
+        "a live change observed"
     );
     assert!(
         value(

@@ -79,6 +79,7 @@ impl Agent {
             }
         };
 
+        let propagation_lag = link.propagation_lag.clone();
         let mut remotes = Remotes {
             dir: remotes_dir,
             ids: IdRegistry::new(&cluster),
@@ -94,7 +95,8 @@ impl Agent {
         let mut tasks = JoinSet::new();
         tasks.spawn(remotes.run());
         let slice_stats = SliceStats::default();
-        let mut state = ApiState::new(view.clone(), links.clone());
+        let mut state =
+            ApiState::new(view.clone(), links.clone()).with_propagation_lag(propagation_lag);
         if slice_writer.is_some() {
             state = state.with_slice_stats(slice_stats.clone());
         }

@@ -82,43 +82,43 @@ impl ApiserverMetrics {
         let cluster = labels([("cluster", &self.cluster)]);
         e.gauge_family(
             "export_synced",
-            "1 once every sync canary is written: the store holds the source's full state.",
+            "1 once every sync canary is written: the store holds the source's full state",
             [(cluster.clone(), flag(export.synced))],
         );
         e.gauge(
             "canaries_written",
-            "Sync canaries written by the exporter (one for the cluster once synced).",
+            "Sync canaries written by the exporter (one for the cluster once synced)",
             flag(export.synced),
         );
         e.gauge(
             "exported_keys",
-            "Keys the exporter's last successful reconcile wrote or kept.",
+            "Keys the exporter's last successful reconcile wrote or kept",
             export.keys as f64,
         );
         let c = &self.export_counters;
         e.counter(
             "export_reconciles",
-            "Successful reconciles of the store with the source's state.",
+            "Successful reconciles of the store with the source's state",
             c.reconciles.load(Ordering::Relaxed),
         );
         e.counter(
             "export_writes",
-            "Keys the exporter wrote.",
+            "Keys the exporter wrote",
             c.puts.load(Ordering::Relaxed),
         );
         e.counter(
             "export_deletes",
-            "Keys the exporter deleted.",
+            "Keys the exporter deleted",
             c.deletes.load(Ordering::Relaxed),
         );
         e.counter(
             "export_errors",
-            "Failed reconciles and failures of the exporter's other parts (leases, config).",
+            "Failed reconciles and failures of the exporter's other parts (leases, config)",
             c.errors.load(Ordering::Relaxed),
         );
         e.kept(
             "kvstore_operations_duration_seconds",
-            "Duration of the store's operations (Cilium's kvstore_operations_duration_seconds).",
+            "Duration of the store's operations (Cilium's kvstore_operations_duration_seconds)",
             self.store_latency.clone(),
         );
         if let Some(grpc) = &self.grpc {
@@ -140,7 +140,7 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     }
     e.gauge_family(
         "watchers",
-        "Watch streams open now, per peer cluster and set of kinds.",
+        "Watch streams open now, per peer cluster and set of kinds",
         per_peer
             .into_iter()
             .map(|((peer, kinds), n)| (labels([("peer", &peer), ("kinds", &kinds)]), n)),
@@ -154,19 +154,19 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     e.gauge_family(
         "watcher_revisions_behind",
         "How far the furthest behind open watch of each peer and set of kinds is: store \
-         revisions the cache holds that it has not been sent yet.",
+         revisions the cache holds that it has not been sent yet",
         behind
             .into_iter()
             .map(|((peer, kinds), n)| (labels([("peer", &peer), ("kinds", &kinds)]), n as f64)),
     );
     e.counter(
         "watches",
-        "Watch streams accepted since the server started.",
+        "Watch streams accepted since the server started",
         stats.watches(),
     );
     e.counter_family(
         "watch_starts",
-        "Watch streams by how they started: resumed from a revision, or the full state.",
+        "Watch streams by how they started: resumed from a revision, or the full state",
         [
             (labels([("mode", "resumed")]), stats.resumed_watches()),
             (labels([("mode", "full")]), stats.full_watches()),
@@ -174,23 +174,23 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     );
     e.counter(
         "watchers_lagged",
-        "Watch streams cut off because they fell too far behind.",
+        "Watch streams cut off because they fell too far behind",
         stats.lagged(),
     );
-    e.counter("frames_sent", "Watch frames sent.", stats.frames_sent());
+    e.counter("frames_sent", "Watch frames sent", stats.frames_sent());
     e.counter(
         "events_sent",
-        "Events in the watch frames sent.",
+        "Events in the watch frames sent",
         stats.events_sent(),
     );
     e.counter(
         "event_bytes_sent",
-        "Bytes of the events in the watch frames sent.",
+        "Bytes of the events in the watch frames sent",
         stats.bytes_sent(),
     );
     e.counter_family(
         "requests_refused",
-        "gRPC calls refused, by reason.",
+        "gRPC calls refused, by reason",
         [
             (
                 labels([("reason", "unauthenticated")]),
@@ -208,7 +208,7 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     );
     e.counter_family(
         "authorization_refusals",
-        "Calls refused because the peer may not see this cluster, per peer.",
+        "Calls refused because the peer may not see this cluster, per peer",
         stats
             .permission_denied_by_peer()
             .into_iter()
@@ -217,7 +217,7 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     e.counter_family(
         "tls_handshakes",
         "TLS handshakes on the gRPC port, by outcome (refused: no certificate, an untrusted \
-         or expired one, or a client that went silent).",
+         or expired one, or a client that went silent)",
         [
             (
                 labels([("outcome", "accepted")]),
@@ -228,17 +228,17 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     );
     e.gauge(
         "cache_revision",
-        "The store revision the watch cache holds.",
+        "The store revision the watch cache holds",
         cache.revision as f64,
     );
     e.gauge(
         "cache_synced",
-        "1 once the watch cache holds the store's full state.",
+        "1 once the watch cache holds the store's full state",
         flag(cache.synced),
     );
     e.gauge_family(
         "cache_resources",
-        "Resources the watch cache holds, per kind.",
+        "Resources the watch cache holds, per kind",
         cache
             .entries
             .iter()
@@ -246,7 +246,7 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
     );
     e.gauge(
         "cache_log_events",
-        "Events in the watch cache's resume log.",
+        "Events in the watch cache's resume log",
         cache.log_events as f64,
     );
     let expiry = inspect(std::slice::from_ref(&grpc.cert))
@@ -258,7 +258,7 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
         });
     e.gauge_family(
         "certificate_expiry_timestamp_seconds",
-        "When the gRPC server certificate expires (Unix time); no sample if it cannot be read.",
+        "When the gRPC server certificate expires (Unix time); no sample if it cannot be read",
         expiry.map(|t| (labels([("certificate", "server")]), t)),
     );
 }

@@ -139,7 +139,7 @@ mod tests {
         store.get("b").await.unwrap();
         let latency = store.latency();
         let mut e = crate::exposition::Exposition::new("t");
-        e.kept("op_duration_seconds", "Ops.", latency);
+        e.kept("op_duration_seconds", "Ops", latency);
         let text = e.finish();
         assert!(
             text.contains("t_op_duration_seconds_count{operation=\"get\"} 2\n"),

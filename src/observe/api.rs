@@ -22,7 +22,7 @@ use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
 use super::report::{ErrorBody, IdentityView, NodeView, StatusReport};
 use super::unix_ms_now;
-use crate::exposition::CONTENT_TYPE;
+use crate::exposition::{CONTENT_TYPE, HistogramFamily};
 
 /// What the routes read: the merged view and the agent's links.
 #[derive(Clone)]
@@ -31,6 +31,7 @@ pub struct ApiState {
     links: Arc<dyn Links>,
     started: Instant,
     slices: Option<SliceStats>,
+    lag: Option<HistogramFamily>,
 }
 
 impl ApiState {
@@ -41,7 +42,14 @@ impl ApiState {
             links,
             started: Instant::now(),
             slices: None,
+            lag: None,
         }
+    }
+
+    /// Shows the links' propagation lag histogram in the metrics.
+    pub fn with_propagation_lag(mut self, lag: HistogramFamily) -> Self {
+        self.lag = Some(lag);
+        self
     }
 
     /// Shows the EndpointSlice writer's counters in the metrics.
@@ -155,6 +163,7 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
         },
         now_unix_ms: unix_ms_now(),
         slices: state.slices.as_ref(),
+        lag: state.lag.as_ref(),
     });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }

@@ -3,7 +3,7 @@
 //! Names follow Cilium's agent metrics (`cilium_clustermesh_remote_cluster_*
 //! {target_cluster}`, reference §4.5) under the `fleetmesh_agent_` prefix.
 
-use crate::exposition::{Exposition, Labels, flag, labels, rfc3339_unix_seconds};
+use crate::exposition::{Exposition, HistogramFamily, Labels, flag, labels, rfc3339_unix_seconds};
 use crate::mesh::PeerStatus;
 
 use super::SliceStats;
@@ -18,27 +18,27 @@ type LinkGauge = (&'static str, &'static str, fn(&PeerStatus) -> f64);
 const LINK_COUNTERS: &[LinkCounter] = &[
     (
         "remote_cluster_failures",
-        "Failed connection attempts and broken sessions.",
+        "Failed connection attempts and broken sessions",
         |s| s.failures,
     ),
     (
         "remote_cluster_reconnects",
-        "Times the link connected again after its first connection.",
+        "Times the link connected again after its first connection",
         |s| s.reconnects,
     ),
     (
         "remote_cluster_full_resyncs",
-        "Reconnects that had to list the peer's full state again.",
+        "Reconnects that had to list the peer's full state again",
         |s| s.full_resyncs,
     ),
     (
         "remote_cluster_resumes",
-        "Reconnects that resumed from the last revision received.",
+        "Reconnects that resumed from the last revision received",
         |s| s.resumes,
     ),
     (
         "remote_cluster_refused_events",
-        "Events from the cluster refused because they failed validation.",
+        "Events from the cluster refused because they failed validation",
         |s| s.refused_events,
     ),
 ];
@@ -46,17 +46,17 @@ const LINK_COUNTERS: &[LinkCounter] = &[
 const LINK_GAUGES: &[LinkGauge] = &[
     (
         "remote_cluster_readiness_status",
-        "1 if the link is connected, its config validated and every kind synced.",
+        "1 if the link is connected, its config validated and every kind synced",
         |s| flag(s.ready),
     ),
     (
         "remote_cluster_connected",
-        "1 if the link to the cluster's apiserver is up.",
+        "1 if the link to the cluster's apiserver is up",
         |s| flag(s.connected),
     ),
     (
         "remote_cluster_last_failure_ts",
-        "Unix time (seconds) of the link's last failure, 0 if it never failed.",
+        "Unix time (seconds) of the link's last failure, 0 if it never failed",
         |s| {
             s.last_failure
                 .as_ref()
@@ -65,27 +65,25 @@ const LINK_GAUGES: &[LinkGauge] = &[
     ),
     (
         "remote_cluster_revision",
-        "The peer store's last revision received.",
+        "The peer store's last revision received",
         |s| s.revision as f64,
     ),
-    (
-        "remote_cluster_nodes",
-        "Nodes held from the cluster.",
-        |s| s.counts.nodes as f64,
-    ),
+    ("remote_cluster_nodes", "Nodes held from the cluster", |s| {
+        s.counts.nodes as f64
+    }),
     (
         "remote_cluster_endpoints",
-        "Ipcache entries held from the cluster.",
+        "Ipcache entries held from the cluster",
         |s| s.counts.endpoints as f64,
     ),
     (
         "remote_cluster_identities",
-        "Identities held from the cluster.",
+        "Identities held from the cluster",
         |s| s.counts.identities as f64,
     ),
     (
         "remote_cluster_services",
-        "Services held from the cluster, shared or not.",
+        "Services held from the cluster, shared or not",
         |s| s.counts.services as f64,
     ),
 ];
@@ -107,6 +105,8 @@ pub struct Scrape<'a> {
     pub agent: AgentGauges,
     pub now_unix_ms: u64,
     pub slices: Option<&'a SliceStats>,
+    /// The links' propagation lag, per target cluster.
+    pub lag: Option<&'a HistogramFamily>,
 }
 
 /// The exposition text.
@@ -116,22 +116,22 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     let remote = peers.iter().filter(|p| !p.local).count();
     e.gauge(
         "remote_clusters",
-        "Peers configured in the remotes directory, the link to the local apiserver excluded.",
+        "Peers configured in the remotes directory, the link to the local apiserver excluded",
         remote as f64,
     );
     e.gauge(
         "ready",
-        "1 once every link has been ready (see /readyz).",
+        "1 once every link has been ready (see /readyz)",
         flag(scrape.agent.ready),
     );
     e.gauge(
         "global_services",
-        "Global services in the merged view.",
+        "Global services in the merged view",
         scrape.agent.global_services as f64,
     );
     e.gauge(
         "ipcache_conflicts",
-        "Prefixes claimed by more than one cluster.",
+        "Prefixes claimed by more than one cluster",
         scrape.agent.ip_conflicts as f64,
     );
     let target = |p: &PeerStatus| labels([("target_cluster", &p.cluster)]);
@@ -144,7 +144,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     e.gauge_family(
         "remote_cluster_last_event_age_seconds",
         "Seconds since the link last received a frame from the peer (events or a synced \
-         marker); no sample before the first.",
+         marker); no sample before the first",
         peers.iter().filter_map(|p| {
             let at = p.last_event_unix_ms?;
             let age = scrape.now_unix_ms.saturating_sub(at) as f64 / 1000.0;
@@ -155,7 +155,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "remote_cluster_certificate_expiry_timestamp_seconds",
         "When a link's certificates expire (Unix time): the peer's server certificate \
          (end=\"peer\") and this agent's client certificate (end=\"own\"), as of the link's \
-         last connection.",
+         last connection",
         peers.iter().flat_map(|p| {
             [
                 ("peer", &p.peer_cert_not_after),
@@ -170,10 +170,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             })
         }),
     );
+    if let Some(lag) = scrape.lag {
+        e.kept(
+            "remote_cluster_propagation_lag_seconds",
+            "From the peer's apiserver taking a change from its store to this agent applying \
+             it (across hosts, clock skew included); live changes only",
+            lag.clone(),
+        );
+    }
     if let Some(slices) = scrape.slices {
         e.counter_family(
             "endpoint_slice_writes",
-            "EndpointSlices the agent wrote, per operation.",
+            "EndpointSlices the agent wrote, per operation",
             slices
                 .writes()
                 .into_iter()
@@ -181,7 +189,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         );
         e.counter_family(
             "endpoint_slice_errors",
-            "Failed Kubernetes API calls of the EndpointSlice writer, per call.",
+            "Failed Kubernetes API calls of the EndpointSlice writer, per call",
             slices
                 .errors()
                 .into_iter()
@@ -226,6 +234,9 @@ mod tests {
             at_unix_ms: 1_500,
         });
         let peers = [mk_peer("c1", true), c2, mk_peer("c3", false)];
+        let lag = HistogramFamily::new_with_constructor(crate::exposition::latency_buckets);
+        lag.get_or_create(&labels([("target_cluster", "c2")]))
+            .observe(0.002);
         let slices = SliceStats::default();
         slices.count_pass(2, 1, 0, 1);
         let text = render(&Scrape {
@@ -237,6 +248,7 @@ mod tests {
             },
             now_unix_ms: 10_000,
             slices: Some(&slices),
+            lag: Some(&lag),
         });
         let lines: Vec<&str> = text.lines().collect();
         for expected in [
@@ -259,6 +271,7 @@ mod tests {
             "fleetmesh_agent_remote_cluster_endpoints{target_cluster=\"c2\"} 20.0",
             "fleetmesh_agent_remote_cluster_identities{target_cluster=\"c2\"} 5.0",
             "fleetmesh_agent_remote_cluster_services{target_cluster=\"c2\"} 7.0",
+            "fleetmesh_agent_remote_cluster_propagation_lag_seconds_count{target_cluster=\"c2\"} 1",
             "fleetmesh_agent_endpoint_slice_writes_total{operation=\"created\"} 2",
             "fleetmesh_agent_endpoint_slice_errors_total{call=\"write\"} 1",
         ] {

@@ -26,6 +26,7 @@ use super::{
     Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedView,
     ValidationError,
 };
+use crate::exposition::{HistogramFamily, latency_buckets};
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
 use crate::proto::{CAP_RESUME, WatchFrame, server_info_from_wire, v1};
@@ -65,6 +66,9 @@ pub struct LinkSettings {
     pub tls_reload: Duration,
     /// Told about every change applied to the view (benchmarks); `None` in production.
     pub observer: Option<SharedObserver>,
+    /// Where each live frame's propagation lag is observed, per `target_cluster` (the
+    /// agent's metrics show it).
+    pub propagation_lag: HistogramFamily,
 }
 
 impl Default for LinkSettings {
@@ -76,6 +80,7 @@ impl Default for LinkSettings {
             call_timeout: CALL_TIMEOUT,
             tls_reload: RELOAD_INTERVAL,
             observer: None,
+            propagation_lag: HistogramFamily::new_with_constructor(latency_buckets),
         }
     }
 }
@@ -341,7 +346,16 @@ impl Link {
         let epoch = (!self.status.has_epoch(&frame.epoch)).then(|| frame.epoch.clone());
         let events = frame.events.len();
         let observer = self.settings.observer.as_deref();
+        let changed_at = frame.changed_at();
         let report = state.on_frame(frame, peer, &self.view, observer);
+        // A clock behind the server's gives no reading rather than a false one.
+        if let Some(lag) = changed_at.and_then(|t| t.elapsed().ok()) {
+            let target = vec![("target_cluster".to_string(), peer.name.to_string())];
+            self.settings
+                .propagation_lag
+                .get_or_create(&target)
+                .observe(lag.as_secs_f64());
+        }
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
         }
