@@ -50,6 +50,10 @@ pub enum Command {
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
     Lookup(LookupArgs),
+    /// Explain what the agent selects: `explain service NS/NAME` shows every backend of
+    /// every cluster, whether it is selected now and why or why not.
+    #[command(subcommand)]
+    Explain(ExplainCommand),
     /// Create a CA and issue certificates for mesh members.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -111,6 +115,20 @@ pub struct LookupArgs {
     pub query: QueryArgs,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ExplainCommand {
+    /// Every backend of the global service NS/NAME: selected or not, and why.
+    Service(ExplainServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainServiceArgs {
+    /// The service, as `namespace/name`.
+    pub service: crate::model::ServiceName,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
 /// How a query command prints its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -151,6 +169,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let q = args.query;
             let entry = AgentClient::new(&q.agent)?.lookup(args.ip).await?;
             print_answer(q.output, &entry, || observe::lookup_table(args.ip, &entry))
+        }
+        Command::Explain(ExplainCommand::Service(args)) => {
+            let q = args.query;
+            let answer = AgentClient::new(&q.agent)?
+                .explain_service(&args.service)
+                .await?;
+            print_answer(q.output, &answer, || observe::explain_table(&answer))
         }
         Command::Demo(args) => {
             let until = if args.keep_running {

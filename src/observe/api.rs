@@ -2,6 +2,7 @@
 //! answers (never across an `.await`), and every error answer is JSON
 //! `{"error": "..."}` naming what was asked for.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
 use crate::model::{IdentityId, ServiceName};
 
 use super::SliceStats;
+use super::explain::{ServiceExplanation, explain_service};
 use super::links::{Links, waiting_for};
 use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
@@ -84,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/services", get(services))
         .route("/v1/services/{namespace}/{name}", get(service))
         .route("/v1/ipcache/{ip}", get(ipcache))
+        .route("/v1/explain/services/{namespace}/{name}", get(explain))
         .route("/v1/identities/{id}", get(identity))
         .route("/v1/nodes", get(nodes))
         .route("/v1/conflicts", get(conflicts))
@@ -188,6 +191,37 @@ async fn service(
         .service(&svc, Instant::now())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no global service {svc}")))
+}
+
+async fn explain(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<ServiceExplanation>, ApiError> {
+    let svc = ServiceName::new(&namespace, &name)
+        .map_err(|e| ApiError::bad_request(format!("{namespace}/{name}: {e}")))?;
+    let now = Instant::now();
+    let now_ms = unix_ms_now();
+    let peers = state.status(now).peers;
+    let (view, stale_since) = {
+        let mesh = state.view.read();
+        let view = mesh
+            .service(&svc, now)
+            .ok_or_else(|| ApiError::not_found(format!("no global service {svc}")))?;
+        let stale_since: BTreeMap<String, u64> = view
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let from = mesh.stale_from(&c.cluster)?;
+                let ms = match from.checked_duration_since(now) {
+                    Some(ahead) => now_ms.saturating_add(ahead.as_millis() as u64),
+                    None => now_ms.saturating_sub((now - from).as_millis() as u64),
+                };
+                Some((c.cluster.to_string(), ms))
+            })
+            .collect();
+        (view, stale_since)
+    };
+    Ok(Json(explain_service(&view, &stale_since, &peers)))
 }
 
 async fn ipcache(

@@ -86,6 +86,19 @@ impl AgentClient {
         self.get("/v1/services").await
     }
 
+    /// `GET /v1/explain/services/{ns}/{name}`.
+    pub async fn explain_service(
+        &self,
+        name: &crate::model::ServiceName,
+    ) -> Result<super::ServiceExplanation, ClientError> {
+        self.get(&format!(
+            "/v1/explain/services/{}/{}",
+            name.namespace(),
+            name.name()
+        ))
+        .await
+    }
+
     /// `GET /v1/ipcache/{ip}`.
     pub async fn lookup(&self, ip: IpAddr) -> Result<IpcacheEntryView, ClientError> {
         self.get(&format!("/v1/ipcache/{ip}")).await
