@@ -50,8 +50,9 @@ pub enum Command {
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
     Lookup(LookupArgs),
-    /// Explain what the agent selects: `explain service NS/NAME` shows every backend of
-    /// every cluster, whether it is selected now and why or why not.
+    /// Explain what the agent holds: `explain service NS/NAME` shows every backend of
+    /// every cluster, whether it is selected now and why or why not; `explain ip IP`
+    /// who holds an IP, conflicts, and its identity's labels with their origin.
     #[command(subcommand)]
     Explain(ExplainCommand),
     /// Create a CA and issue certificates for mesh members.
@@ -119,6 +120,9 @@ pub struct LookupArgs {
 pub enum ExplainCommand {
     /// Every backend of the global service NS/NAME: selected or not, and why.
     Service(ExplainServiceArgs),
+    /// Who holds IP, who else claims it and how that was resolved, and where its
+    /// identity's labels come from.
+    Ip(LookupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +180,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .explain_service(&args.service)
                 .await?;
             print_answer(q.output, &answer, || observe::explain_table(&answer))
+        }
+        Command::Explain(ExplainCommand::Ip(args)) => {
+            let q = args.query;
+            let answer = AgentClient::new(&q.agent)?.explain_ip(args.ip).await?;
+            print_answer(q.output, &answer, || observe::explain_ip_table(&answer))
         }
         Command::Demo(args) => {
             let until = if args.keep_running {

@@ -18,7 +18,7 @@ use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
 use crate::model::{IdentityId, ServiceName};
 
 use super::SliceStats;
-use super::explain::{ServiceExplanation, explain_service};
+use super::explain::{IpExplanation, ServiceExplanation, explain_ip, explain_service};
 use super::links::{Links, waiting_for};
 use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
@@ -87,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/services/{namespace}/{name}", get(service))
         .route("/v1/ipcache/{ip}", get(ipcache))
         .route("/v1/explain/services/{namespace}/{name}", get(explain))
+        .route("/v1/explain/ip/{ip}", get(explain_ip_route))
         .route("/v1/identities/{id}", get(identity))
         .route("/v1/nodes", get(nodes))
         .route("/v1/conflicts", get(conflicts))
@@ -222,6 +223,18 @@ async fn explain(
         (view, stale_since)
     };
     Ok(Json(explain_service(&view, &stale_since, &peers)))
+}
+
+async fn explain_ip_route(
+    State(state): State<ApiState>,
+    Path(ip): Path<String>,
+) -> Result<Json<IpExplanation>, ApiError> {
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IP address")))?;
+    explain_ip(&state.view.read(), addr)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no cluster holds {addr}")))
 }
 
 async fn ipcache(
@@ -513,6 +526,42 @@ mod tests {
             json,
             serde_json::json!([{"prefix": "10.7.0.1", "clusters": ["c1", "c2"]}])
         );
+    }
+
+    #[tokio::test]
+    async fn explain_ip_names_the_claimants_and_the_winner() {
+        let c1 = mk_cluster("c1", 1);
+        let c2 = mk_cluster("c2", 2);
+        let mut view = MeshView::new(c1.clone(), StalePolicy::default());
+        for c in [&c2, &c1] {
+            let state: Vec<Change> = mk_state(c).into_iter().map(Change::Upsert).collect();
+            view.apply(&c.name, &state);
+            let id = IdentityId::new(c.identity_range().first() + 1).unwrap();
+            let e = Endpoint::new("10.7.0.1".parse().unwrap(), id);
+            view.apply(&c.name, &[Change::Upsert(Resource::Endpoint(e))]);
+        }
+        let app = router(ApiState::new(
+            Arc::new(RwLock::new(view)),
+            Arc::new(FakeLinks(Vec::new())),
+        ));
+        let (code, json) = get_json(&app, "/v1/explain/ip/10.7.0.1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["holder"]["cluster"], "c1");
+        assert_eq!(json["claimants"], serde_json::json!(["c1", "c2"]));
+        let resolution = json["resolution"].as_str().unwrap();
+        assert!(
+            resolution.contains("local cluster's entry wins"),
+            "{resolution}"
+        );
+        assert_eq!(json["labelsFrom"], "c1");
+
+        let (code, json) = get_json(&app, "/v1/explain/ip/10.2.0.1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["claimants"], serde_json::json!(["c2"]));
+        assert_eq!(json["resolution"], serde_json::Value::Null);
+
+        let (code, _) = get_json(&app, "/v1/explain/ip/10.9.9.9").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

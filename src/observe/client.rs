@@ -99,6 +99,11 @@ impl AgentClient {
         .await
     }
 
+    /// `GET /v1/explain/ip/{ip}`.
+    pub async fn explain_ip(&self, ip: IpAddr) -> Result<super::IpExplanation, ClientError> {
+        self.get(&format!("/v1/explain/ip/{ip}")).await
+    }
+
     /// `GET /v1/ipcache/{ip}`.
     pub async fn lookup(&self, ip: IpAddr) -> Result<IpcacheEntryView, ClientError> {
         self.get(&format!("/v1/ipcache/{ip}")).await

@@ -1,3 +1,6 @@
+//! `explain ip`: who holds an IP, who else claims it and how that was resolved, and
+//! where its identity's labels come from.
+//!
 //! `explain service`: for every backend of every cluster, whether it is selected now and
 //! why or why not, from the service's [`ServiceView`] (the selection itself is
 //! [`crate::mesh`]'s; this only tells it), the view's stale times and the links'
@@ -8,7 +11,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::{PeerStatus, SelectionReason, ServiceView};
+use crate::mesh::{IpcacheEntryView, MeshView, PeerStatus, SelectionReason, ServiceView};
 use crate::model::Affinity;
 
 /// Why a backend is or is not selected.
@@ -225,6 +228,90 @@ pub fn explain_table(e: &ServiceExplanation) -> String {
         if let Some(r) = &c.last_refusal {
             let _ = writeln!(out, "    last refusal: {r}");
         }
+    }
+    out
+}
+
+/// `explain ip IP`: who holds the IP, who else claims it and how that was resolved, and
+/// where the identity's labels come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpExplanation {
+    pub ip: IpAddr,
+    /// The entry look-ups answer with.
+    pub holder: IpcacheEntryView,
+    /// Every cluster claiming the holder's prefix, in the order they win; one entry when
+    /// there is no conflict.
+    pub claimants: Vec<String>,
+    /// How a conflict was resolved, if there is one.
+    pub resolution: Option<String>,
+    /// The cluster whose identity table gave the labels (for a reserved identity, the
+    /// first cluster holding it: the local one first).
+    pub labels_from: Option<String>,
+}
+
+/// Explains `ip` in `view`; `None` if no cluster holds it.
+pub fn explain_ip(view: &MeshView, ip: IpAddr) -> Option<IpExplanation> {
+    let holder = view.lookup(ip)?;
+    let claimants: Vec<String> = view
+        .conflicts()
+        .into_iter()
+        .find(|c| c.prefix == holder.prefix)
+        .map_or_else(
+            || vec![holder.cluster.to_string()],
+            |c| c.clusters.iter().map(ToString::to_string).collect(),
+        );
+    let resolution = (claimants.len() > 1).then(|| {
+        let local = view.local().name.to_string();
+        if claimants.iter().any(|c| *c == local) {
+            format!(
+                "claimed by {}: the local cluster's entry wins",
+                claimants.join(", ")
+            )
+        } else {
+            format!(
+                "claimed by {}: no local claim, the lowest cluster name wins",
+                claimants.join(", ")
+            )
+        }
+    });
+    let labels_from = holder
+        .labels
+        .as_ref()
+        .and_then(|_| view.identity(holder.identity))
+        .map(|(cluster, _)| cluster.to_string());
+    Some(IpExplanation {
+        ip,
+        holder,
+        claimants,
+        resolution,
+        labels_from,
+    })
+}
+
+/// The IP explanation as the CLI prints it.
+pub fn explain_ip_table(e: &IpExplanation) -> String {
+    let h = &e.holder;
+    let mut out = format!(
+        "{}: held by {} as {} (identity {})\n",
+        e.ip, h.cluster, h.prefix, h.identity
+    );
+    if let (Some(ns), Some(pod)) = (&h.namespace, &h.pod) {
+        out.push_str(&format!("  pod {ns}/{pod}\n"));
+    }
+    match &e.resolution {
+        Some(r) => out.push_str(&format!("  conflict: {r}\n")),
+        None => out.push_str("  no other cluster claims it\n"),
+    }
+    match (&h.labels, &e.labels_from) {
+        (Some(labels), Some(from)) => {
+            let labels: Vec<String> = labels.iter().map(ToString::to_string).collect();
+            out.push_str(&format!(
+                "  labels (from {from}'s identities): {}\n",
+                labels.join(" ")
+            ));
+        }
+        _ => out.push_str("  identity unknown: no labels\n"),
     }
     out
 }
