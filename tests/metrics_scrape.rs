@@ -13,6 +13,7 @@ use std::time::Duration;
 use fleetmesh::agent::{Agent, AgentConfig};
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::certs::Ca;
+use fleetmesh::observe::AgentClient;
 use fleetmesh::remote::LinkSettings;
 use openmetrics_parser::openmetrics::parse_openmetrics;
 use openmetrics_parser::{OpenMetricsType, OpenMetricsValue};
@@ -352,6 +353,21 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     );
     assert!(value(&c2_before, "certificate_expiry_timestamp_seconds", &[]).unwrap() > 0.0);
 
+    // The same apiserver's status document, as `fleetmesh status --apiserver` reads it.
+    let status = AgentClient::new(&format!("http://{}", c2.health_addr))
+        .unwrap()
+        .apiserver_status()
+        .await
+        .unwrap();
+    assert_eq!(status.cluster, "c2");
+    assert!(status.export.canary_written && status.export.writes > 0);
+    let serving = status.serving.unwrap();
+    assert!(serving.synced && serving.revision > 0 && serving.epoch.is_some());
+    let watcher = serving.watchers.iter().find(|w| w.peer == "c1").unwrap();
+    assert_eq!(watcher.resumed, Some(false));
+    assert!(watcher.frames >= 1 && watcher.events >= 1);
+    assert_eq!(watcher.behind, 0);
+
     // c3 refuses c1 by its topology: counted per peer.
     support::wait_until("c3's refusal of c1", TIMEOUT, || {
         c3.grpc_stats.as_ref().unwrap().permission_denied() > 0
@@ -442,5 +458,13 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     let resumed = value(&c2_restarted, "watch_starts", &[("mode", "resumed")]).unwrap();
     let full = value(&c2_restarted, "watch_starts", &[("mode", "full")]).unwrap();
     assert_eq!(resumed + full, 1.0, "one watch since the restart");
+    let status = AgentClient::new(&format!("http://{}", c2.health_addr))
+        .unwrap()
+        .apiserver_status()
+        .await
+        .unwrap();
+    let watchers = status.serving.unwrap().watchers;
+    assert_eq!(watchers.len(), 1);
+    assert_eq!(watchers[0].resumed, Some(resumed == 1.0));
     drop(agent);
 }

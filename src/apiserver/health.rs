@@ -1,16 +1,18 @@
 //! `/healthz` (the process is alive), `/readyz` (every sync canary is written, as
-//! Cilium's clustermesh-apiserver reports readiness) and `/metrics` (module `metrics`).
+//! Cilium's clustermesh-apiserver reports readiness), `/metrics` (module `metrics`) and
+//! `/v1/status` (module `status`).
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 use super::metrics::ApiserverMetrics;
+use super::status::ApiserverStatus;
 use crate::exposition::CONTENT_TYPE;
 
 /// Serves the health endpoints on `listener` until the future is dropped.
@@ -19,12 +21,17 @@ pub async fn serve(listener: TcpListener, metrics: ApiserverMetrics) -> std::io:
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/v1/status", get(status))
         .with_state(metrics);
     axum::serve(listener, app).await
 }
 
 async fn metrics_text(State(metrics): State<ApiserverMetrics>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
+}
+
+async fn status(State(metrics): State<ApiserverMetrics>) -> Json<ApiserverStatus> {
+    Json(metrics.status())
 }
 
 async fn readyz(State(metrics): State<ApiserverMetrics>) -> (StatusCode, String) {

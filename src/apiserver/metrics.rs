@@ -22,10 +22,10 @@ const PREFIX: &str = "fleetmesh_apiserver";
 /// (its status channel), so the exporter itself needs no counters.
 #[derive(Debug, Default)]
 pub struct ExportCounters {
-    reconciles: AtomicU64,
-    puts: AtomicU64,
-    deletes: AtomicU64,
-    errors: AtomicU64,
+    pub(super) reconciles: AtomicU64,
+    pub(super) puts: AtomicU64,
+    pub(super) deletes: AtomicU64,
+    pub(super) errors: AtomicU64,
 }
 
 /// Counts each report on `status` into `counters` until the exporter is gone.

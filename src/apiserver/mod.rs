@@ -5,6 +5,7 @@ pub mod config;
 mod health;
 mod metrics;
 mod serve;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use tokio::task::JoinSet;
 
 pub use config::{ApiserverConfig, GrpcConfig, SourceConfig, StoreSettings};
 pub use serve::CacheSink;
+pub use status::{
+    ApiserverStatus, ExportState, ServingState, WatcherState, apiserver_status_table,
+};
 
 use crate::export::{ExportSettings, ExportStatus, Exporter};
 use crate::grpc::GrpcStats;

@@ -44,8 +44,8 @@ pub enum Command {
     /// named after the peer's cluster; watched for changes) and serve the query API.
     Agent(AgentArgs),
     /// Show every link of an agent: ready, connected, synced kinds, counts, reconnects
-    /// and the last failure.
-    Status(QueryArgs),
+    /// and the last failure; with `--apiserver`, an apiserver's side instead.
+    Status(StatusArgs),
     /// Show the global services, their backends per cluster and those selected now.
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
@@ -109,6 +109,17 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Ask the apiserver at this health URL (`http://host:port`) instead of the agent:
+    /// connected watchers (peer, since, resumed or full, frames sent, how far behind),
+    /// the exporter's state, the canary, the store's epoch and revision.
+    #[arg(long, env = "FLEETMESH_APISERVER")]
+    pub apiserver: Option<String>,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct LookupArgs {
     /// The IP address to look up.
     pub ip: IpAddr,
@@ -160,7 +171,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(args) => run_apiserver(args).await,
         Command::Agent(args) => run_agent(args).await,
-        Command::Status(q) => {
+        Command::Status(StatusArgs {
+            apiserver: Some(url),
+            query: q,
+        }) => {
+            let status = AgentClient::new(&url)?.apiserver_status().await?;
+            let now = observe::unix_ms_now();
+            print_answer(q.output, &status, || {
+                crate::apiserver::apiserver_status_table(&status, now)
+            })
+        }
+        Command::Status(StatusArgs { query: q, .. }) => {
             let report = AgentClient::new(&q.agent)?.status().await?;
             let now = observe::unix_ms_now();
             print_answer(q.output, &report, || observe::status_table(&report, now))

@@ -109,6 +109,11 @@ impl AgentClient {
         self.get(&format!("/v1/ipcache/{ip}")).await
     }
 
+    /// `GET /v1/status` of an apiserver's health port (this client pointed at it).
+    pub async fn apiserver_status(&self) -> Result<crate::apiserver::ApiserverStatus, ClientError> {
+        self.get("/v1/status").await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let uri: Uri = url
