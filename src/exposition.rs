@@ -139,3 +139,45 @@ mod tests {
         assert_eq!(rfc3339_unix_seconds("yesterday"), None);
     }
 }
+
+/// A histogram per label value that also keeps each one's sum and count, which
+/// `prometheus-client` does not expose (the status page shows the mean). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MeanHistogram {
+    label: &'static str,
+    family: HistogramFamily,
+    totals: std::sync::Arc<parking_lot::Mutex<std::collections::BTreeMap<String, (f64, u64)>>>,
+}
+
+impl MeanHistogram {
+    /// Histograms labelled `label` with [`latency_buckets`].
+    pub fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            family: HistogramFamily::new_with_constructor(latency_buckets),
+            totals: Default::default(),
+        }
+    }
+
+    /// Observes `value` under `label_value`.
+    pub fn observe(&self, label_value: &str, value: f64) {
+        let labels = vec![(self.label.to_string(), label_value.to_string())];
+        self.family.get_or_create(&labels).observe(value);
+        let mut totals = self.totals.lock();
+        let entry = totals.entry(label_value.to_string()).or_default();
+        entry.0 += value;
+        entry.1 += 1;
+    }
+
+    /// The mean of what `label_value` observed, if anything.
+    pub fn mean(&self, label_value: &str) -> Option<f64> {
+        let totals = self.totals.lock();
+        let (sum, count) = totals.get(label_value)?;
+        (*count > 0).then(|| sum / *count as f64)
+    }
+
+    /// The histograms, to register.
+    pub fn family(&self) -> HistogramFamily {
+        self.family.clone()
+    }
+}

@@ -24,7 +24,7 @@ use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
 use super::report::{ErrorBody, IdentityView, NodeView, StatusReport};
 use super::unix_ms_now;
-use crate::exposition::{CONTENT_TYPE, HistogramFamily};
+use crate::exposition::{CONTENT_TYPE, MeanHistogram};
 
 /// What the routes read: the merged view and the agent's links.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ pub struct ApiState {
     links: Arc<dyn Links>,
     started: Instant,
     slices: Option<SliceStats>,
-    lag: Option<HistogramFamily>,
+    lag: Option<MeanHistogram>,
 }
 
 impl ApiState {
@@ -48,8 +48,20 @@ impl ApiState {
         }
     }
 
+    /// Each link's mean propagation lag in seconds, where it has readings.
+    fn mean_lags(&self, status: &StatusReport) -> BTreeMap<String, f64> {
+        let Some(lag) = &self.lag else {
+            return BTreeMap::new();
+        };
+        status
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.cluster.clone(), lag.mean(&p.cluster)?)))
+            .collect()
+    }
+
     /// Shows the links' propagation lag histogram in the metrics.
-    pub fn with_propagation_lag(mut self, lag: HistogramFamily) -> Self {
+    pub fn with_propagation_lag(mut self, lag: MeanHistogram) -> Self {
         self.lag = Some(lag);
         self
     }
@@ -134,7 +146,8 @@ async fn index(State(state): State<ApiState>) -> Html<String> {
     let now = Instant::now();
     let status = state.status(now);
     let services = state.view.read().services(now);
-    Html(page::render(&status, &services, unix_ms_now()))
+    let lags = state.mean_lags(&status);
+    Html(page::render(&status, &services, unix_ms_now(), &lags))
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
@@ -167,7 +180,7 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
         },
         now_unix_ms: unix_ms_now(),
         slices: state.slices.as_ref(),
-        lag: state.lag.as_ref(),
+        lag: state.lag.as_ref().map(MeanHistogram::family).as_ref(),
     });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }

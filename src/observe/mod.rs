@@ -19,6 +19,7 @@
 mod api;
 mod client;
 mod explain;
+mod graph;
 mod links;
 mod metrics;
 mod page;

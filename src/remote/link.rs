@@ -26,7 +26,7 @@ use super::{
     Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedView,
     ValidationError,
 };
-use crate::exposition::{HistogramFamily, latency_buckets};
+use crate::exposition::MeanHistogram;
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
 use crate::proto::{CAP_RESUME, WatchFrame, server_info_from_wire, v1};
@@ -68,7 +68,7 @@ pub struct LinkSettings {
     pub observer: Option<SharedObserver>,
     /// Where each live frame's propagation lag is observed, per `target_cluster` (the
     /// agent's metrics show it).
-    pub propagation_lag: HistogramFamily,
+    pub propagation_lag: MeanHistogram,
 }
 
 impl Default for LinkSettings {
@@ -80,7 +80,7 @@ impl Default for LinkSettings {
             call_timeout: CALL_TIMEOUT,
             tls_reload: RELOAD_INTERVAL,
             observer: None,
-            propagation_lag: HistogramFamily::new_with_constructor(latency_buckets),
+            propagation_lag: MeanHistogram::new("target_cluster"),
         }
     }
 }
@@ -350,11 +350,9 @@ impl Link {
         let report = state.on_frame(frame, peer, &self.view, observer);
         // A clock behind the server's gives no reading rather than a false one.
         if let Some(lag) = changed_at.and_then(|t| t.elapsed().ok()) {
-            let target = vec![("target_cluster".to_string(), peer.name.to_string())];
             self.settings
                 .propagation_lag
-                .get_or_create(&target)
-                .observe(lag.as_secs_f64());
+                .observe(peer.name.as_str(), lag.as_secs_f64());
         }
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
