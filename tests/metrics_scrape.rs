@@ -466,5 +466,63 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     let watchers = status.serving.unwrap().watchers;
     assert_eq!(watchers.len(), 1);
     assert_eq!(watchers[0].resumed, Some(resumed == 1.0));
+    assert_monitoring_uses_exported_metrics(&[
+        ("fleetmesh_agent_", &[&before, &after]),
+        (
+            "fleetmesh_apiserver_",
+            &[&c2_before, &c3_now, &c2_restarted],
+        ),
+    ]);
     drop(agent);
+}
+
+/// The sample names a scrape's families produce: a counter's `_total`, a histogram's
+/// `_bucket`, `_sum` and `_count`, a gauge's own name.
+fn sample_names(prefix: &str, families: &Families, out: &mut std::collections::BTreeSet<String>) {
+    for (name, (kind, _)) in families {
+        let full = format!("{prefix}{name}");
+        match kind {
+            OpenMetricsType::Counter => {
+                out.insert(format!("{full}_total"));
+            }
+            OpenMetricsType::Histogram => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{full}{suffix}"));
+                }
+            }
+            _ => {
+                out.insert(full);
+            }
+        }
+    }
+}
+
+/// Every `fleetmesh_*` metric that deploy/monitoring's alert rules and dashboard name is
+/// one the scraped binaries export.
+fn assert_monitoring_uses_exported_metrics(scrapes: &[(&str, &[&Families])]) {
+    let mut exported = std::collections::BTreeSet::new();
+    for (prefix, families) in scrapes {
+        for f in *families {
+            sample_names(prefix, f, &mut exported);
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
+    let mut referenced = 0;
+    for file in ["alerts.yaml", "dashboard.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("fleetmesh_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exported.contains(&name),
+                "{file} names {name}, which the binaries do not export"
+            );
+            referenced += 1;
+            rest = &rest[at + name.len()..];
+        }
+    }
+    assert!(referenced >= 20, "the rules and dashboard name metrics");
 }
