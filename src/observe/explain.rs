@@ -263,7 +263,7 @@ pub fn explain_ip(view: &MeshView, ip: IpAddr) -> Option<IpExplanation> {
         );
     let resolution = (claimants.len() > 1).then(|| {
         let local = view.local().name.to_string();
-        if claimants.iter().any(|c| *c == local) {
+        if claimants.contains(&local) {
             format!(
                 "claimed by {}: the local cluster's entry wins",
                 claimants.join(", ")
