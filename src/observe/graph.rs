@@ -63,7 +63,7 @@ pub fn render(
     let centre = SIZE / 2.0;
     let _ = write!(
         out,
-        "<svg id=\"mesh-graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{SIZE}\" \
+        "<svg id=\"mesh-graph\" width=\"{SIZE}\" \
          height=\"{SIZE}\" viewBox=\"0 0 {SIZE} {SIZE}\" role=\"img\" \
          aria-label=\"mesh graph\" font-family=\"system-ui,sans-serif\" font-size=\"12\">"
     );
