@@ -28,7 +28,8 @@ pub struct ExportCounters {
     pub(super) errors: AtomicU64,
 }
 
-/// Counts each report on `status` into `counters` until the exporter is gone.
+/// Counts each report on `status` into `counters`. Never returns: once the exporter is
+/// gone, its own task reports why.
 pub async fn count_exports(
     mut status: watch::Receiver<ExportStatus>,
     counters: Arc<ExportCounters>,
@@ -51,6 +52,7 @@ pub async fn count_exports(
             }
         }
     }
+    std::future::pending::<()>().await;
 }
 
 /// What the apiserver's metrics read.
