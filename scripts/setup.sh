@@ -4,7 +4,8 @@
 # the tests' etcd and etcdctl must run.
 #
 # FLEETMESH_NEED_ETCD=1 adds the tests' etcd to the build's needs; FLEETMESH_NEED_BUILDAH=1
-# adds buildah, for the container image (its test and scripts/image).
+# adds buildah, for the container image (its test and scripts/image);
+# FLEETMESH_NEED_CHROMIUM=1 adds headless Chromium, for the status page's test.
 
 # Each need: a check that runs it, the Debian package that provides it, and what the
 # check looked for (named when it still fails after the install).
@@ -21,6 +22,9 @@ fi
 if [ "${FLEETMESH_NEED_BUILDAH:-0}" = 1 ]; then
   # Without its recommends: builds and runs use chroot isolation, which needs no runc.
   setup_needs+=("setup_runs buildah --version|buildah|the buildah command")
+fi
+if [ "${FLEETMESH_NEED_CHROMIUM:-0}" = 1 ]; then
+  setup_needs+=("setup_runs chromium --version|chromium|the chromium command")
 fi
 
 # Runs a command quietly: it is there and it works.

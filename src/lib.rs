@@ -26,6 +26,7 @@
 //! | [`cache_keys`] | the agent's Cilium cache keys (KVStoreMesh's part): a sink of what its links apply, served by the etcd API |
 //! | [`mesh`] | the merged view: global services with affinity and failover, ipcache, identities, nodes, link status |
 //! | [`observe`] | the agent's query/status API, metrics, web page and CLI tables |
+//! | [`exposition`] | Prometheus metrics of both binaries, OpenMetrics text |
 //! | [`config`] | the `cluster:` block every config file shares |
 //! | [`report`] | errors told to people: one line with every cause |
 //! | [`testkit`] | what tests, bench and demo share to run fleetmesh for real |
@@ -43,6 +44,7 @@ pub mod config;
 pub mod demo;
 pub mod etcd_api;
 pub mod export;
+pub mod exposition;
 pub mod fleet;
 pub mod grpc;
 pub mod k8s;

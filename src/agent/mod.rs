@@ -28,7 +28,7 @@ use crate::cache_keys::{CacheKeys, follow_stale_policy};
 use crate::etcd_api::KeyCacheSettings;
 use crate::mesh::{MeshView, PeerStatus};
 use crate::model::Cluster;
-use crate::observe::ApiState;
+use crate::observe::{ApiState, SliceStats};
 use crate::remote::{IdRegistry, LinkSettings, SharedView, spawn_link};
 
 use self::links::LinkTable;
@@ -118,6 +118,7 @@ impl Agent {
             }
         };
 
+        let propagation_lag = link.propagation_lag.clone();
         let mut remotes = Remotes {
             dir: remotes_dir,
             ids: IdRegistry::new(&cluster),
@@ -132,7 +133,12 @@ impl Agent {
         remotes.reconcile().await;
 
         tasks.spawn(remotes.run());
-        let state = ApiState::new(view.clone(), links.clone());
+        let slice_stats = SliceStats::default();
+        let mut state =
+            ApiState::new(view.clone(), links.clone()).with_propagation_lag(propagation_lag);
+        if slice_writer.is_some() {
+            state = state.with_slice_stats(slice_stats.clone());
+        }
         tasks.spawn(async move {
             crate::observe::serve(listener, state)
                 .await
@@ -141,7 +147,13 @@ impl Agent {
         if let Some((client, settings)) = slice_writer {
             let links: Arc<dyn crate::observe::Links> = links.clone();
             let view = view.clone();
-            tasks.spawn(endpoint_slices::run(client, view, links, settings));
+            tasks.spawn(endpoint_slices::run(
+                client,
+                view,
+                links,
+                settings,
+                slice_stats,
+            ));
         }
         info!(%api_addr, "agent started");
         Ok(Self {

@@ -1,33 +1,43 @@
-//! `/healthz` (the process is alive) and `/readyz` (every sync canary is written, as
-//! Cilium's clustermesh-apiserver reports readiness).
+//! `/healthz` (the process is alive), `/readyz` (every sync canary is written, as
+//! Cilium's clustermesh-apiserver reports readiness), `/metrics` (module `metrics`) and
+//! `/v1/status` (module `status`).
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::export::ExportStatus;
+use super::metrics::ApiserverMetrics;
+use super::status::ApiserverStatus;
+use crate::exposition::CONTENT_TYPE;
 
-/// Serves the health endpoints on `listener`, within the limits of
-/// [`observe::http`](crate::observe::http), until the future is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    status: watch::Receiver<ExportStatus>,
-) -> std::io::Result<()> {
+/// Serves the health endpoints, `/metrics` and `/v1/status` on `listener`, within the
+/// limits of [`observe::http`](crate::observe::http), until the future is dropped.
+pub async fn serve(listener: TcpListener, metrics: ApiserverMetrics) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(status);
+        .route("/metrics", get(metrics_text))
+        .route("/v1/status", get(status))
+        .with_state(metrics);
     let stats = crate::observe::http::HttpStats::default();
     crate::observe::http::serve_limited(listener, app, stats, std::future::pending()).await
 }
 
-async fn readyz(State(status): State<watch::Receiver<ExportStatus>>) -> (StatusCode, String) {
-    let status = status.borrow().clone();
+async fn metrics_text(State(metrics): State<ApiserverMetrics>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
+}
+
+async fn status(State(metrics): State<ApiserverMetrics>) -> Json<ApiserverStatus> {
+    Json(metrics.status())
+}
+
+async fn readyz(State(metrics): State<ApiserverMetrics>) -> (StatusCode, String) {
+    let status = metrics.export.borrow().clone();
     if status.synced {
         (
             StatusCode::OK,

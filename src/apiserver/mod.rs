@@ -4,7 +4,9 @@
 pub mod config;
 mod etcd_serve;
 mod health;
+mod metrics;
 mod serve;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ pub use config::{
     ApiserverConfig, EtcdApiConfig, GrpcConfig, IdentitySettings, SourceConfig, StoreSettings,
 };
 pub use serve::CacheSink;
+pub use status::{
+    ApiserverStatus, ExportState, ServingState, WatcherState, apiserver_status_table,
+};
 
 use crate::etcd_api::EtcdApiStats;
 use crate::export::{
@@ -30,9 +35,12 @@ use crate::k8s::manifests::ManifestSource;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::EtcdStore;
 use crate::kvstore::memory::MemoryStore;
+use crate::kvstore::timed::TimedStore;
 use crate::model::DesiredState;
 use crate::report::error_chain;
 use crate::tls::server::HandshakeStats;
+use futures::FutureExt;
+use metrics::{ApiserverMetrics, ExportCounters, GrpcServing, count_exports};
 
 /// How often the manifest directory is checked for changes.
 const MANIFEST_POLL: Duration = Duration::from_secs(1);
@@ -83,6 +91,9 @@ impl Apiserver {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
         let mut tasks = JoinSet::new();
+        let timed = TimedStore::new(store);
+        let store_latency = timed.latency();
+        let store: Arc<dyn Store> = Arc::new(timed);
         let listener = health::bind(config.health.listen).await?;
         let health_addr = listener.local_addr()?;
 
@@ -134,12 +145,6 @@ impl Apiserver {
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)))
                 .context("exporter stopped")
         });
-        let health_status = status.clone();
-        tasks.spawn(async move {
-            health::serve(listener, health_status)
-                .await
-                .context("health server stopped")
-        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = match &config.grpc {
             Some(grpc) => Some(
@@ -155,6 +160,28 @@ impl Apiserver {
             ),
             None => None,
         };
+        let export_counters = Arc::new(ExportCounters::default());
+        tasks.spawn(count_exports(status.clone(), export_counters.clone()).map(Ok));
+        let metrics = ApiserverMetrics {
+            cluster: config.cluster.name.to_string(),
+            export: status.clone(),
+            export_counters,
+            store_latency,
+            grpc: serving
+                .as_ref()
+                .zip(config.grpc.as_ref())
+                .map(|(s, grpc)| GrpcServing {
+                    stats: s.stats.clone(),
+                    handshakes: s.handshakes.clone(),
+                    cache: s.cache.clone(),
+                    cert: grpc.tls.cert.clone(),
+                }),
+        };
+        tasks.spawn(async move {
+            health::serve(listener, metrics)
+                .await
+                .context("health server stopped")
+        });
         let grpc_addr = serving.as_ref().map(|s| s.addr);
         let grpc_task = serving.as_ref().map(|s| s.task);
         let etcd_serving = match &config.etcd_api {

@@ -96,6 +96,7 @@ pub struct Serving {
     pub stats: GrpcStats,
     /// TLS handshakes accepted and refused (no certificate, untrusted, expired, ...).
     pub handshakes: HandshakeStats,
+    pub cache: Arc<WatchCache>,
 }
 
 /// Starts the cache feed and the gRPC server on `tasks`. Certificates must load now:
@@ -151,5 +152,6 @@ pub async fn start(
         task: task.id(),
         stats,
         handshakes,
+        cache,
     })
 }

@@ -21,4 +21,14 @@ pub struct Batch {
     pub events: Vec<CachedEvent>,
     /// The cache's revision after this batch.
     pub revision: Revision,
+    /// When the cache took these changes from the store (µs since the Unix epoch): the
+    /// start of their propagation lag.
+    pub received_unix_micros: u64,
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn unix_micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

@@ -84,6 +84,7 @@ mod tests {
         Arc::new(Batch {
             events,
             revision: *revisions.last().unwrap(),
+            received_unix_micros: 0,
         })
     }
 

@@ -49,6 +49,7 @@ pub use self::batch::{Batch, CachedEvent};
 pub use self::kinds::KindSet;
 pub use self::subscription::{Initial, NotSynced, ResumePoint, Subscription};
 
+use self::batch::unix_micros_now;
 use self::log::EventLog;
 use self::state::States;
 use crate::model::{Change, Event, Kind, ResourceKey, Revision};
@@ -398,6 +399,7 @@ impl Inner {
         let batch = Arc::new(Batch {
             events,
             revision: self.revision,
+            received_unix_micros: unix_micros_now(),
         });
         self.log.push(batch.clone());
         // An error only says that nobody is watching right now.

@@ -44,12 +44,17 @@ pub enum Command {
     /// named after the peer's cluster; watched for changes) and serve the query API.
     Agent(AgentArgs),
     /// Show every link of an agent: ready, connected, synced kinds, counts, reconnects
-    /// and the last failure.
-    Status(QueryArgs),
+    /// and the last failure; with `--apiserver`, an apiserver's side instead.
+    Status(StatusArgs),
     /// Show the global services, their backends per cluster and those selected now.
     Services(QueryArgs),
     /// Show which cluster, namespace, pod and identity (with labels) own an IP.
     Lookup(LookupArgs),
+    /// Explain what the agent holds: `explain service NS/NAME` shows every backend of
+    /// every cluster, whether it is selected now and why or why not; `explain ip IP`
+    /// who holds an IP, conflicts, and its identity's labels with their origin.
+    #[command(subcommand)]
+    Explain(ExplainCommand),
     /// Create a CA and issue certificates for mesh members.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -104,6 +109,17 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Ask the apiserver at this health URL (`http://host:port`) instead of the agent:
+    /// connected watchers (peer, since, resumed or full, frames sent, how far behind),
+    /// the exporter's state, the canary, the store's epoch and revision.
+    #[arg(long, env = "FLEETMESH_APISERVER")]
+    pub apiserver: Option<String>,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct LookupArgs {
     /// The IP address to look up.
     pub ip: IpAddr,
@@ -117,6 +133,23 @@ impl LookupArgs {
     pub fn address(&self) -> IpAddr {
         self.ip.to_canonical()
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExplainCommand {
+    /// Every backend of the global service NS/NAME: selected or not, and why.
+    Service(ExplainServiceArgs),
+    /// Who holds IP, who else claims it and how that was resolved, and where its
+    /// identity's labels come from.
+    Ip(LookupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainServiceArgs {
+    /// The service, as `namespace/name`.
+    pub service: crate::model::ServiceName,
+    #[command(flatten)]
+    pub query: QueryArgs,
 }
 
 /// How a query command prints its answer.
@@ -146,7 +179,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(args) => run_apiserver(args).await,
         Command::Agent(args) => run_agent(args).await,
-        Command::Status(q) => {
+        Command::Status(StatusArgs {
+            apiserver: Some(url),
+            query: q,
+        }) => {
+            let status = AgentClient::new(&url)?.apiserver_status().await?;
+            let now = observe::unix_ms_now();
+            print_answer(q.output, &status, || {
+                crate::apiserver::apiserver_status_table(&status, now)
+            })
+        }
+        Command::Status(StatusArgs { query: q, .. }) => {
             let report = AgentClient::new(&q.agent)?.status().await?;
             let now = observe::unix_ms_now();
             print_answer(q.output, &report, || observe::status_table(&report, now))
@@ -160,6 +203,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let q = args.query;
             let entry = AgentClient::new(&q.agent)?.lookup(ip).await?;
             print_answer(q.output, &entry, || observe::lookup_table(ip, &entry))
+        }
+        Command::Explain(ExplainCommand::Service(args)) => {
+            let q = args.query;
+            let answer = AgentClient::new(&q.agent)?
+                .explain_service(&args.service)
+                .await?;
+            print_answer(q.output, &answer, || observe::explain_table(&answer))
+        }
+        Command::Explain(ExplainCommand::Ip(args)) => {
+            let q = args.query;
+            let answer = AgentClient::new(&q.agent)?.explain_ip(args.ip).await?;
+            print_answer(q.output, &answer, || observe::explain_ip_table(&answer))
         }
         Command::Demo(args) => {
             let until = if args.keep_running {

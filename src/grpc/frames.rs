@@ -98,6 +98,7 @@ impl Frames {
             ),
             Initial::Resumed { after, batches } => (Phase::Resumed, after, batches),
         };
+        active.subscribed(matches!(phase, Phase::Resumed));
         let epoch = sub.epoch.to_string();
         Self {
             budget: event_budget(&epoch),
@@ -165,7 +166,13 @@ impl Frames {
                 if synced {
                     self.phase = Phase::Live;
                 }
-                Some(Ok(self.frame(frame.events, self.revision, synced, false)))
+                Some(Ok(self.frame(
+                    frame.events,
+                    self.revision,
+                    synced,
+                    false,
+                    0,
+                )))
             }
             Phase::Resumed => {
                 let mut frame = FrameBuilder::new(budget);
@@ -179,7 +186,7 @@ impl Frames {
                         (self.revision, true)
                     }
                 };
-                Some(Ok(self.frame(frame.events, revision, synced, true)))
+                Some(Ok(self.frame(frame.events, revision, synced, true, 0)))
             }
             Phase::Live => {
                 let result = self.next_live().await;
@@ -243,7 +250,8 @@ impl Frames {
         self.steady = held_back;
         let interval = live_frame_interval(self.active.watchers());
         self.paced_until = Some(Instant::now() + interval);
-        Ok(self.frame(frame.events, revision, false, false))
+        let changed = frame.oldest_change.unwrap_or(0);
+        Ok(self.frame(frame.events, revision, false, false, changed))
     }
 
     /// Sleeps until the next live frame may leave, once per frame (the deadline is
@@ -264,13 +272,17 @@ impl Frames {
         revision: Revision,
         synced: bool,
         resumed: bool,
+        changed_unix_micros: u64,
     ) -> WatchFrame {
+        let bytes = events.iter().map(Bytes::len).sum();
+        self.active.sent(events.len(), bytes, revision);
         WatchFrame {
             events,
             synced,
             resumed,
             revision,
             epoch: self.epoch.clone(),
+            changed_unix_micros,
         }
     }
 }
@@ -325,6 +337,7 @@ impl BatchQueue {
                     };
                 }
                 frame.push(event.bytes.clone());
+                frame.changed_at(batch.received_unix_micros);
                 self.index += 1;
             }
             drained_at = batch.revision;
@@ -354,6 +367,7 @@ fn event_budget(epoch: &str) -> usize {
         resumed: true,
         revision: Revision::MAX,
         epoch: epoch.to_string(),
+        changed_unix_micros: u64::MAX,
     };
     MAX_FRAME_BYTES.saturating_sub(GRPC_PREFIX_BYTES + fields.encoded_len())
 }
@@ -370,6 +384,8 @@ struct FrameBuilder {
     /// The encoded length of `events`.
     bytes: usize,
     budget: usize,
+    /// When the server took the oldest of `events` from its store, if known.
+    oldest_change: Option<u64>,
 }
 
 impl FrameBuilder {
@@ -378,6 +394,15 @@ impl FrameBuilder {
             events: Vec::new(),
             bytes: 0,
             budget,
+            oldest_change: None,
+        }
+    }
+
+    /// One of the events was taken from the store at `unix_micros` (0: unknown).
+    fn changed_at(&mut self, unix_micros: u64) {
+        if unix_micros > 0 {
+            let oldest = self.oldest_change.get_or_insert(unix_micros);
+            *oldest = (*oldest).min(unix_micros);
         }
     }
 
@@ -416,6 +441,7 @@ mod tests {
         Arc::new(Batch {
             events: events.iter().map(|(r, k)| mk_event(*r, *k)).collect(),
             revision: events.iter().map(|(r, _)| *r).max().unwrap_or(0),
+            received_unix_micros: 0,
         })
     }
 
@@ -442,7 +468,7 @@ mod tests {
             initial,
             live,
         };
-        (Frames::new(sub, stats.watch_started()), tx)
+        (Frames::new(sub, stats.watch_started("test", "all")), tx)
     }
 
     fn texts(frame: &WatchFrame) -> Vec<String> {
@@ -591,6 +617,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_live_frame_carries_when_its_oldest_change_was_taken_from_the_store() {
+        let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
+        let listing = next_ok(&mut frames).await;
+        assert_eq!(listing.changed_unix_micros, 0, "not a live frame");
+        for (r, at) in [(2, 500), (3, 700)] {
+            let batch = Batch {
+                events: vec![mk_event(r, Kind::Identity)],
+                revision: r,
+                received_unix_micros: at,
+            };
+            tx.send(Arc::new(batch)).unwrap();
+        }
+        let frame = next_ok(&mut frames).await;
+        assert_eq!(frame.events.len(), 2);
+        assert_eq!(frame.changed_unix_micros, 500);
+    }
+
+    #[tokio::test]
     async fn live_frames_to_one_watcher_are_paced() {
         let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
         next_ok(&mut frames).await;
@@ -630,7 +674,9 @@ mod tests {
     /// once; the others stay counted while their guards live.
     async fn one_of_256() -> (Frames, broadcast::Sender<Arc<Batch>>, Vec<ActiveWatch>) {
         let stats = GrpcStats::default();
-        let others = (0..255).map(|_| stats.watch_started()).collect();
+        let others = (0..255)
+            .map(|_| stats.watch_started("test", "all"))
+            .collect();
         let (mut frames, tx) = mk_frames_among(&stats, Initial::Full(vec![]), 1, KindSet::ALL);
         next_ok(&mut frames).await;
         tx.send(mk_batch(&[(2, Kind::Identity)])).unwrap();

@@ -51,7 +51,7 @@ pub use self::frames::{MAX_FRAME_BYTES, MAX_FRAME_EVENTS};
 pub use self::service::WatchStream;
 pub use self::source::WatchSource;
 pub use self::stall::STALL_LIMIT;
-pub use self::stats::GrpcStats;
+pub use self::stats::{GrpcStats, WatcherSnapshot};
 
 use crate::model::Cluster;
 use crate::proto::v1::mesh_server::MeshServer;

@@ -107,9 +107,10 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
         // Answer at once; the stream itself waits until the cache has synced.
         let source = Arc::clone(&self.source);
         let stats = self.stats.clone();
+        let active = stats.watch_started(&peer.to_string(), &kinds.to_string());
         let subscribed = async move {
             let sub = source.subscribe(kinds, resume).await;
-            Frames::new(sub, stats.watch_started())
+            Frames::new(sub, active)
         };
         let stats = self.stats.clone();
         let frames = futures::stream::once(subscribed).flat_map(|frames| {

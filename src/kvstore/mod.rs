@@ -8,6 +8,7 @@ pub mod keys;
 pub mod memory;
 pub mod state_watch;
 mod store;
+pub mod timed;
 
 pub use store::{
     CasOutcome, Epoch, Expect, KeyValue, LeaseId, Listing, Store, StoreError, WatchEvent,

@@ -148,6 +148,16 @@ impl MeshView {
             .collect()
     }
 
+    /// When `cluster` becomes (or became) stale, if its link is down: the time its
+    /// service backends may be withdrawn from (for `explain`).
+    pub fn stale_from(&self, cluster: &ClusterName) -> Option<Instant> {
+        let idx = self.clusters.find(cluster)?;
+        self.clusters
+            .get(idx)
+            .reachability
+            .stale_from(self.policy.grace)
+    }
+
     /// Records that the link to `cluster` went down or came back at `now`. The local
     /// cluster is never stale, so it is not affected.
     pub fn set_reachable(&mut self, cluster: &ClusterName, reachable: bool, now: Instant) {

@@ -2,6 +2,7 @@
 //! answers (never across an `.await`), and every error answer is JSON
 //! `{"error": "..."}` naming what was asked for.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,11 +17,14 @@ use parking_lot::RwLock;
 use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
 use crate::model::{IdentityId, ServiceName};
 
+use super::SliceStats;
+use super::explain::{IpExplanation, ServiceExplanation, explain_ip, explain_service};
 use super::links::{Links, waiting_for};
-use super::metrics::{self, AgentGauges};
+use super::metrics::{self, AgentGauges, Scrape};
 use super::page;
 use super::report::{ErrorBody, IdentityView, NodeView, ServiceExportView, StatusReport};
 use super::unix_ms_now;
+use crate::exposition::{CONTENT_TYPE, MeanHistogram};
 
 /// What the routes read: the merged view and the agent's links.
 #[derive(Clone)]
@@ -28,6 +32,8 @@ pub struct ApiState {
     view: Arc<RwLock<MeshView>>,
     links: Arc<dyn Links>,
     started: Instant,
+    slices: Option<SliceStats>,
+    lag: Option<MeanHistogram>,
 }
 
 impl ApiState {
@@ -37,7 +43,33 @@ impl ApiState {
             view,
             links,
             started: Instant::now(),
+            slices: None,
+            lag: None,
         }
+    }
+
+    /// Each link's mean propagation lag in seconds, where it has readings.
+    fn mean_lags(&self, status: &StatusReport) -> BTreeMap<String, f64> {
+        let Some(lag) = &self.lag else {
+            return BTreeMap::new();
+        };
+        status
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.cluster.clone(), lag.mean(&p.cluster)?)))
+            .collect()
+    }
+
+    /// Shows the links' propagation lag histogram in the metrics.
+    pub fn with_propagation_lag(mut self, lag: MeanHistogram) -> Self {
+        self.lag = Some(lag);
+        self
+    }
+
+    /// Shows the EndpointSlice writer's counters in the metrics.
+    pub fn with_slice_stats(mut self, slices: SliceStats) -> Self {
+        self.slices = Some(slices);
+        self
     }
 
     /// The status document as of `now`.
@@ -66,6 +98,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/services", get(services))
         .route("/v1/services/{namespace}/{name}", get(service))
         .route("/v1/ipcache/{ip}", get(ipcache))
+        .route("/v1/explain/services/{namespace}/{name}", get(explain))
+        .route("/v1/explain/ip/{ip}", get(explain_ip_route))
         .route("/v1/identities/{id}", get(identity))
         .route("/v1/nodes", get(nodes))
         .route("/v1/serviceexports", get(service_exports))
@@ -113,7 +147,8 @@ async fn index(State(state): State<ApiState>) -> Html<String> {
     let now = Instant::now();
     let status = state.status(now);
     let services = state.view.read().services(now);
-    Html(page::render(&status, &services, unix_ms_now()))
+    let lags = state.mean_lags(&status);
+    Html(page::render(&status, &services, unix_ms_now(), &lags))
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
@@ -137,15 +172,18 @@ async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
         let view = state.view.read();
         (view.services(now).len(), view.conflicts().len())
     };
-    let text = metrics::render(
-        &status.peers,
-        AgentGauges {
+    let text = metrics::render(&Scrape {
+        peers: &status.peers,
+        agent: AgentGauges {
             ready: status.ready,
             global_services,
             ip_conflicts,
         },
-    );
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
+        now_unix_ms: unix_ms_now(),
+        slices: state.slices.as_ref(),
+        lag: state.lag.as_ref().map(MeanHistogram::family).as_ref(),
+    });
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
@@ -168,6 +206,49 @@ async fn service(
         .service(&svc, Instant::now())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no global service {svc}")))
+}
+
+async fn explain(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<ServiceExplanation>, ApiError> {
+    let svc = ServiceName::new(&namespace, &name)
+        .map_err(|e| ApiError::bad_request(format!("{namespace}/{name}: {e}")))?;
+    let now = Instant::now();
+    let now_ms = unix_ms_now();
+    let peers = state.status(now).peers;
+    let (view, stale_since) = {
+        let mesh = state.view.read();
+        let view = mesh
+            .service(&svc, now)
+            .ok_or_else(|| ApiError::not_found(format!("no global service {svc}")))?;
+        let stale_since: BTreeMap<String, u64> = view
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let from = mesh.stale_from(&c.cluster)?;
+                let ms = match from.checked_duration_since(now) {
+                    Some(ahead) => now_ms.saturating_add(ahead.as_millis() as u64),
+                    None => now_ms.saturating_sub((now - from).as_millis() as u64),
+                };
+                Some((c.cluster.to_string(), ms))
+            })
+            .collect();
+        (view, stale_since)
+    };
+    Ok(Json(explain_service(&view, &stale_since, &peers)))
+}
+
+async fn explain_ip_route(
+    State(state): State<ApiState>,
+    Path(ip): Path<String>,
+) -> Result<Json<IpExplanation>, ApiError> {
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IP address")))?;
+    explain_ip(&state.view.read(), addr)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no cluster holds {addr}")))
 }
 
 async fn ipcache(
@@ -523,18 +604,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn explain_ip_names_the_claimants_and_the_winner() {
+        let c1 = mk_cluster("c1", 1);
+        let c2 = mk_cluster("c2", 2);
+        let mut view = MeshView::new(c1.clone(), StalePolicy::default());
+        for c in [&c2, &c1] {
+            let state: Vec<Change> = mk_state(c).into_iter().map(Change::Upsert).collect();
+            view.apply(&c.name, &state);
+            let id = IdentityId::new(c.identity_range().first() + 1).unwrap();
+            let e = Endpoint::new("10.7.0.1".parse().unwrap(), id);
+            view.apply(&c.name, &[Change::Upsert(Resource::Endpoint(e))]);
+        }
+        let app = router(ApiState::new(
+            Arc::new(RwLock::new(view)),
+            Arc::new(FakeLinks(Vec::new())),
+        ));
+        let (code, json) = get_json(&app, "/v1/explain/ip/10.7.0.1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["holder"]["cluster"], "c1");
+        assert_eq!(json["claimants"], serde_json::json!(["c1", "c2"]));
+        let resolution = json["resolution"].as_str().unwrap();
+        assert!(
+            resolution.contains("local cluster's entry wins"),
+            "{resolution}"
+        );
+        assert_eq!(json["labelsFrom"], "c1");
+
+        let (code, json) = get_json(&app, "/v1/explain/ip/10.2.0.1").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["claimants"], serde_json::json!(["c2"]));
+        assert_eq!(json["resolution"], serde_json::Value::Null);
+
+        let (code, _) = get_json(&app, "/v1/explain/ip/10.9.9.9").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
     async fn metrics_page_and_unknown_routes() {
         let now = Instant::now();
         let app = mk_router(vec![mk_link("c2", true, now)]);
         let request = Request::get("/metrics").body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            metrics::CONTENT_TYPE
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         let (_, text) = get_path(&app, "/metrics").await;
-        assert!(text.contains("fleetmesh_agent_remote_cluster_ready{target_cluster=\"c2\"} 1\n"));
-        assert!(text.contains("fleetmesh_agent_global_services 1\n"));
+        assert!(text.contains(
+            "fleetmesh_agent_remote_cluster_readiness_status{target_cluster=\"c2\"} 1.0\n"
+        ));
+        assert!(text.contains("fleetmesh_agent_global_services 1.0\n"));
 
         let (code, html) = get_path(&app, "/").await;
         assert_eq!(code, StatusCode::OK);

@@ -86,9 +86,32 @@ impl AgentClient {
         self.get("/v1/services").await
     }
 
+    /// `GET /v1/explain/services/{ns}/{name}`.
+    pub async fn explain_service(
+        &self,
+        name: &crate::model::ServiceName,
+    ) -> Result<super::ServiceExplanation, ClientError> {
+        self.get(&format!(
+            "/v1/explain/services/{}/{}",
+            name.namespace(),
+            name.name()
+        ))
+        .await
+    }
+
+    /// `GET /v1/explain/ip/{ip}`.
+    pub async fn explain_ip(&self, ip: IpAddr) -> Result<super::IpExplanation, ClientError> {
+        self.get(&format!("/v1/explain/ip/{ip}")).await
+    }
+
     /// `GET /v1/ipcache/{ip}`.
     pub async fn lookup(&self, ip: IpAddr) -> Result<IpcacheEntryView, ClientError> {
         self.get(&format!("/v1/ipcache/{ip}")).await
+    }
+
+    /// `GET /v1/status` of an apiserver's health port (this client pointed at it).
+    pub async fn apiserver_status(&self) -> Result<crate::apiserver::ApiserverStatus, ClientError> {
+        self.get("/v1/status").await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -1,96 +1,96 @@
-//! `/metrics`: Prometheus text exposition (format 0.0.4), written by hand — a dozen
-//! gauges and counters do not need a metrics crate. Names follow Cilium's agent metrics
-//! (`cilium_clustermesh_remote_cluster_*{target_cluster}`, reference §4.5) under the
-//! `fleetmesh_agent_` prefix.
+//! The agent's `/metrics`: every link's status, the merged view's totals, the
+//! EndpointSlice writer's work, through [`crate::exposition`].
+//! Names follow Cilium's agent metrics (`cilium_clustermesh_remote_cluster_*
+//! {target_cluster}`, reference §4.5) under the `fleetmesh_agent_` prefix.
 
-use std::fmt::Write;
-
+use crate::exposition::{Exposition, HistogramFamily, Labels, flag, labels, rfc3339_unix_seconds};
 use crate::mesh::PeerStatus;
 
-/// The content type Prometheus expects for the text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use super::SliceStats;
 
-const PREFIX: &str = "fleetmesh_agent_";
+const PREFIX: &str = "fleetmesh_agent";
 
-/// One per-link metric: name after the prefix, type, help, and how to read it.
-struct PerLink {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&PeerStatus) -> f64,
-}
+/// A per-link counter: name (without `_total`), help, reading.
+type LinkCounter = (&'static str, &'static str, fn(&PeerStatus) -> u64);
+/// A per-link gauge.
+type LinkGauge = (&'static str, &'static str, fn(&PeerStatus) -> f64);
 
-const PER_LINK: &[PerLink] = &[
-    PerLink {
-        name: "remote_cluster_ready",
-        kind: "gauge",
-        help: "1 if the link is connected, its config validated and every kind synced.",
-        value: |s| flag(s.ready),
-    },
-    PerLink {
-        name: "remote_cluster_connected",
-        kind: "gauge",
-        help: "1 if the link to the cluster's apiserver is up.",
-        value: |s| flag(s.connected),
-    },
-    PerLink {
-        name: "remote_cluster_failures_total",
-        kind: "counter",
-        help: "Failed connection attempts and broken sessions.",
-        value: |s| s.failures as f64,
-    },
-    PerLink {
-        name: "remote_cluster_reconnects_total",
-        kind: "counter",
-        help: "Times the link connected again after its first connection.",
-        value: |s| s.reconnects as f64,
-    },
-    PerLink {
-        name: "remote_cluster_refused_events_total",
-        kind: "counter",
-        help: "Events from the cluster refused because they failed validation.",
-        value: |s| s.refused_events as f64,
-    },
-    PerLink {
-        name: "remote_cluster_last_failure_timestamp_seconds",
-        kind: "gauge",
-        help: "Unix time of the link's last failure, 0 if it never failed.",
-        value: |s| {
+const LINK_COUNTERS: &[LinkCounter] = &[
+    (
+        "remote_cluster_failures",
+        "Failed connection attempts and broken sessions",
+        |s| s.failures,
+    ),
+    (
+        "remote_cluster_reconnects",
+        "Times the link connected again after its first connection",
+        |s| s.reconnects,
+    ),
+    (
+        "remote_cluster_full_resyncs",
+        "Reconnects that had to list the peer's full state again",
+        |s| s.full_resyncs,
+    ),
+    (
+        "remote_cluster_resumes",
+        "Reconnects that resumed from the last revision received",
+        |s| s.resumes,
+    ),
+    (
+        "remote_cluster_refused_events",
+        "Events from the cluster refused because they failed validation",
+        |s| s.refused_events,
+    ),
+];
+
+const LINK_GAUGES: &[LinkGauge] = &[
+    (
+        "remote_cluster_readiness_status",
+        "1 if the link is connected, its config validated and every kind synced",
+        |s| flag(s.ready),
+    ),
+    (
+        "remote_cluster_connected",
+        "1 if the link to the cluster's apiserver is up",
+        |s| flag(s.connected),
+    ),
+    (
+        "remote_cluster_last_failure_ts",
+        "Unix time (seconds) of the link's last failure, 0 if it never failed",
+        |s| {
             s.last_failure
                 .as_ref()
                 .map_or(0.0, |f| f.at_unix_ms as f64 / 1000.0)
         },
-    },
-    PerLink {
-        name: "remote_cluster_nodes",
-        kind: "gauge",
-        help: "Nodes held from the cluster.",
-        value: |s| s.counts.nodes as f64,
-    },
-    PerLink {
-        name: "remote_cluster_endpoints",
-        kind: "gauge",
-        help: "Ipcache entries held from the cluster.",
-        value: |s| s.counts.endpoints as f64,
-    },
-    PerLink {
-        name: "remote_cluster_identities",
-        kind: "gauge",
-        help: "Identities held from the cluster.",
-        value: |s| s.counts.identities as f64,
-    },
-    PerLink {
-        name: "remote_cluster_services",
-        kind: "gauge",
-        help: "Services held from the cluster, shared or not.",
-        value: |s| s.counts.services as f64,
-    },
-    PerLink {
-        name: "remote_cluster_service_exports",
-        kind: "gauge",
-        help: "MCS-API service exports held from the cluster.",
-        value: |s| s.counts.service_exports as f64,
-    },
+    ),
+    (
+        "remote_cluster_revision",
+        "The peer store's last revision received",
+        |s| s.revision as f64,
+    ),
+    ("remote_cluster_nodes", "Nodes held from the cluster", |s| {
+        s.counts.nodes as f64
+    }),
+    (
+        "remote_cluster_endpoints",
+        "Ipcache entries held from the cluster",
+        |s| s.counts.endpoints as f64,
+    ),
+    (
+        "remote_cluster_identities",
+        "Identities held from the cluster",
+        |s| s.counts.identities as f64,
+    ),
+    (
+        "remote_cluster_services",
+        "Services held from the cluster, shared or not",
+        |s| s.counts.services as f64,
+    ),
+    (
+        "remote_cluster_service_exports",
+        "MCS-API service exports held from the cluster",
+        |s| s.counts.service_exports as f64,
+    ),
 ];
 
 /// What the exposition shows besides the links.
@@ -104,76 +104,104 @@ pub struct AgentGauges {
     pub ip_conflicts: usize,
 }
 
-/// The exposition text for these links (sorted by cluster) and gauges.
-pub fn render(peers: &[PeerStatus], agent: AgentGauges) -> String {
-    let mut out = String::new();
+/// What the agent's metrics read at a scrape.
+pub struct Scrape<'a> {
+    pub peers: &'a [PeerStatus],
+    pub agent: AgentGauges,
+    pub now_unix_ms: u64,
+    pub slices: Option<&'a SliceStats>,
+    /// The links' propagation lag, per target cluster.
+    pub lag: Option<&'a HistogramFamily>,
+}
+
+/// The exposition text.
+pub fn render(scrape: &Scrape<'_>) -> String {
+    let mut e = Exposition::new(PREFIX);
+    let peers = scrape.peers;
     let remote = peers.iter().filter(|p| !p.local).count();
-    single(
-        &mut out,
+    e.gauge(
         "remote_clusters",
-        "Peers configured in the remotes directory, the link to the local apiserver excluded.",
+        "Peers configured in the remotes directory, the link to the local apiserver excluded",
         remote as f64,
     );
-    single(
-        &mut out,
+    e.gauge(
         "ready",
-        "1 once every link has been ready (see /readyz).",
-        flag(agent.ready),
+        "1 once every link has been ready (see /readyz)",
+        flag(scrape.agent.ready),
     );
-    single(
-        &mut out,
+    e.gauge(
         "global_services",
-        "Global services in the merged view.",
-        agent.global_services as f64,
+        "Global services in the merged view",
+        scrape.agent.global_services as f64,
     );
-    single(
-        &mut out,
+    e.gauge(
         "ipcache_conflicts",
-        "Prefixes claimed by more than one cluster.",
-        agent.ip_conflicts as f64,
+        "Prefixes claimed by more than one cluster",
+        scrape.agent.ip_conflicts as f64,
     );
-    for metric in PER_LINK {
-        header(&mut out, metric.name, metric.kind, metric.help);
-        for peer in peers {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "{PREFIX}{}{{target_cluster=\"{}\"}} {}",
-                metric.name,
-                escape_label(&peer.cluster),
-                (metric.value)(peer)
-            );
-        }
+    let target = |p: &PeerStatus| labels([("target_cluster", &p.cluster)]);
+    for (name, help, read) in LINK_COUNTERS {
+        e.counter_family(name, help, peers.iter().map(|p| (target(p), read(p))));
     }
-    out
-}
-
-fn single(out: &mut String, name: &str, help: &str, value: f64) {
-    header(out, name, "gauge", help);
-    let _ = writeln!(out, "{PREFIX}{name} {value}");
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");
-    let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
-}
-
-fn flag(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-/// A label value as the text format requires: backslash, quote and newline escaped.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
+    for (name, help, read) in LINK_GAUGES {
+        e.gauge_family(name, help, peers.iter().map(|p| (target(p), read(p))));
     }
-    out
+    e.gauge_family(
+        "remote_cluster_last_event_age_seconds",
+        "Seconds since the link last received a frame from the peer (events or a synced \
+         marker); no sample before the first",
+        peers.iter().filter_map(|p| {
+            let at = p.last_event_unix_ms?;
+            let age = scrape.now_unix_ms.saturating_sub(at) as f64 / 1000.0;
+            Some((target(p), age))
+        }),
+    );
+    e.gauge_family(
+        "remote_cluster_certificate_expiry_timestamp_seconds",
+        "When a link's certificates expire (Unix time): the peer's server certificate \
+         (end=\"peer\") and this agent's client certificate (end=\"own\"), as of the link's \
+         last connection",
+        peers.iter().flat_map(|p| {
+            [
+                ("peer", &p.peer_cert_not_after),
+                ("own", &p.own_cert_not_after),
+            ]
+            .into_iter()
+            .filter_map(|(end, not_after)| {
+                let t = rfc3339_unix_seconds(not_after.as_deref()?)?;
+                let mut l: Labels = target(p);
+                l.push(("end".to_string(), end.to_string()));
+                Some((l, t))
+            })
+        }),
+    );
+    if let Some(lag) = scrape.lag {
+        e.kept(
+            "remote_cluster_propagation_lag_seconds",
+            "From the peer's apiserver taking a change from its store to this agent applying \
+             it (across hosts, clock skew included); live changes only",
+            lag.clone(),
+        );
+    }
+    if let Some(slices) = scrape.slices {
+        e.counter_family(
+            "endpoint_slice_writes",
+            "EndpointSlices the agent wrote, per operation",
+            slices
+                .writes()
+                .into_iter()
+                .map(|(op, n)| (labels([("operation", op)]), n)),
+        );
+        e.counter_family(
+            "endpoint_slice_errors",
+            "Failed Kubernetes API calls of the EndpointSlice writer, per call",
+            slices
+                .errors()
+                .into_iter()
+                .map(|(call, n)| (labels([("call", call)]), n)),
+        );
+    }
+    e.finish()
 }
 
 #[cfg(test)]
@@ -196,7 +224,10 @@ mod tests {
         c2.ready = true;
         c2.reconnects = 3;
         c2.failures = 4;
+        c2.full_resyncs = 1;
         c2.refused_events = 2;
+        c2.last_event_unix_ms = Some(8_000);
+        c2.peer_cert_not_after = Some("1970-01-02T00:00:00Z".into());
         c2.counts = Counts {
             nodes: 1,
             endpoints: 20,
@@ -209,47 +240,50 @@ mod tests {
             at_unix_ms: 1_500,
         });
         let peers = [mk_peer("c1", true), c2, mk_peer("c3", false)];
-        let text = render(
-            &peers,
-            AgentGauges {
+        let lag = HistogramFamily::new_with_constructor(crate::exposition::latency_buckets);
+        lag.get_or_create(&labels([("target_cluster", "c2")]))
+            .observe(0.002);
+        let slices = SliceStats::default();
+        slices.count_pass(2, 1, 0, 1);
+        let text = render(&Scrape {
+            peers: &peers,
+            agent: AgentGauges {
                 ready: true,
                 global_services: 6,
                 ip_conflicts: 1,
             },
-        );
+            now_unix_ms: 10_000,
+            slices: Some(&slices),
+            lag: Some(&lag),
+        });
         let lines: Vec<&str> = text.lines().collect();
         for expected in [
-            "fleetmesh_agent_remote_clusters 2",
-            "fleetmesh_agent_ready 1",
-            "fleetmesh_agent_global_services 6",
-            "fleetmesh_agent_ipcache_conflicts 1",
-            "# TYPE fleetmesh_agent_remote_cluster_reconnects_total counter",
-            "fleetmesh_agent_remote_cluster_ready{target_cluster=\"c2\"} 1",
-            "fleetmesh_agent_remote_cluster_ready{target_cluster=\"c3\"} 0",
-            "fleetmesh_agent_remote_cluster_connected{target_cluster=\"c1\"} 0",
+            "fleetmesh_agent_remote_clusters 2.0",
+            "fleetmesh_agent_ready 1.0",
+            "fleetmesh_agent_global_services 6.0",
+            "fleetmesh_agent_ipcache_conflicts 1.0",
+            "# TYPE fleetmesh_agent_remote_cluster_reconnects counter",
+            "fleetmesh_agent_remote_cluster_readiness_status{target_cluster=\"c2\"} 1.0",
+            "fleetmesh_agent_remote_cluster_readiness_status{target_cluster=\"c3\"} 0.0",
+            "fleetmesh_agent_remote_cluster_connected{target_cluster=\"c1\"} 0.0",
             "fleetmesh_agent_remote_cluster_failures_total{target_cluster=\"c2\"} 4",
             "fleetmesh_agent_remote_cluster_reconnects_total{target_cluster=\"c2\"} 3",
+            "fleetmesh_agent_remote_cluster_full_resyncs_total{target_cluster=\"c2\"} 1",
             "fleetmesh_agent_remote_cluster_refused_events_total{target_cluster=\"c2\"} 2",
-            "fleetmesh_agent_remote_cluster_last_failure_timestamp_seconds{target_cluster=\"c2\"} 1.5",
-            "fleetmesh_agent_remote_cluster_nodes{target_cluster=\"c2\"} 1",
-            "fleetmesh_agent_remote_cluster_endpoints{target_cluster=\"c2\"} 20",
-            "fleetmesh_agent_remote_cluster_identities{target_cluster=\"c2\"} 5",
-            "fleetmesh_agent_remote_cluster_services{target_cluster=\"c2\"} 7",
+            "fleetmesh_agent_remote_cluster_last_failure_ts{target_cluster=\"c2\"} 1.5",
+            "fleetmesh_agent_remote_cluster_last_event_age_seconds{target_cluster=\"c2\"} 2.0",
+            "fleetmesh_agent_remote_cluster_certificate_expiry_timestamp_seconds{target_cluster=\"c2\",end=\"peer\"} 86400.0",
+            "fleetmesh_agent_remote_cluster_nodes{target_cluster=\"c2\"} 1.0",
+            "fleetmesh_agent_remote_cluster_endpoints{target_cluster=\"c2\"} 20.0",
+            "fleetmesh_agent_remote_cluster_identities{target_cluster=\"c2\"} 5.0",
+            "fleetmesh_agent_remote_cluster_services{target_cluster=\"c2\"} 7.0",
+            "fleetmesh_agent_remote_cluster_propagation_lag_seconds_count{target_cluster=\"c2\"} 1",
+            "fleetmesh_agent_endpoint_slice_writes_total{operation=\"created\"} 2",
+            "fleetmesh_agent_endpoint_slice_errors_total{call=\"write\"} 1",
         ] {
             assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
         }
-        // Every sample line belongs to a metric announced by a TYPE line.
-        for line in lines.iter().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap();
-            assert!(
-                text.contains(&format!("# TYPE {name} ")),
-                "{name} has no TYPE"
-            );
-        }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        // No age before a link's first frame.
+        assert!(!text.contains("last_event_age_seconds{target_cluster=\"c3\"}"));
     }
 }

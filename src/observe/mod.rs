@@ -5,6 +5,8 @@
 //! | --- | --- |
 //! | `/v1/status` | [`StatusReport`]: the local cluster, every link's [`PeerStatus`](crate::mesh::PeerStatus), readiness |
 //! | `/v1/services`, `/v1/services/{ns}/{name}` | [`ServiceView`](crate::mesh::ServiceView)s: global services, backends per cluster, what is selected now and why |
+//! | `/v1/explain/services/{ns}/{name}` | [`ServiceExplanation`]: every backend, selected or not, and why |
+//! | `/v1/explain/ip/{ip}` | [`IpExplanation`]: who holds an IP, conflicts, the labels' origin |
 //! | `/v1/ipcache/{ip}` | [`IpcacheEntryView`](crate::mesh::IpcacheEntryView): who owns an IP |
 //! | `/v1/identities/{id}`, `/v1/nodes`, `/v1/conflicts` | [`IdentityView`], [`NodeView`]s, [`IpConflict`](crate::mesh::IpConflict)s |
 //! | `/healthz`, `/readyz` | alive; ready once every link has been ready (module `links`) |
@@ -16,12 +18,15 @@
 
 mod api;
 mod client;
+mod explain;
+mod graph;
 pub mod http;
 mod links;
 mod metrics;
 mod page;
 mod render;
 mod report;
+mod slice_stats;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,9 +34,14 @@ use tokio::net::TcpListener;
 
 pub use api::{ApiState, router};
 pub use client::{AgentClient, ClientError, DEFAULT_AGENT_URL};
+pub use explain::{
+    BackendExplanation, ClusterNote, IpExplanation, ServiceExplanation, Verdict, explain_ip,
+    explain_ip_table, explain_service, explain_table,
+};
 pub use links::{GLOBAL_READY_TIMEOUT, LinkReport, Links, PER_LINK_READY_TIMEOUT};
 pub use render::{lookup_table, services_table, status_table};
 pub use report::{ErrorBody, IdentityView, NodeView, StatusReport};
+pub use slice_stats::SliceStats;
 
 /// Serves the API on `listener`, within [`http`]'s limits, until the future is dropped.
 pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {

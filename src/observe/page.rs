@@ -1,11 +1,14 @@
-//! `/`: one self-contained HTML page (no scripts, no external assets) with every link and
-//! every global service with the backends selected now. It refreshes itself, so it can
+//! `/`: one self-contained HTML page (no scripts, no external assets): the mesh as an SVG
+//! graph (module `graph`), then every link and every global service with the backends
+//! selected now. It refreshes itself, so it can
 //! stay open on a screen.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::mesh::ServiceView;
 
+use super::graph;
 use super::render::{affinity, cluster_state, last_event, last_failure, link_name, synced_summary};
 use super::report::StatusReport;
 
@@ -18,8 +21,14 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:to
 th{background:#f0f0f0}.yes{color:#070}.no{color:#b00;font-weight:bold}\
 .muted{color:#777}code{font-size:.95em}";
 
-/// The page for this status and these services, as of `now_unix_ms`.
-pub fn render(status: &StatusReport, services: &[ServiceView], now_unix_ms: u64) -> String {
+/// The page for this status and these services, as of `now_unix_ms`; `lags` holds each
+/// link's mean propagation lag in seconds, where it has readings.
+pub fn render(
+    status: &StatusReport,
+    services: &[ServiceView],
+    now_unix_ms: u64,
+    lags: &BTreeMap<String, f64>,
+) -> String {
     let mut out = String::new();
     let title = format!("fleetmesh agent: {}", status.cluster);
     let _ = write!(
@@ -45,6 +54,17 @@ pub fn render(status: &StatusReport, services: &[ServiceView], now_unix_ms: u64)
         }
         out.push_str("</ul>\n");
     }
+    out.push_str("<h2>Mesh</h2>\n<figure>");
+    out.push_str(&graph::render(
+        status.cluster.as_str(),
+        &status.peers,
+        |c| lags.get(c).copied(),
+    ));
+    out.push_str(
+        "<figcaption class=\"muted\">links: <span class=\"yes\">green</span> ready, \
+         <span style=\"color:#d99000\">amber</span> connected, <span class=\"no\">red \
+         dashed</span> down; mean propagation lag on each</figcaption></figure>\n",
+    );
     links(&mut out, status, now_unix_ms);
     services_section(&mut out, services);
     out.push_str(
@@ -158,7 +178,7 @@ fn yes_no_span(b: bool, yes: &str, no: &str) -> String {
 }
 
 /// Text as HTML: everything shown may come from a peer or a config file.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -199,7 +219,7 @@ mod tests {
             }),
             ..PeerStatus::default()
         };
-        let html = render(&mk_status(vec![c2]), &[], 30_000);
+        let html = render(&mk_status(vec![c2]), &[], 30_000, &BTreeMap::new());
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<td>c2</td>"));
         assert!(html.contains("30s ago: bad &lt;certificate&gt; &amp; &quot;more&quot;"));

@@ -26,6 +26,21 @@ pub struct WatchFrame {
     pub revision: u64,
     #[prost(string, tag = "5")]
     pub epoch: String,
+    /// When the server took the frame's oldest change from its store (µs since the
+    /// Unix epoch); 0 when unknown or not a live frame.
+    #[prost(uint64, tag = "6")]
+    pub changed_unix_micros: u64,
+}
+
+impl WatchFrame {
+    /// When the server took the frame's oldest change from its store: `None` when the
+    /// frame carries no change (or no time: not a live frame, or an older server).
+    pub fn changed_at(&self) -> Option<std::time::SystemTime> {
+        if self.changed_unix_micros == 0 || self.events.is_empty() {
+            return None;
+        }
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_micros(self.changed_unix_micros))
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +66,8 @@ mod tests {
         revision: u64,
         #[prost(string, tag = "5")]
         epoch: String,
+        #[prost(uint64, tag = "6")]
+        changed_unix_micros: u64,
     }
 
     fn mk_model_events() -> Vec<Event> {
@@ -80,6 +97,7 @@ mod tests {
             resumed: true,
             revision: 9,
             epoch: "e1".into(),
+            changed_unix_micros: 1_700_000_000_000_000,
         };
         let shape = WatchResponseShape {
             events: events.iter().map(v1::Event::from).collect(),
@@ -87,6 +105,7 @@ mod tests {
             resumed: true,
             revision: 9,
             epoch: "e1".into(),
+            changed_unix_micros: 1_700_000_000_000_000,
         };
         let frame_bytes = frame.encode_to_vec();
         assert_eq!(frame_bytes, shape.encode_to_vec());
@@ -103,6 +122,37 @@ mod tests {
             .map(|b| decode_event(b.clone(), &c1).unwrap())
             .collect();
         assert_eq!(decoded, events);
+    }
+
+    /// A peer built before `changed_unix_micros` existed reads a new frame as before and
+    /// sends frames a new peer reads with the field at 0.
+    #[test]
+    fn peers_without_the_change_time_still_read_frames() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldFrame {
+            #[prost(bytes = "bytes", repeated, tag = "1")]
+            events: Vec<Bytes>,
+            #[prost(bool, tag = "2")]
+            synced: bool,
+            #[prost(bool, tag = "3")]
+            resumed: bool,
+            #[prost(uint64, tag = "4")]
+            revision: u64,
+            #[prost(string, tag = "5")]
+            epoch: String,
+        }
+        let new = WatchFrame {
+            events: vec![Bytes::from_static(b"x")],
+            revision: 3,
+            epoch: "e".into(),
+            changed_unix_micros: 42,
+            ..WatchFrame::default()
+        };
+        let old = OldFrame::decode(new.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((old.revision, old.events.len()), (3, 1));
+        let back = WatchFrame::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.changed_unix_micros, 0);
+        assert_eq!(back.revision, 3);
     }
 
     /// The hand-written frame must follow the `.proto`: the fields of `WatchResponse`
@@ -129,6 +179,7 @@ mod tests {
                 "bool resumed = 3;",
                 "uint64 revision = 4;",
                 "string epoch = 5;",
+                "uint64 changed_unix_micros = 6;",
             ]
         );
     }

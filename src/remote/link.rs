@@ -28,6 +28,7 @@ use super::{
     Failure, IdRegistry, LinkError, PeerConfig, PeerStatus, SharedObserver, SharedSink, SharedView,
     ValidationError,
 };
+use crate::exposition::MeanHistogram;
 use crate::model::{Cluster, ClusterId, Kind};
 use crate::proto::v1::mesh_client::MeshClient;
 use crate::proto::{
@@ -74,6 +75,9 @@ pub struct LinkSettings {
     /// Follows what the link does to the view (the agent's Cilium cache keys); `None`
     /// when the agent serves no etcd API.
     pub sink: Option<SharedSink>,
+    /// Where each live frame's propagation lag is observed, per `target_cluster` (the
+    /// agent's metrics show it).
+    pub propagation_lag: MeanHistogram,
 }
 
 impl Default for LinkSettings {
@@ -87,6 +91,7 @@ impl Default for LinkSettings {
             keepalive: Keepalive::default(),
             observer: None,
             sink: None,
+            propagation_lag: MeanHistogram::new("target_cluster"),
         }
     }
 }
@@ -403,7 +408,14 @@ impl Link {
             }
             (sink, observer) => sink.or(observer),
         };
+        let changed_at = frame.changed_at();
         let report = state.on_frame(frame, peer, &self.view, observer);
+        // A clock behind the server's gives no reading rather than a false one.
+        if let Some(lag) = changed_at.and_then(|t| t.elapsed().ok()) {
+            self.settings
+                .propagation_lag
+                .observe(peer.name.as_str(), lag.as_secs_f64());
+        }
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
         }

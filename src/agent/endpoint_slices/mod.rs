@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info_span};
 
-use crate::observe::Links;
+use crate::observe::{Links, SliceStats};
 use crate::remote::SharedView;
 
 use super::config::EndpointSlicesConfig;
@@ -58,8 +58,9 @@ pub(super) async fn run(
     view: SharedView,
     links: Arc<dyn Links>,
     config: EndpointSlicesConfig,
+    stats: SliceStats,
 ) -> anyhow::Result<()> {
-    task::SliceWriter::new(client, view, links, config.resync)
+    task::SliceWriter::new(client, view, links, config.resync, stats)
         .run()
         .instrument(info_span!("endpoint_slices"))
         .await

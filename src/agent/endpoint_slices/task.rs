@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::observe::Links;
+use crate::observe::{Links, SliceStats};
 use crate::remote::SharedView;
 use crate::report::error_chain;
 
@@ -35,6 +35,7 @@ pub(super) struct SliceWriter {
     view: SharedView,
     links: Arc<dyn Links>,
     resync: Duration,
+    stats: SliceStats,
 }
 
 /// Where the loop stands between two polls.
@@ -69,12 +70,14 @@ impl SliceWriter {
         view: SharedView,
         links: Arc<dyn Links>,
         resync: Duration,
+        stats: SliceStats,
     ) -> Self {
         Self {
             client,
             view,
             links,
             resync,
+            stats,
         }
     }
 
@@ -131,7 +134,14 @@ impl SliceWriter {
         if !due {
             return;
         }
-        match reconcile(&self.client, &state.desired).await {
+        let result = reconcile(&self.client, &state.desired).await;
+        match &result {
+            Ok(o) => self
+                .stats
+                .count_pass(o.created, o.updated, o.deleted, o.failed),
+            Err(_) => self.stats.count_list_error(),
+        }
+        match result {
             Ok(outcome) if outcome.failed == 0 => {
                 if outcome.changed() {
                     info!(
