@@ -21,11 +21,7 @@ const AGENT_EXTRA: &str = "staleGraceSeconds: 2\n";
 const WITHIN: Duration = Duration::from_secs(30);
 
 fn stable() -> Expected {
-    NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| oracle::expected(i + 1, name, None))
-        .fold(Expected::default(), Expected::merge)
+    oracle::expected_fleet(&NAMES, None)
 }
 
 /// The clusters whose `app/web` backends the agent selects now.

@@ -17,19 +17,11 @@ const CHURN_PERIOD: Duration = Duration::from_millis(300);
 
 /// Every member's stable objects, which must never flap.
 fn stable() -> Expected {
-    NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| oracle::expected(i + 1, name, None))
-        .fold(Expected::default(), Expected::merge)
+    oracle::expected_fleet(&NAMES, None)
 }
 
 fn at_generation(generation: u64) -> Expected {
-    NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| oracle::expected(i + 1, name, Some(generation)))
-        .fold(Expected::default(), Expected::merge)
+    oracle::expected_fleet(&NAMES, Some(generation))
 }
 
 fn every_churn_ip() -> Vec<std::net::IpAddr> {

@@ -166,6 +166,16 @@ pub fn expected(index: usize, cluster: &str, generation: Option<u64>) -> Expecte
     Expected { pods, web }
 }
 
+/// What a fleet of members named `names` (indices from 1, in order) exports at
+/// `generation` (`None`: the stable part only, which must never flap).
+pub fn expected_fleet(names: &[&str], generation: Option<u64>) -> Expected {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| expected(i + 1, name, generation))
+        .fold(Expected::default(), Expected::merge)
+}
+
 /// Every IP a churn slot of member `index` may ever hold.
 pub fn churn_ips(index: usize) -> Vec<IpAddr> {
     (0..CHURN_PODS).map(|k| churn_ip(index, k)).collect()
