@@ -63,10 +63,16 @@ async fn connect(pki: &MeshPki, endpoint: &str) -> etcd_client::Client {
     EtcdApiServer::client_to(endpoint, &pki.client_files("c2")).await
 }
 
+/// How far the writer may run ahead of the fast watcher: well inside the smallest log
+/// (100), so the fast watcher is fast by construction — on one thread, a writer that
+/// never waited could outrun any reader, and the log with it.
+const FAST_WITHIN: i64 = 40;
+
 /// Writes revisions 2..=CHANGES+1, one batch each, with values big enough to fill a
 /// client's window quickly; a fast watcher reads them all meanwhile, in order.
 async fn write_while_a_fast_watcher_reads(cache: &KeyCache, fast: &mut etcd_client::WatchStream) {
     let value = Bytes::from(vec![b'x'; 16 * 1024]);
+    let read_upto = std::sync::atomic::AtomicI64::new(1);
     let reader = async {
         let mut next = 2;
         while next <= CHANGES + 1 {
@@ -79,10 +85,14 @@ async fn write_while_a_fast_watcher_reads(cache: &KeyCache, fast: &mut etcd_clie
                 assert_eq!(event.kv().unwrap().mod_revision(), next);
                 next += 1;
             }
+            read_upto.store(next - 1, std::sync::atomic::Ordering::Relaxed);
         }
     };
     let writer = async {
         for revision in 2..=CHANGES + 1 {
+            while revision - read_upto.load(std::sync::atomic::Ordering::Relaxed) > FAST_WITHIN {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let kv = KeyValue {
                 key: format!("{PREFIX}{revision}"),
                 value: value.clone(),

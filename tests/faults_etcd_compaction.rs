@@ -1,0 +1,94 @@
+//! Fault suite: etcd compacts its history under churn (as `--auto-compaction-retention`
+//! does in production, here every half second up to the latest revision). The apiservers'
+//! state watches lose their resume points and must re-list without the agent of another
+//! member seeing any stable object flap, and everything converges on the manifests.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::fleet::{Fleet, FleetStore};
+use support::oracle::{self, Churn, FlapDetector};
+
+const NAMES: [&str; 3] = ["c1", "c2", "c3"];
+const CONVERGE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_under_churn_flaps_nothing_and_converges() {
+    // This binary's own etcd: compacting it cannot disturb another test's.
+    let etcd = support::etcd().await;
+    let mut fleet = Fleet::plan(
+        &NAMES,
+        &FleetStore::Etcd {
+            endpoint: etcd.endpoints[0].clone(),
+            namespace: support::unique_prefix(),
+        },
+        "",
+    );
+    for (i, name) in NAMES.iter().enumerate() {
+        oracle::seed(fleet.member(name), i + 1);
+        fleet.start_apiserver(name).await;
+    }
+    fleet.start_agent("c1").await;
+    let client = fleet.member("c1").agent_client();
+    let every_churn_ip: Vec<_> = (1..=NAMES.len()).flat_map(oracle::churn_ips).collect();
+    oracle::converge(
+        &client,
+        &oracle::expected_fleet(&NAMES, Some(0)),
+        &every_churn_ip,
+        CONVERGE,
+    )
+    .await;
+
+    let flaps = FlapDetector::start(
+        fleet.member("c1").agent_client(),
+        oracle::expected_fleet(&NAMES, None),
+    );
+    let churn = Churn::start(
+        NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
+            .collect(),
+        Duration::from_millis(300),
+    );
+    let mut raw = etcd.client().await;
+    let mut compactions = 0;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let revision = raw
+            .get("x", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        // Nothing written since the last one: etcd says it is compacted already.
+        if raw.compact(revision, None).await.is_ok() {
+            compactions += 1;
+        }
+    }
+    assert!(compactions >= 4, "only {compactions} compactions happened");
+    let generation = churn.stop();
+    assert!(
+        generation >= 5,
+        "the churn wrote only {generation} generations"
+    );
+
+    oracle::converge(
+        &client,
+        &oracle::expected_fleet(&NAMES, Some(generation)),
+        &every_churn_ip,
+        CONVERGE,
+    )
+    .await;
+    let seen = flaps.finish();
+    assert!(
+        seen.flaps.is_empty(),
+        "{} flaps in {} polls across {compactions} compactions:\n{}",
+        seen.flaps.len(),
+        seen.polls,
+        seen.flaps.join("\n")
+    );
+}
