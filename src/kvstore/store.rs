@@ -139,10 +139,9 @@ pub trait Store: Send + Sync + 'static {
     /// Asks the store whether its history restarted since the last check (a wiped or
     /// replaced etcd, one restored from a backup) and returns the epoch it is in now,
     /// which [`epoch`](Self::epoch) answers from then on. A store whose history cannot
-    /// restart under it keeps its epoch.
-    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
-        Ok(self.epoch())
-    }
+    /// restart under it keeps its epoch. No default: a wrapper that forgot to forward it
+    /// would hide every restart from the exporter.
+    async fn check_epoch(&self) -> Result<Epoch, StoreError>;
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 

@@ -48,6 +48,13 @@ impl Store for TimedStore {
         self.inner.epoch()
     }
 
+    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.check_epoch().await;
+        self.observe("check_epoch", started);
+        result
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let started = Instant::now();
         let result = self.inner.get(key).await;

@@ -137,6 +137,11 @@ impl Store for MemoryStore {
         self.epoch.clone()
     }
 
+    /// An embedded store's history restarts only with the process.
+    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(self.epoch())
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         Ok(self.shared.state.lock().get(key))
     }

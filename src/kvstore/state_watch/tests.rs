@@ -209,6 +209,9 @@ impl Store for FlakyStore {
             .clone()
             .unwrap_or_else(|| self.inner.epoch())
     }
+    async fn check_epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(self.epoch())
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.inner.get(key).await
     }
