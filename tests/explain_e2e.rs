@@ -5,72 +5,33 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetmesh::agent::{Agent, AgentConfig};
-use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::mesh::SelectionReason;
 use fleetmesh::model::ServiceName;
 use fleetmesh::observe::{AgentClient, ServiceExplanation, Verdict};
 use fleetmesh::remote::LinkSettings;
-use support::mesh::MeshPki;
+use support::mesh::{MeshPki, global_service_yaml, start_manifest_member};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Global service `web/<name>` with backends (ip, ready) and extra annotations.
-fn service_yaml(name: &str, annotations: &[(&str, &str)], backends: &[(&str, bool)]) -> String {
-    let annotations: String = annotations
-        .iter()
-        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-        .collect();
-    let endpoints: String = backends
-        .iter()
-        .map(|(ip, ready)| format!("- addresses: [{ip}]\n  conditions: {{ready: {ready}}}\n"))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: web\n  annotations:\n    service.cilium.io/global: \"true\"\n{annotations}spec:\n  ports: [{{name: http, port: 80}}]\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: web\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{endpoints}"
-    )
-}
 
 /// c1's services; `aff_ready`: whether its backend of `web/aff` is ready.
 fn c1_manifests(aff_ready: bool) -> String {
     [
-        service_yaml(
+        global_service_yaml(
             "aff",
             &[("service.cilium.io/affinity", "local")],
             &[("10.1.0.1", aff_ready)],
         ),
-        service_yaml(
+        global_service_yaml(
             "solo",
             &[("service.cilium.io/shared", "false")],
             &[("10.1.0.5", true)],
         ),
-        service_yaml("gone", &[], &[("10.1.0.7", true)]),
+        global_service_yaml("gone", &[], &[("10.1.0.7", true)]),
     ]
     .join("\n---\n")
-}
-
-async fn start_member(pki: &MeshPki, name: &str, id: u32, manifests: &str) -> (Apiserver, PathBuf) {
-    let dir = pki.dir().join(name);
-    let manifests_dir = dir.join("manifests");
-    std::fs::create_dir_all(&manifests_dir).unwrap();
-    std::fs::write(manifests_dir.join("web.yaml"), manifests).unwrap();
-    let tls = pki.server_files(name);
-    let text = format!(
-        "cluster: {{name: {name}, id: {id}}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests_dir:?}}}\n\
-         grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
-         health: {{listen: \"127.0.0.1:0\"}}\n",
-        tls.ca, tls.cert, tls.key
-    );
-    let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
-    let mut apiserver = Apiserver::start(config).await.unwrap();
-    tokio::time::timeout(TIMEOUT, apiserver.synced())
-        .await
-        .unwrap()
-        .unwrap();
-    (apiserver, manifests_dir)
 }
 
 /// Asks until `done` holds of the explanation of `web/<name>`; returns it.
@@ -108,22 +69,22 @@ fn verdict(e: &ServiceExplanation, cluster: &str, ip: &str) -> Option<Verdict> {
 #[tokio::test]
 async fn explain_tells_affinity_failover_shared_false_and_stale_withdrawal() {
     let pki = MeshPki::new();
-    let (c1, c1_dir) = start_member(&pki, "c1", 1, &c1_manifests(true)).await;
+    let (c1, c1_dir) = start_manifest_member(&pki, "c1", 1, Some(&c1_manifests(true))).await;
     let c2_services = [
-        service_yaml(
+        global_service_yaml(
             "aff",
             &[("service.cilium.io/affinity", "local")],
             &[("10.2.0.1", true)],
         ),
-        service_yaml("solo", &[], &[("10.2.0.5", true)]),
+        global_service_yaml("solo", &[], &[("10.2.0.5", true)]),
     ]
     .join("\n---\n");
-    let (c2, _) = start_member(&pki, "c2", 2, &c2_services).await;
-    let (c3, _) = start_member(
+    let (c2, _) = start_manifest_member(&pki, "c2", 2, Some(&c2_services)).await;
+    let (c3, _) = start_manifest_member(
         &pki,
         "c3",
         3,
-        &service_yaml("gone", &[], &[("10.3.0.7", true)]),
+        Some(&global_service_yaml("gone", &[], &[("10.3.0.7", true)])),
     )
     .await;
 

@@ -20,17 +20,11 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A global service `web/<name>` with the given backends (ip, ready).
 fn service_yaml(name: &str, affinity: Option<&str>, backends: &[(&str, bool)]) -> String {
-    let affinity = affinity
-        .map(|a| format!("    service.cilium.io/affinity: {a}\n"))
-        .unwrap_or_default();
-    let endpoints: String = backends
-        .iter()
-        .map(|(ip, ready)| format!("- addresses: [{ip}]\n  conditions: {{ready: {ready}}}\n"))
+    let annotations: Vec<(&str, &str)> = affinity
+        .map(|a| ("service.cilium.io/affinity", a))
+        .into_iter()
         .collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: web\n  annotations:\n    service.cilium.io/global: \"true\"\n{affinity}spec:\n  ports: [{{name: http, port: 80}}]\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: web\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{endpoints}"
-    )
+    support::mesh::global_service_yaml(name, &annotations, backends)
 }
 
 /// c2's services in the convergence test: `api` with both backends ready or both not,

@@ -11,9 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use fleetmesh::agent::{Agent, AgentConfig};
-use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::remote::LinkSettings;
-use support::mesh::MeshPki;
+use support::mesh::{MeshPki, start_manifest_member};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -24,26 +23,6 @@ fn chromium() -> Option<&'static str> {
             .output()
             .is_ok_and(|o| o.status.success())
     })
-}
-
-async fn start_member(pki: &MeshPki, name: &str, id: u32) -> Apiserver {
-    let dir = pki.dir().join(name);
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    let tls = pki.server_files(name);
-    let text = format!(
-        "cluster: {{name: {name}, id: {id}}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests:?}}}\n\
-         grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
-         health: {{listen: \"127.0.0.1:0\"}}\n",
-        tls.ca, tls.cert, tls.key
-    );
-    let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
-    let mut apiserver = Apiserver::start(config).await.unwrap();
-    tokio::time::timeout(TIMEOUT, apiserver.synced())
-        .await
-        .unwrap()
-        .unwrap();
-    apiserver
 }
 
 /// The DOM headless Chromium builds from `url`, with a profile of its own in `profile`.
@@ -82,8 +61,8 @@ async fn chromium_renders_the_mesh_graph_with_every_link() {
         return;
     };
     let pki = MeshPki::new();
-    let c1 = start_member(&pki, "c1", 1).await;
-    let c2 = start_member(&pki, "c2", 2).await;
+    let (c1, _) = start_manifest_member(&pki, "c1", 1, None).await;
+    let (c2, _) = start_manifest_member(&pki, "c2", 2, None).await;
     let client = pki.client_files("c1");
     pki.peer_config("c1", c1.grpc_addr.unwrap(), &client);
     pki.peer_config("c2", c2.grpc_addr.unwrap(), &client);

@@ -254,3 +254,56 @@ pub async fn mk_store(cluster: &Cluster, state: &[Resource]) -> Arc<MemoryStore>
     }
     store
 }
+
+/// A global service `web/<name>` with `annotations` besides the global one and the given
+/// backends (ip, ready), as manifest YAML.
+pub fn global_service_yaml(
+    name: &str,
+    annotations: &[(&str, &str)],
+    backends: &[(&str, bool)],
+) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+        .collect();
+    let endpoints: String = backends
+        .iter()
+        .map(|(ip, ready)| format!("- addresses: [{ip}]\n  conditions: {{ready: {ready}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: web\n  annotations:\n    service.cilium.io/global: \"true\"\n{annotations}spec:\n  ports: [{{name: http, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: web\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{endpoints}"
+    )
+}
+
+/// Starts the real apiserver of `name` on the embedded store with `web.yaml` holding
+/// `manifests` (when given), gRPC and health on free ports, and waits until it synced;
+/// returns it and its manifest directory.
+pub async fn start_manifest_member(
+    pki: &MeshPki,
+    name: &str,
+    id: u32,
+    manifests: Option<&str>,
+) -> (fleetmesh::apiserver::Apiserver, PathBuf) {
+    use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
+    let dir = pki.dir().join(name);
+    let manifests_dir = dir.join("manifests");
+    std::fs::create_dir_all(&manifests_dir).unwrap();
+    if let Some(text) = manifests {
+        std::fs::write(manifests_dir.join("web.yaml"), text).unwrap();
+    }
+    let tls = pki.server_files(name);
+    let text = format!(
+        "cluster: {{name: {name}, id: {id}}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests_dir:?}}}\n\
+         grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
+         health: {{listen: \"127.0.0.1:0\"}}\n",
+        tls.ca, tls.cert, tls.key
+    );
+    let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
+    let mut apiserver = Apiserver::start(config).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), apiserver.synced())
+        .await
+        .unwrap()
+        .unwrap();
+    (apiserver, manifests_dir)
+}
