@@ -83,12 +83,16 @@ pub fn canary(peer: &ClusterName, kind: Kind) -> String {
 }
 
 /// `peer`'s cluster config as a cache announces it: the peer's id and mode, with
-/// `cached` set (which switches Cilium's agents to the `cilium/cache/` prefixes).
+/// `cached` set (which switches Cilium's agents to the `cilium/cache/` prefixes) and
+/// `serviceExportsEnabled` absent: Cilium reads a cached peer's exports, and waits for
+/// their canary, whenever the field is there, even `false` — and the cache writes no
+/// such canary.
 pub fn cluster_config(peer: &Cluster) -> Bytes {
     codec::encode_cluster_config(&ClusterConfig {
         id: peer.id,
         capabilities: Capabilities {
             cached: true,
+            service_exports_enabled: None,
             ..Capabilities::fleetmesh(peer.mode)
         },
     })
@@ -156,5 +160,6 @@ mod tests {
         assert!(config.capabilities.cached && config.capabilities.synced_canaries);
         let text = String::from_utf8(cluster_config(&c2).to_vec()).unwrap();
         assert!(text.contains("\"cached\":true"), "{text}");
+        assert!(!text.contains("serviceExportsEnabled"), "{text}");
     }
 }
