@@ -119,26 +119,46 @@ impl LinkTable {
             .collect()
     }
 
-    /// Every link's current status, sorted by cluster name.
+    /// Every link's current status, then the draining peers', sorted by cluster name.
     pub fn statuses(&self) -> Vec<PeerStatus> {
-        self.links
-            .lock()
-            .iter()
-            .map(|(name, r)| self.status_of(name, r))
+        self.reports().into_iter().map(|r| r.status).collect()
+    }
+
+    /// The peers whose file was removed but whose cache keys are still served (for the
+    /// drain grace): not connected, their config deleted, their keys counted. Never
+    /// waited for: they are no longer configured.
+    fn draining(&self, links: &BTreeMap<ClusterName, Running>) -> Vec<LinkReport> {
+        let Some(keys) = &self.cache_keys else {
+            return Vec::new();
+        };
+        keys.draining()
+            .into_iter()
+            .filter(|peer| !links.contains_key(peer))
+            .map(|peer| LinkReport {
+                status: self.with_cache(PeerStatus {
+                    cluster: peer.to_string(),
+                    ..PeerStatus::default()
+                }),
+                since: Instant::now(),
+                been_ready: true,
+            })
             .collect()
     }
 }
 
 impl Links for LinkTable {
     fn reports(&self) -> Vec<LinkReport> {
-        self.links
-            .lock()
+        let links = self.links.lock();
+        let mut reports: Vec<LinkReport> = links
             .iter()
             .map(|(name, r)| LinkReport {
                 status: self.status_of(name, r),
                 since: r.since,
                 been_ready: r.been_ready.load(Ordering::Relaxed),
             })
-            .collect()
+            .chain(self.draining(&links))
+            .collect();
+        reports.sort_by(|a, b| a.status.cluster.cmp(&b.status.cluster));
+        reports
     }
 }

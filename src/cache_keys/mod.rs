@@ -173,6 +173,17 @@ impl CacheKeys {
         }
     }
 
+    /// The removed peers whose keys are still served, waiting for the drain grace.
+    pub fn draining(&self) -> Vec<ClusterName> {
+        self.writer
+            .lock()
+            .peers
+            .iter()
+            .filter(|(_, state)| state.draining)
+            .map(|(peer, _)| peer.clone())
+            .collect()
+    }
+
     /// Rewrites the heartbeat every [`HEARTBEAT_INTERVAL`], for as long as it runs.
     pub async fn beat(self: Arc<Self>) {
         loop {
