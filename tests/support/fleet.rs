@@ -38,6 +38,10 @@ pub struct Member {
     apiserver: Option<Child>,
     agent: Option<Child>,
     pub agent_port: u16,
+    /// With [`Fleet::plan_serving_etcd`]: the port of the apiserver's etcd API (Cilium's
+    /// clustermesh endpoint) and of the agent's (KVStoreMesh's part).
+    pub apiserver_etcd_port: Option<u16>,
+    pub agent_etcd_port: Option<u16>,
     /// Apiserver starts so far, to name each one's log.
     starts: usize,
 }
@@ -73,6 +77,56 @@ impl Fleet {
     /// Plans a full mesh of `names` on loopback (ids in order), with each agent's query API
     /// on a free port and `agent_extra` appended to every agent.yaml.
     pub fn plan(names: &[&str], store: &FleetStore, agent_extra: &str) -> Self {
+        Self::plan_profile(names, store, agent_extra, "")
+    }
+
+    /// As [`Fleet::plan`], with the profile's `etcdApi` and `kvstoremesh`: every apiserver
+    /// serves the etcd API to the peers' Cilium agents, and every agent to its own
+    /// cluster's. The profile has one port for each; on loopback every member gets its
+    /// own, in its configs and in the Cilium configs (`<member>/clustermesh/<peer>`)
+    /// that name it.
+    pub fn plan_serving_etcd(names: &[&str], store: &FleetStore, agent_extra: &str) -> Self {
+        const APISERVER_PORT: u16 = 2379;
+        const AGENT_PORT: u16 = 2380;
+        let mut fleet = Self::plan_profile(
+            names,
+            store,
+            agent_extra,
+            &format!("etcdApi: {{port: {APISERVER_PORT}}}\nkvstoremesh: {{port: {AGENT_PORT}}}\n"),
+        );
+        for member in &mut fleet.members {
+            let (apiserver_port, agent_port) = (free_port(), free_port());
+            replace_in(
+                &member.dir.join("apiserver.yaml"),
+                &format!("listen: \"0.0.0.0:{APISERVER_PORT}\""),
+                &format!("listen: \"127.0.0.1:{apiserver_port}\""),
+            );
+            replace_in(
+                &member.dir.join("agent.yaml"),
+                &format!("listen: \"127.0.0.1:{AGENT_PORT}\""),
+                &format!("listen: \"127.0.0.1:{agent_port}\""),
+            );
+            member.apiserver_etcd_port = Some(apiserver_port);
+            member.agent_etcd_port = Some(agent_port);
+        }
+        for member in &fleet.members {
+            for peer in fleet.members.iter().filter(|p| p.name != member.name) {
+                replace_in(
+                    &member.dir.join("clustermesh").join(&peer.name),
+                    &format!("https://127.0.0.1:{APISERVER_PORT}"),
+                    &format!("https://127.0.0.1:{}", peer.apiserver_etcd_port.unwrap()),
+                );
+            }
+        }
+        fleet
+    }
+
+    fn plan_profile(
+        names: &[&str],
+        store: &FleetStore,
+        agent_extra: &str,
+        profile_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let grpc_ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
         let members: String = names
@@ -83,7 +137,9 @@ impl Fleet {
         let profile = dir.path().join("profile.yaml");
         std::fs::write(
             &profile,
-            format!("mesh: faults\nmembers:\n{members}topology: {{kind: full-mesh}}\n"),
+            format!(
+                "mesh: faults\nmembers:\n{members}topology: {{kind: full-mesh}}\n{profile_extra}"
+            ),
         )
         .unwrap();
         let out = dir.path().join("out");
@@ -136,6 +192,8 @@ impl Fleet {
                     apiserver: None,
                     agent: None,
                     agent_port,
+                    apiserver_etcd_port: None,
+                    agent_etcd_port: None,
                     starts: 0,
                 }
             })
@@ -225,6 +283,17 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// Replaces `from` in the file at `path`, which must hold it.
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(from),
+        "{} holds no {from:?}:\n{text}",
+        path.display()
+    );
+    std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
 fn signal(pid: u32, sig: &str) {
