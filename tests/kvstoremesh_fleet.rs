@@ -641,6 +641,18 @@ async fn c1_s_agent_process_serves_its_peers_to_etcdctl_as_kvstoremesh_would() {
     let draining = &peer_status(&status, "c3")["cache"];
     assert_eq!(draining["config"], false, "{draining}");
     assert_eq!(draining["keys"], c3_keys.len(), "{draining}");
+    assert_eq!(draining["draining"], true, "{draining}");
+    // In the table: a row of the cache keys, no link.
+    let table = mesh.fleetmesh_status("table");
+    let rows: Vec<String> = table
+        .lines()
+        .filter(|l| l.starts_with("c3"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let row = format!("c3 (removed) {} 4 deleted 0", c3_keys.len());
+    assert_eq!(rows, [row], "{table}");
+    assert!(table.contains(", 2/2 links ready"), "{table}");
+    println!("{table}");
     keys.until("c3's keys deleted", TIMEOUT + DRAIN_GRACE, |events| {
         events.iter().filter(|e| e.delete).count() == c3_keys.len()
     })

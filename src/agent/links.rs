@@ -56,11 +56,11 @@ impl LinkTable {
     fn status_of(&self, name: &ClusterName, running: &Running) -> PeerStatus {
         let mut status = running.link.status_rx().borrow().clone();
         status.counts = self.view.read().counts(name).unwrap_or_default();
-        self.with_cache(status)
+        self.with_cache(status, false)
     }
 
-    /// `status` with what the cache keys hold of its peer.
-    fn with_cache(&self, mut status: PeerStatus) -> PeerStatus {
+    /// `status` with what the cache keys hold of its peer; `draining`: it has no link.
+    fn with_cache(&self, mut status: PeerStatus, draining: bool) -> PeerStatus {
         if let (Some(keys), false) = (&self.cache_keys, status.local)
             && let Ok(peer) = ClusterName::new(&status.cluster)
         {
@@ -71,6 +71,7 @@ impl LinkTable {
                 config: held.config,
                 withdrawn_services: held.withdrawn as u64,
                 etcd_clients: self.clients.get(),
+                draining,
             });
         }
         status
@@ -125,7 +126,7 @@ impl LinkTable {
     }
 
     /// The peers whose file was removed but whose cache keys are still served (for the
-    /// drain grace): not connected, their config deleted, their keys counted. Never
+    /// drain grace): their config deleted, their keys counted, marked draining. Never
     /// waited for: they are no longer configured.
     fn draining(&self, links: &BTreeMap<ClusterName, Running>) -> Vec<LinkReport> {
         let Some(keys) = &self.cache_keys else {
@@ -135,10 +136,13 @@ impl LinkTable {
             .into_iter()
             .filter(|peer| !links.contains_key(peer))
             .map(|peer| LinkReport {
-                status: self.with_cache(PeerStatus {
-                    cluster: peer.to_string(),
-                    ..PeerStatus::default()
-                }),
+                status: self.with_cache(
+                    PeerStatus {
+                        cluster: peer.to_string(),
+                        ..PeerStatus::default()
+                    },
+                    true,
+                ),
                 since: Instant::now(),
                 been_ready: true,
             })

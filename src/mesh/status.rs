@@ -75,9 +75,18 @@ pub struct CacheStatus {
     /// The etcd API's clients (the cluster's Cilium agents) connected now; every one
     /// reads every peer.
     pub etcd_clients: u64,
+    /// Not a link: the peer's file was removed, and its keys are served until the drain
+    /// grace ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl PeerStatus {
+    /// A configured link, not a removed peer whose cache keys are still draining.
+    pub fn is_link(&self) -> bool {
+        !self.cache.as_ref().is_some_and(|c| c.draining)
+    }
+
     /// What needs attention in the link's credentials at `now_unix_ms`: a certificate
     /// (either end) that expired or expires within the renewal window of `certs rotate`
     /// (30 days), and a peer certificate from a CA that is being retired.

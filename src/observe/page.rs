@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::mesh::ServiceView;
+use crate::mesh::{PeerStatus, ServiceView};
 
 use super::graph;
 use super::render::{affinity, cluster_state, last_event, last_failure, link_name, synced_summary};
@@ -39,13 +39,20 @@ pub fn render(
         escape(&title),
         escape(&title)
     );
-    let ready = status.peers.iter().filter(|p| p.ready).count();
+    // A removed peer whose cache keys still drain is no link.
+    let links: Vec<PeerStatus> = status
+        .peers
+        .iter()
+        .filter(|p| p.is_link())
+        .cloned()
+        .collect();
+    let ready = links.iter().filter(|p| p.ready).count();
     let _ = writeln!(
         out,
         "<p>cluster id {} — {} — {ready}/{} links ready</p>",
         status.cluster_id,
         yes_no_span(status.ready, "ready", "not ready"),
-        status.peers.len()
+        links.len()
     );
     if !status.not_ready.is_empty() {
         out.push_str("<ul>");
@@ -55,17 +62,15 @@ pub fn render(
         out.push_str("</ul>\n");
     }
     out.push_str("<h2>Mesh</h2>\n<figure>");
-    out.push_str(&graph::render(
-        status.cluster.as_str(),
-        &status.peers,
-        |c| lags.get(c).copied(),
-    ));
+    out.push_str(&graph::render(status.cluster.as_str(), &links, |c| {
+        lags.get(c).copied()
+    }));
     out.push_str(
         "<figcaption class=\"muted\">links: <span class=\"yes\">green</span> ready, \
          <span style=\"color:#d99000\">amber</span> connected, <span class=\"no\">red \
          dashed</span> down; mean propagation lag on each</figcaption></figure>\n",
     );
-    links(&mut out, status, now_unix_ms);
+    links_section(&mut out, &links, now_unix_ms);
     services_section(&mut out, services);
     out.push_str(
         "<p class=\"muted\">JSON: <a href=\"/v1/status\">/v1/status</a> \
@@ -76,9 +81,9 @@ pub fn render(
     out
 }
 
-fn links(out: &mut String, status: &StatusReport, now_unix_ms: u64) {
+fn links_section(out: &mut String, links: &[PeerStatus], now_unix_ms: u64) {
     out.push_str("<h2>Links</h2>\n");
-    if status.peers.is_empty() {
+    if links.is_empty() {
         out.push_str(
             "<p class=\"muted\">no links configured: the remotes directory is empty</p>\n",
         );
@@ -89,7 +94,7 @@ fn links(out: &mut String, status: &StatusReport, now_unix_ms: u64) {
          <th>nodes</th><th>endpoints</th><th>identities</th><th>services</th>\
          <th>reconnects</th><th>refused</th><th>last event</th><th>last failure</th></tr>\n",
     );
-    for p in &status.peers {
+    for p in links {
         let last_event = last_event(p, now_unix_ms);
         let _ = writeln!(
             out,

@@ -13,22 +13,25 @@ use super::report::StatusReport;
 /// Selected backend IPs listed per cluster before the rest are only counted.
 const MAX_LISTED_BACKENDS: usize = 3;
 
-/// `fleetmesh status`: a summary line, then one row per link.
+/// `fleetmesh status`: a summary line, then one row per link, then the Cilium cache keys
+/// per peer (with the removed peers still draining).
 pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
-    let ready = report.peers.iter().filter(|p| p.ready).count();
+    let links: Vec<&PeerStatus> = report.peers.iter().filter(|p| p.is_link()).collect();
+    let ready = links.iter().filter(|p| p.ready).count();
     let mut out = format!(
         "cluster {} (id {}): {}, {}/{} links ready\n",
         report.cluster,
         report.cluster_id,
         if report.ready { "ready" } else { "NOT READY" },
         ready,
-        report.peers.len()
+        links.len()
     );
     for why in &report.not_ready {
         let _ = writeln!(out, "  waiting for {why}");
     }
-    if report.peers.is_empty() {
+    if links.is_empty() {
         out.push_str("no links configured: the remotes directory is empty\n");
+        out.push_str(&cache_section(report));
         return out;
     }
     out.push('\n');
@@ -47,8 +50,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         "CERTS PEER/OWN",
         "LAST FAILURE",
     ];
-    let rows = report
-        .peers
+    let rows = links
         .iter()
         .map(|p| {
             vec![
@@ -69,8 +71,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         })
         .collect();
     out.push_str(&table(&headers, rows));
-    let warnings: Vec<String> = report
-        .peers
+    let warnings: Vec<String> = links
         .iter()
         .flat_map(|p| p.credential_warnings(now_unix_ms))
         .collect();
@@ -110,7 +111,11 @@ fn cache_section(report: &StatusReport) -> String {
         .iter()
         .map(|(p, c)| {
             vec![
-                p.cluster.clone(),
+                if c.draining {
+                    format!("{} (removed)", p.cluster)
+                } else {
+                    p.cluster.clone()
+                },
                 c.keys.to_string(),
                 c.canaries.to_string(),
                 if c.config { "served" } else { "deleted" }.to_string(),
@@ -445,6 +450,7 @@ WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew
             config: true,
             withdrawn_services: 1,
             etcd_clients: 7,
+            draining: false,
         });
         let text = status_table(&report, 0);
         assert!(
@@ -453,6 +459,37 @@ WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew
         );
         let row = text.lines().last().unwrap();
         assert!(row.contains("1234") && row.contains("served"), "{text}");
+    }
+
+    #[test]
+    fn a_removed_peer_still_draining_is_no_link_but_its_cache_keys_are_shown() {
+        let mut report = mk_report();
+        let links = report.peers.len();
+        let ready = report.peers.iter().filter(|p| p.ready).count();
+        report.peers.push(PeerStatus {
+            cluster: "c9".into(),
+            cache: Some(crate::mesh::CacheStatus {
+                keys: 42,
+                canaries: 4,
+                config: false,
+                withdrawn_services: 0,
+                etcd_clients: 1,
+                draining: true,
+            }),
+            ..PeerStatus::default()
+        });
+        let text = status_table(&report, 0);
+        assert!(
+            text.contains(&format!("{ready}/{links} links ready")),
+            "{text}"
+        );
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("c9")).collect();
+        let row: Vec<&str> = rows.iter().flat_map(|r| r.split_whitespace()).collect();
+        assert_eq!(
+            row,
+            ["c9", "(removed)", "42", "4", "deleted", "0"],
+            "{text}"
+        );
     }
 
     #[test]
