@@ -26,13 +26,10 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         },
         "",
     );
-    for (i, name) in NAMES.iter().enumerate() {
-        oracle::seed(fleet.member(name), i + 1);
-        fleet.start_apiserver(name).await;
-    }
+    oracle::seed_and_start(&mut fleet, &NAMES).await;
     fleet.start_agent("c1").await;
     let client = fleet.member("c1").agent_client();
-    let every_churn_ip: Vec<_> = (1..=NAMES.len()).flat_map(oracle::churn_ips).collect();
+    let every_churn_ip = oracle::every_churn_ip(NAMES.len());
     oracle::converge(
         &client,
         &oracle::expected_fleet(&NAMES, Some(0)),
@@ -45,14 +42,7 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         fleet.member("c1").agent_client(),
         oracle::expected_fleet(&NAMES, None),
     );
-    let churn = Churn::start(
-        NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
-            .collect(),
-        Duration::from_millis(300),
-    );
+    let churn = Churn::start_fleet(&fleet, &NAMES, Duration::from_millis(300));
     let mut raw = etcd.client().await;
     let mut compactions = 0;
     for _ in 0..8 {
@@ -83,12 +73,7 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         CONVERGE,
     )
     .await;
-    let seen = flaps.finish();
-    assert!(
-        seen.flaps.is_empty(),
-        "{} flaps in {} polls across {compactions} compactions:\n{}",
-        seen.flaps.len(),
-        seen.polls,
-        seen.flaps.join("\n")
-    );
+    flaps
+        .finish()
+        .assert_none(1, &format!("across {compactions} compactions"));
 }

@@ -25,28 +25,18 @@ fn at_generation(generation: u64) -> Expected {
 }
 
 fn every_churn_ip() -> Vec<std::net::IpAddr> {
-    (1..=NAMES.len()).flat_map(oracle::churn_ips).collect()
+    oracle::every_churn_ip(NAMES.len())
 }
 
 async fn kill_during_churn(store: FleetStore) {
     let mut fleet = Fleet::plan(&NAMES, &store, "staleGraceSeconds: 300\n");
-    for (i, name) in NAMES.iter().enumerate() {
-        oracle::seed(fleet.member(name), i + 1);
-        fleet.start_apiserver(name).await;
-    }
+    oracle::seed_and_start(&mut fleet, &NAMES).await;
     fleet.start_agent("c1").await;
     let client = fleet.member("c1").agent_client();
     oracle::converge(&client, &at_generation(0), &every_churn_ip(), CONVERGE).await;
 
     let flaps = FlapDetector::start(fleet.member("c1").agent_client(), stable());
-    let churn = Churn::start(
-        NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
-            .collect(),
-        CHURN_PERIOD,
-    );
+    let churn = Churn::start_fleet(&fleet, &NAMES, CHURN_PERIOD);
     tokio::time::sleep(Duration::from_secs(2)).await;
     fleet.kill_apiserver("c2");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -66,18 +56,7 @@ async fn kill_during_churn(store: FleetStore) {
     )
     .await;
     let seen = flaps.finish();
-    assert!(
-        seen.polls >= 20,
-        "the flap detector polled only {} times",
-        seen.polls
-    );
-    assert!(
-        seen.flaps.is_empty(),
-        "{} flaps in {} polls:\n{}",
-        seen.flaps.len(),
-        seen.polls,
-        seen.flaps.join("\n")
-    );
+    seen.assert_none(20, "across the kill and restart");
     println!(
         "converged {took:?} after the churn stopped at generation {generation}; {} polls, no flap",
         seen.polls

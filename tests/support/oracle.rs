@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use fleetmesh::observe::{AgentClient, ClientError};
 use parking_lot::Mutex;
 
-use super::fleet::Member;
+use super::fleet::{Fleet, Member};
 
 pub const STABLE_PODS: usize = 8;
 pub const CHURN_PODS: usize = 6;
@@ -181,10 +181,32 @@ pub fn churn_ips(index: usize) -> Vec<IpAddr> {
     (0..CHURN_PODS).map(|k| churn_ip(index, k)).collect()
 }
 
+/// A pod of member `index` outside the stable and churn sets, to time how long one
+/// change takes to reach an agent: its IP and its manifest.
+pub fn marker_pod(index: usize) -> (IpAddr, String) {
+    let ip: IpAddr = format!("10.{index}.3.1").parse().unwrap();
+    let yaml = pod_yaml("marker", "marker", "", ip, &format!("node-{index}"), index);
+    (ip, yaml)
+}
+
+/// Every IP a churn slot of a fleet of `members` members may ever hold.
+pub fn every_churn_ip(members: usize) -> Vec<IpAddr> {
+    (1..=members).flat_map(churn_ips).collect()
+}
+
 /// Writes member `index`'s stable manifests and churn generation 0.
 pub fn seed(member: &Member, index: usize) {
     member.write_manifest("stable.yaml", &stable_yaml(index));
     member.write_manifest("churn.yaml", &churn_yaml(index, 0));
+}
+
+/// Seeds every member of `fleet` (the `i`-th of `names` is member `i + 1`) and starts its
+/// apiserver.
+pub async fn seed_and_start(fleet: &mut Fleet, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        seed(fleet.member(name), i + 1);
+        fleet.start_apiserver(name).await;
+    }
 }
 
 /// One answer of the agent about one IP, reduced to what the oracle checks.
@@ -300,6 +322,25 @@ pub struct Flaps {
     pub flaps: Vec<String>,
 }
 
+impl Flaps {
+    /// Fails the test if anything flapped `during` the fault, or if the detector polled
+    /// fewer than `min_polls` times (it would have seen too little to say).
+    pub fn assert_none(&self, min_polls: u64, during: &str) {
+        assert!(
+            self.polls >= min_polls,
+            "the flap detector polled only {} times {during}",
+            self.polls
+        );
+        assert!(
+            self.flaps.is_empty(),
+            "{} flaps in {} polls {during}:\n{}",
+            self.flaps.len(),
+            self.polls,
+            self.flaps.join("\n")
+        );
+    }
+}
+
 /// Polls the agent every [`POLL`] until dropped: each poll reads `app/web` and looks up one
 /// stable IP after another; a stable object missing, wrong or with another identity number
 /// than first seen is a flap. An agent that does not answer is not a flap (it is
@@ -390,6 +431,16 @@ impl Churn {
             })
         };
         Self { generation, task }
+    }
+
+    /// Churns every member of `fleet` (the `i`-th of `names` is member `i + 1`).
+    pub fn start_fleet(fleet: &Fleet, names: &[&str], period: Duration) -> Self {
+        let members = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
+            .collect();
+        Self::start(members, period)
     }
 
     /// Stops churning; the last generation written.
