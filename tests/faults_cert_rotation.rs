@@ -14,10 +14,9 @@ use std::time::Duration;
 use fleetmesh::mesh::PeerStatus;
 use fleetmesh::observe::AgentClient;
 use support::fleet::{Fleet, FleetStore};
-use support::oracle::{self, Churn, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 const CHURN_PERIOD: Duration = Duration::from_millis(300);
 /// Both sides look at their files this often (`tlsReloadSeconds`).
 const RELOAD: Duration = Duration::from_secs(1);
@@ -65,44 +64,18 @@ async fn rotating_every_certificate_under_churn_breaks_no_link_and_flaps_nothing
         let text = text.replace("grpc:\n", &format!("grpc:\n  {reload}"));
         std::fs::write(&path, text).unwrap();
     }
-    oracle::seed_and_start(&mut fleet, &NAMES).await;
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    let every_churn_ip = oracle::every_churn_ip(NAMES.len());
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(0)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
     let before = links(&client).await;
     assert_eq!(before.len(), NAMES.len(), "{before:?}");
 
-    let flaps = FlapDetector::start(
-        fleet.member("c1").agent_client(),
-        oracle::expected_fleet(&NAMES, None),
-    );
-    let churn = Churn::start_fleet(&fleet, &NAMES, CHURN_PERIOD);
+    let (flaps, churn) = oracle::flaps_under_churn(&fleet, &NAMES, "c1", CHURN_PERIOD);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for name in NAMES {
         rotate(&fleet, name);
     }
     // Every side reloads its new files while the churn goes on.
     tokio::time::sleep(RELOAD * 3).await;
-    let generation = churn.stop();
-    assert!(
-        generation >= 10,
-        "the churn wrote only {generation} generations"
-    );
-
-    let converged = oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(generation)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let (generation, converged) = oracle::stop_and_converge(churn, &client, &NAMES, 10).await;
     flaps
         .finish()
         .assert_none(20, "across a certificate rotation");

@@ -9,10 +9,9 @@ mod support;
 use std::time::Duration;
 
 use support::fleet::{Fleet, FleetStore};
-use support::oracle::{self, Churn, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_under_churn_flaps_nothing_and_converges() {
@@ -26,23 +25,10 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         },
         "",
     );
-    oracle::seed_and_start(&mut fleet, &NAMES).await;
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    let every_churn_ip = oracle::every_churn_ip(NAMES.len());
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(0)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
 
-    let flaps = FlapDetector::start(
-        fleet.member("c1").agent_client(),
-        oracle::expected_fleet(&NAMES, None),
-    );
-    let churn = Churn::start_fleet(&fleet, &NAMES, Duration::from_millis(300));
+    let (flaps, churn) =
+        oracle::flaps_under_churn(&fleet, &NAMES, "c1", Duration::from_millis(300));
     let mut raw = etcd.client().await;
     let mut compactions = 0;
     for _ in 0..8 {
@@ -60,19 +46,7 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         }
     }
     assert!(compactions >= 4, "only {compactions} compactions happened");
-    let generation = churn.stop();
-    assert!(
-        generation >= 5,
-        "the churn wrote only {generation} generations"
-    );
-
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(generation)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    oracle::stop_and_converge(churn, &client, &NAMES, 5).await;
     flaps
         .finish()
         .assert_none(1, &format!("across {compactions} compactions"));

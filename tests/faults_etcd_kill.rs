@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use support::LocalEtcd;
 use support::fleet::{Fleet, FleetStore, http_status};
-use support::oracle::{self, Churn, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 const CHURN_PERIOD: Duration = Duration::from_millis(300);
 /// How long etcd stays down: several churn generations are written meanwhile.
 const OUTAGE: Duration = Duration::from_secs(2);
@@ -27,8 +26,9 @@ async fn every_apiserver_ready(fleet: &Fleet) -> Duration {
         let url = format!("http://127.0.0.1:{}/readyz", fleet.member(name).health_port);
         while http_status(&url).await != Some(200) {
             assert!(
-                started.elapsed() < CONVERGE,
-                "{name}'s apiserver is not ready {CONVERGE:?} after etcd came back"
+                started.elapsed() < oracle::CONVERGE,
+                "{name}'s apiserver is not ready {:?} after etcd came back",
+                oracle::CONVERGE
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -45,23 +45,9 @@ async fn etcd_killed_and_restarted_on_its_data_under_churn_flaps_nothing_and_con
         namespace: support::unique_prefix(),
     };
     let mut fleet = Fleet::plan(&NAMES, &store, "staleGraceSeconds: 300\n");
-    oracle::seed_and_start(&mut fleet, &NAMES).await;
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    let every_churn_ip = oracle::every_churn_ip(NAMES.len());
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(0)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
 
-    let flaps = FlapDetector::start(
-        fleet.member("c1").agent_client(),
-        oracle::expected_fleet(&NAMES, None),
-    );
-    let churn = Churn::start_fleet(&fleet, &NAMES, CHURN_PERIOD);
+    let (flaps, churn) = oracle::flaps_under_churn(&fleet, &NAMES, "c1", CHURN_PERIOD);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     etcd.kill();
     // A change made while etcd is down: how long after etcd is back does it reach c1?
@@ -73,26 +59,14 @@ async fn etcd_killed_and_restarted_on_its_data_under_churn_flaps_nothing_and_con
     let ready = every_apiserver_ready(&fleet).await;
     while !matches!(oracle::lookup(&client, marker).await, Ok(Some(_))) {
         assert!(
-            restarted.elapsed() < CONVERGE,
+            restarted.elapsed() < oracle::CONVERGE,
             "a pod written while etcd was down did not reach c1's agent"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recovered = restarted.elapsed();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let generation = churn.stop();
-    assert!(
-        generation >= 10,
-        "the churn wrote only {generation} generations"
-    );
-
-    let converged = oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(generation)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let (generation, converged) = oracle::stop_and_converge(churn, &client, &NAMES, 10).await;
     flaps
         .finish()
         .assert_none(20, "across an etcd kill -9 and restart");

@@ -9,52 +9,22 @@ mod support;
 use std::time::Duration;
 
 use support::fleet::{Fleet, FleetStore};
-use support::oracle::{self, Churn, Expected, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 const CHURN_PERIOD: Duration = Duration::from_millis(300);
-
-/// Every member's stable objects, which must never flap.
-fn stable() -> Expected {
-    oracle::expected_fleet(&NAMES, None)
-}
-
-fn at_generation(generation: u64) -> Expected {
-    oracle::expected_fleet(&NAMES, Some(generation))
-}
-
-fn every_churn_ip() -> Vec<std::net::IpAddr> {
-    oracle::every_churn_ip(NAMES.len())
-}
 
 async fn kill_during_churn(store: FleetStore) {
     let mut fleet = Fleet::plan(&NAMES, &store, "staleGraceSeconds: 300\n");
-    oracle::seed_and_start(&mut fleet, &NAMES).await;
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    oracle::converge(&client, &at_generation(0), &every_churn_ip(), CONVERGE).await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
 
-    let flaps = FlapDetector::start(fleet.member("c1").agent_client(), stable());
-    let churn = Churn::start_fleet(&fleet, &NAMES, CHURN_PERIOD);
+    let (flaps, churn) = oracle::flaps_under_churn(&fleet, &NAMES, "c1", CHURN_PERIOD);
     tokio::time::sleep(Duration::from_secs(2)).await;
     fleet.kill_apiserver("c2");
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.start_apiserver("c2").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let generation = churn.stop();
-    assert!(
-        generation >= 5,
-        "the churn wrote only {generation} generations"
-    );
-
-    let took = oracle::converge(
-        &client,
-        &at_generation(generation),
-        &every_churn_ip(),
-        CONVERGE,
-    )
-    .await;
+    let (generation, took) = oracle::stop_and_converge(churn, &client, &NAMES, 5).await;
     let seen = flaps.finish();
     seen.assert_none(20, "across the kill and restart");
     println!(

@@ -21,6 +21,8 @@ use super::fleet::{Fleet, Member};
 
 pub const STABLE_PODS: usize = 8;
 pub const CHURN_PODS: usize = 6;
+/// How long the agent may take to answer exactly after the churn stopped.
+pub const CONVERGE: Duration = Duration::from_secs(30);
 /// The flap detector's period.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -207,6 +209,36 @@ pub async fn seed_and_start(fleet: &mut Fleet, names: &[&str]) {
         seed(fleet.member(name), i + 1);
         fleet.start_apiserver(name).await;
     }
+}
+
+/// Seeds and starts every member's apiserver (the `i`-th of `names` is member `i + 1`),
+/// then `agent`'s agent, and waits until it answers exactly for churn generation 0;
+/// returns its client.
+pub async fn start_converged(fleet: &mut Fleet, names: &[&str], agent: &str) -> AgentClient {
+    seed_and_start(fleet, names).await;
+    fleet.start_agent(agent).await;
+    let client = fleet.member(agent).agent_client();
+    let expected = expected_fleet(names, Some(0));
+    converge(&client, &expected, &every_churn_ip(names.len()), CONVERGE).await;
+    client
+}
+
+/// Stops `churn` (which must have written at least `min_generations`) and waits until
+/// `client` answers exactly for the last generation; the generation and the time it took.
+pub async fn stop_and_converge(
+    churn: Churn,
+    client: &AgentClient,
+    names: &[&str],
+    min_generations: u64,
+) -> (u64, Duration) {
+    let generation = churn.stop();
+    assert!(
+        generation >= min_generations,
+        "the churn wrote only {generation} generations"
+    );
+    let expected = expected_fleet(names, Some(generation));
+    let took = converge(client, &expected, &every_churn_ip(names.len()), CONVERGE).await;
+    (generation, took)
 }
 
 /// One answer of the agent about one IP, reduced to what the oracle checks.
@@ -401,6 +433,21 @@ impl FlapDetector {
         self.task.abort();
         std::mem::take(&mut *self.seen.lock())
     }
+}
+
+/// Starts the flap detector on `agent`'s answers about every member's stable objects,
+/// then the churn of every member (the `i`-th of `names` is member `i + 1`).
+pub fn flaps_under_churn(
+    fleet: &Fleet,
+    names: &[&str],
+    agent: &str,
+    period: Duration,
+) -> (FlapDetector, Churn) {
+    let flaps = FlapDetector::start(
+        fleet.member(agent).agent_client(),
+        expected_fleet(names, None),
+    );
+    (flaps, Churn::start_fleet(fleet, names, period))
 }
 
 /// Rewrites every member's `churn.yaml` with a new generation every `period` until
