@@ -232,6 +232,37 @@ pub fn global_service_yaml(
     )
 }
 
+/// How soon an in-process agent's links retry: tests wait for reconnections.
+const AGENT_BACKOFF_MAX: Duration = Duration::from_millis(300);
+
+/// Starts `local`'s agent (cluster id `id`) in-process: writes a remotes file for each of
+/// `peers` (name, gRPC address) with `local`'s client certificate, next to those written
+/// before, and appends `extra` to its config; its links retry within 300 ms.
+pub async fn start_agent(
+    pki: &MeshPki,
+    local: &str,
+    id: u32,
+    peers: &[(&str, SocketAddr)],
+    extra: &str,
+) -> fleetmesh::agent::Agent {
+    use fleetmesh::agent::{Agent, AgentConfig};
+    use fleetmesh::remote::LinkSettings;
+    let client = pki.client_files(local);
+    for (name, addr) in peers {
+        pki.peer_config(name, *addr, &client);
+    }
+    let text = format!(
+        "cluster: {{name: {local}, id: {id}}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n{extra}",
+        pki.dir().join("remotes")
+    );
+    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
+    config.link = LinkSettings {
+        backoff_max: AGENT_BACKOFF_MAX,
+        ..LinkSettings::default()
+    };
+    Agent::start(config).await.unwrap()
+}
+
 /// Starts the real apiserver of `name` on the embedded store with `web.yaml` holding
 /// `manifests` (when given), gRPC and health on free ports, and waits until it synced;
 /// returns it and its manifest directory.
