@@ -11,10 +11,9 @@ mod support;
 use std::time::Duration;
 
 use fleetmesh::agent::{
-    Agent, AgentConfig, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL,
+    Agent, MANAGED_BY, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SOURCE_CLUSTER_LABEL,
 };
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
-use fleetmesh::remote::LinkSettings;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 use support::fake_kube::FakeKube;
@@ -106,17 +105,10 @@ async fn start_agent(pki: &MeshPki, kube: &FakeKube, members: &[(&str, &Member)]
 async fn start_agent_with(pki: &MeshPki, kube: &FakeKube) -> Agent {
     let kubeconfig = pki.dir().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig);
-    let text = format!(
-        "cluster: {{name: c1, id: 1}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n\
-         endpointSlices: {{enabled: true, kubeconfig: {kubeconfig:?}, resyncSeconds: 1}}\n",
-        pki.dir().join("remotes")
+    let extra = format!(
+        "endpointSlices: {{enabled: true, kubeconfig: {kubeconfig:?}, resyncSeconds: 1}}\n"
     );
-    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
-    config.link = LinkSettings {
-        backoff_max: Duration::from_millis(500),
-        ..LinkSettings::default()
-    };
-    Agent::start(config).await.unwrap()
+    support::mesh::start_agent(pki, "c1", 1, &[], &extra).await
 }
 
 async fn wait_for(what: &str, done: impl FnMut() -> bool) {

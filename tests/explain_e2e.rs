@@ -7,11 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use fleetmesh::agent::{Agent, AgentConfig};
 use fleetmesh::mesh::SelectionReason;
 use fleetmesh::model::ServiceName;
 use fleetmesh::observe::{AgentClient, ServiceExplanation, Verdict};
-use fleetmesh::remote::LinkSettings;
 use support::mesh::{MeshPki, global_service_yaml, start_manifest_member};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -88,20 +86,8 @@ async fn explain_tells_affinity_failover_shared_false_and_stale_withdrawal() {
     )
     .await;
 
-    let client_files = pki.client_files("c1");
-    for (name, member) in [("c1", &c1), ("c2", &c2), ("c3", &c3)] {
-        pki.peer_config(name, member.grpc_addr.unwrap(), &client_files);
-    }
-    let text = format!(
-        "cluster: {{name: c1, id: 1}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\nstaleGraceSeconds: 1\n",
-        pki.dir().join("remotes")
-    );
-    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
-    config.link = LinkSettings {
-        backoff_max: Duration::from_millis(300),
-        ..LinkSettings::default()
-    };
-    let agent = Agent::start(config).await.unwrap();
+    let peers = [("c1", &c1), ("c2", &c2), ("c3", &c3)].map(|(n, m)| (n, m.grpc_addr.unwrap()));
+    let agent = support::mesh::start_agent(&pki, "c1", 1, &peers, "staleGraceSeconds: 1\n").await;
     let client = AgentClient::new(&format!("http://{}", agent.api_addr)).unwrap();
 
     // Affinity local with a ready local backend: the local one, the remote one not.

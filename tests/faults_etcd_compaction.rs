@@ -9,10 +9,9 @@ mod support;
 use std::time::Duration;
 
 use support::fleet::{Fleet, FleetStore};
-use support::oracle::{self, Churn, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_under_churn_flaps_nothing_and_converges() {
@@ -26,33 +25,10 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         },
         "",
     );
-    for (i, name) in NAMES.iter().enumerate() {
-        oracle::seed(fleet.member(name), i + 1);
-        fleet.start_apiserver(name).await;
-    }
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    let every_churn_ip: Vec<_> = (1..=NAMES.len()).flat_map(oracle::churn_ips).collect();
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(0)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
 
-    let flaps = FlapDetector::start(
-        fleet.member("c1").agent_client(),
-        oracle::expected_fleet(&NAMES, None),
-    );
-    let churn = Churn::start(
-        NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
-            .collect(),
-        Duration::from_millis(300),
-    );
+    let (flaps, churn) =
+        oracle::flaps_under_churn(&fleet, &NAMES, "c1", Duration::from_millis(300));
     let mut raw = etcd.client().await;
     let mut compactions = 0;
     for _ in 0..8 {
@@ -70,25 +46,8 @@ async fn compaction_under_churn_flaps_nothing_and_converges() {
         }
     }
     assert!(compactions >= 4, "only {compactions} compactions happened");
-    let generation = churn.stop();
-    assert!(
-        generation >= 5,
-        "the churn wrote only {generation} generations"
-    );
-
-    oracle::converge(
-        &client,
-        &oracle::expected_fleet(&NAMES, Some(generation)),
-        &every_churn_ip,
-        CONVERGE,
-    )
-    .await;
-    let seen = flaps.finish();
-    assert!(
-        seen.flaps.is_empty(),
-        "{} flaps in {} polls across {compactions} compactions:\n{}",
-        seen.flaps.len(),
-        seen.polls,
-        seen.flaps.join("\n")
-    );
+    oracle::stop_and_converge(churn, &client, &NAMES, 5).await;
+    flaps
+        .finish()
+        .assert_none(1, &format!("across {compactions} compactions"));
 }

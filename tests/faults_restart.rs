@@ -9,75 +9,24 @@ mod support;
 use std::time::Duration;
 
 use support::fleet::{Fleet, FleetStore};
-use support::oracle::{self, Churn, Expected, FlapDetector};
+use support::oracle;
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
-const CONVERGE: Duration = Duration::from_secs(30);
 const CHURN_PERIOD: Duration = Duration::from_millis(300);
-
-/// Every member's stable objects, which must never flap.
-fn stable() -> Expected {
-    oracle::expected_fleet(&NAMES, None)
-}
-
-fn at_generation(generation: u64) -> Expected {
-    oracle::expected_fleet(&NAMES, Some(generation))
-}
-
-fn every_churn_ip() -> Vec<std::net::IpAddr> {
-    (1..=NAMES.len()).flat_map(oracle::churn_ips).collect()
-}
 
 async fn kill_during_churn(store: FleetStore) {
     let mut fleet = Fleet::plan(&NAMES, &store, "staleGraceSeconds: 300\n");
-    for (i, name) in NAMES.iter().enumerate() {
-        oracle::seed(fleet.member(name), i + 1);
-        fleet.start_apiserver(name).await;
-    }
-    fleet.start_agent("c1").await;
-    let client = fleet.member("c1").agent_client();
-    oracle::converge(&client, &at_generation(0), &every_churn_ip(), CONVERGE).await;
+    let client = oracle::start_converged(&mut fleet, &NAMES, "c1").await;
 
-    let flaps = FlapDetector::start(fleet.member("c1").agent_client(), stable());
-    let churn = Churn::start(
-        NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
-            .collect(),
-        CHURN_PERIOD,
-    );
+    let (flaps, churn) = oracle::flaps_under_churn(&fleet, &NAMES, "c1", CHURN_PERIOD);
     tokio::time::sleep(Duration::from_secs(2)).await;
     fleet.kill_apiserver("c2");
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.start_apiserver("c2").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let generation = churn.stop();
-    assert!(
-        generation >= 5,
-        "the churn wrote only {generation} generations"
-    );
-
-    let took = oracle::converge(
-        &client,
-        &at_generation(generation),
-        &every_churn_ip(),
-        CONVERGE,
-    )
-    .await;
+    let (generation, took) = oracle::stop_and_converge(churn, &client, &NAMES, 5).await;
     let seen = flaps.finish();
-    assert!(
-        seen.polls >= 20,
-        "the flap detector polled only {} times",
-        seen.polls
-    );
-    assert!(
-        seen.flaps.is_empty(),
-        "{} flaps in {} polls:\n{}",
-        seen.flaps.len(),
-        seen.polls,
-        seen.flaps.join("\n")
-    );
+    seen.assert_none(20, "across the kill and restart");
     println!(
         "converged {took:?} after the churn stopped at generation {generation}; {} polls, no flap",
         seen.polls

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetmesh::agent::{Agent, AgentConfig};
+use fleetmesh::agent::Agent;
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::mesh::Counts;
-use fleetmesh::remote::LinkSettings;
 use support::LocalEtcd;
 use support::mesh::{MeshPki, mk_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,18 +93,8 @@ async fn start_apiserver(pki: &MeshPki, etcd: &LocalEtcd) -> (Apiserver, String)
 }
 
 async fn start_agent(pki: &MeshPki, apiserver: &Apiserver) -> Agent {
-    let client = pki.client_files("c2");
-    pki.peer_config("c1", apiserver.grpc_addr.unwrap(), &client);
-    let text = format!(
-        "cluster: {{name: c2, id: 2}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n",
-        pki.dir().join("remotes")
-    );
-    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
-    config.link = LinkSettings {
-        backoff_max: Duration::from_millis(500),
-        ..LinkSettings::default()
-    };
-    Agent::start(config).await.unwrap()
+    let peers = [("c1", apiserver.grpc_addr.unwrap())];
+    support::mesh::start_agent(pki, "c2", 2, &peers, "").await
 }
 
 /// The status line of `GET path` on `addr`, e.g. `HTTP/1.1 200 OK`, and the body.

@@ -7,13 +7,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fleetmesh::agent::{Agent, AgentConfig};
+use fleetmesh::agent::Agent;
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::certs::files::write_pem_files;
 use fleetmesh::certs::{Ca, LeafRole, Validity};
 use fleetmesh::mesh::{SelectionReason, ServiceView};
 use fleetmesh::model::ServiceName;
-use fleetmesh::remote::LinkSettings;
 use support::mesh::{MeshPki, mk_name};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -83,20 +82,11 @@ async fn start_member(
 
 /// Starts `local`'s agent with one remote file per member.
 async fn start_agent(pki: &MeshPki, local: &str, id: u32, members: &[(&str, &Member)]) -> Agent {
-    let client = pki.client_files(local);
-    for (name, member) in members {
-        pki.peer_config(name, member.apiserver.grpc_addr.unwrap(), &client);
-    }
-    let text = format!(
-        "cluster: {{name: {local}, id: {id}}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n",
-        pki.dir().join("remotes")
-    );
-    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
-    config.link = LinkSettings {
-        backoff_max: Duration::from_millis(500),
-        ..LinkSettings::default()
-    };
-    Agent::start(config).await.unwrap()
+    let peers: Vec<_> = members
+        .iter()
+        .map(|(name, member)| (*name, member.apiserver.grpc_addr.unwrap()))
+        .collect();
+    support::mesh::start_agent(pki, local, id, &peers, "").await
 }
 
 async fn wait_for(what: &str, done: impl FnMut() -> bool) {

@@ -10,8 +10,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fleetmesh::agent::{Agent, AgentConfig};
-use fleetmesh::remote::LinkSettings;
 use support::mesh::{MeshPki, start_manifest_member};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,24 +61,16 @@ async fn chromium_renders_the_mesh_graph_with_every_link() {
     let pki = MeshPki::new();
     let (c1, _) = start_manifest_member(&pki, "c1", 1, None).await;
     let (c2, _) = start_manifest_member(&pki, "c2", 2, None).await;
-    let client = pki.client_files("c1");
-    pki.peer_config("c1", c1.grpc_addr.unwrap(), &client);
-    pki.peer_config("c2", c2.grpc_addr.unwrap(), &client);
     // c3's apiserver is not there: its link is down.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
-    pki.peer_config("c3", closed_addr, &client);
-    let text = format!(
-        "cluster: {{name: c1, id: 1}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n",
-        pki.dir().join("remotes")
-    );
-    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
-    config.link = LinkSettings {
-        backoff_max: Duration::from_millis(300),
-        ..LinkSettings::default()
-    };
-    let agent = Agent::start(config).await.unwrap();
+    let peers = [
+        ("c1", c1.grpc_addr.unwrap()),
+        ("c2", c2.grpc_addr.unwrap()),
+        ("c3", closed_addr),
+    ];
+    let agent = support::mesh::start_agent(&pki, "c1", 1, &peers, "").await;
     support::wait_until("c2's link to be ready", TIMEOUT, || {
         agent
             .statuses()

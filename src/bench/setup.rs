@@ -9,16 +9,14 @@ use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 
 use super::agents::{spawn_agent, wait_ready};
-use super::etcd::LocalEtcd;
 use super::pki::bench_pki;
-use super::server::{BenchServer, ServeOptions};
 use super::workload::{Sizes, Workload};
 use crate::kvstore::Store;
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore, EtcdTls};
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::{LinkSettings, PeerConfig};
-use crate::testkit::Pki;
+use crate::testkit::{LocalApiserver, LocalEtcd, LocalEtcdSettings, Pki, ServeOptions};
 use crate::tls::TlsFiles;
 
 /// The cluster whose state is served.
@@ -27,6 +25,9 @@ const SOURCE: (&str, u32) = ("bench-source", 2);
 const AGENT: (&str, u32) = ("bench-agent", 1);
 /// How long the apiserver may take to have its state in its cache.
 const SERVER_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+/// Caps the etcd the bench starts at 4 GiB: enough for the largest bench, bounded as
+/// production should be.
+const ETCD_QUOTA_BACKEND_BYTES: u64 = 4 << 30;
 
 /// The apiserver's store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub struct Bench {
     pub peer_config: PeerConfig,
     /// The apiserver's store.
     store: Arc<dyn Store>,
-    server: BenchServer,
+    server: LocalApiserver,
     /// The apiserver's certificate, kept for its restarts.
     server_tls: TlsFiles,
     etcd: Option<EtcdTarget>,
@@ -108,7 +109,7 @@ impl Bench {
         let workload = Workload::generate(&source, sizes)?;
 
         let etcd = if options.store == StoreChoice::Etcd || options.etcd_direct {
-            Some(EtcdTarget::start(options, &pki).await?)
+            Some(EtcdTarget::start(options).await?)
         } else {
             None
         };
@@ -132,7 +133,7 @@ impl Bench {
         }
 
         let server_tls = pki.server_files(&source.name)?;
-        let server = BenchServer::start_with(
+        let server = LocalApiserver::start(
             source.clone(),
             store.clone(),
             server_tls.clone(),
@@ -210,8 +211,9 @@ impl Bench {
             synced_tx: None,
             // The storm scenario measures the gRPC agents only.
             etcd_api: false,
+            ..ServeOptions::default()
         };
-        self.server = BenchServer::start_with(
+        self.server = LocalApiserver::start(
             self.workload.cluster.clone(),
             store.clone(),
             self.server_tls.clone(),
@@ -279,12 +281,18 @@ impl Bench {
 }
 
 impl EtcdTarget {
-    async fn start(options: &BenchOptions, pki: &Pki) -> anyhow::Result<Self> {
+    async fn start(options: &BenchOptions) -> anyhow::Result<Self> {
         let namespace = format!("fleetmesh-bench-{:016x}/", rand::random::<u64>());
         let (endpoint, local) = match &options.etcd {
             Some(url) => (url.clone(), None),
             None => {
-                let local = LocalEtcd::start(pki.dir()).await?;
+                let settings = LocalEtcdSettings {
+                    quota_backend_bytes: ETCD_QUOTA_BACKEND_BYTES,
+                    ..LocalEtcdSettings::default()
+                };
+                let local = LocalEtcd::start_with(settings)
+                    .await
+                    .context("cannot start etcd (or pass --etcd URL)")?;
                 (local.endpoint().to_string(), Some(local))
             }
         };

@@ -2,9 +2,7 @@
 //! embedded store, the state watch feeding the watch cache, and the gRPC server on
 //! 127.0.0.1 behind mutual TLS with certificates minted per test.
 //!
-//! Each server runs on its own thread with its own tokio runtime, so that stopping it is
-//! a process dying: the runtime is dropped, every connection is closed at once and open
-//! watch streams break (tonic's graceful shutdown would wait for them forever). Its
+//! Each server is the test kit's [`LocalApiserver`]: stopping it is a process dying. Its
 //! store outlives it, so a test can restart a peer that keeps its store — or give it a
 //! new, empty one (a new epoch).
 
@@ -13,29 +11,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmesh::apiserver::CacheSink;
-use fleetmesh::cache::{CacheSettings, WatchCache};
 use fleetmesh::certs::Ca;
-use fleetmesh::grpc::{AllowedPeers, GrpcServer};
+use fleetmesh::grpc::AllowedPeers;
 use fleetmesh::kvstore::memory::MemoryStore;
-use fleetmesh::kvstore::state_watch::{StateSink, StateWatchStats, follow};
 use fleetmesh::kvstore::{Epoch, Store, codec, keys};
 use fleetmesh::model::{
     CLUSTER_LABEL, Cluster, ClusterId, ClusterName, Endpoint, Event, IdMode, Identity, IdentityId,
     IpPrefix, Label, Labels, Node, Resource, ResourceKey, Revision,
 };
-use fleetmesh::proto::encode_event;
 use fleetmesh::remote::PeerConfig;
-use fleetmesh::testkit::Pki;
-use fleetmesh::tls::{TlsFiles, spawn_reload};
-use rustls::ServerConfig;
-use tokio::net::TcpSocket;
-use tokio::sync::oneshot;
+use fleetmesh::testkit::{LocalApiserver, Pki, ServeOptions};
+use fleetmesh::tls::TlsFiles;
 
 /// Certificates live this long: longer than any test.
 const DAY: Duration = Duration::from_secs(86_400);
-/// Reload poll period of the servers' TLS files (tests do not rotate them).
-const TLS_RELOAD: Duration = Duration::from_secs(60);
 
 pub fn mk_name(name: &str) -> ClusterName {
     ClusterName::new(name).unwrap()
@@ -98,13 +87,13 @@ impl MeshPki {
     }
 }
 
-/// One member's apiserver serving `cluster`'s state from `store`.
+/// One member's apiserver serving `cluster`'s state from `store`: the test kit's
+/// [`LocalApiserver`], which keeps its store for a restart.
 pub struct PeerServer {
     pub addr: SocketAddr,
     pub cluster: Cluster,
     pub store: Arc<MemoryStore>,
-    stop_tx: oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    server: LocalApiserver,
 }
 
 impl PeerServer {
@@ -117,59 +106,26 @@ impl PeerServer {
         allowed: AllowedPeers,
         port: u16,
     ) -> Self {
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (served, served_store) = (cluster.clone(), store.clone());
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let socket = TcpSocket::new_v4().unwrap();
-                // The restarted server takes the port back while the old connections
-                // linger in TIME_WAIT.
-                socket.set_reuseaddr(true).unwrap();
-                socket
-                    .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-                    .unwrap();
-                let listener = socket.listen(128).unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-
-                let configs = spawn_reload::<ServerConfig>(tls, TLS_RELOAD).unwrap();
-                let cache = Arc::new(WatchCache::new(encode_event, CacheSettings::default()));
-                let store: Arc<dyn Store> = served_store;
-                tokio::spawn(follow(
-                    store,
-                    served.clone(),
-                    CacheSink(cache.clone()),
-                    StateWatchStats::default(),
-                ));
-                let server = GrpcServer::new(cache, served, allowed);
-                let incoming = fleetmesh::tls::server::incoming(listener, configs.config_rx());
-                tokio::select! {
-                    served = server.serve(incoming, std::future::pending()) => served.unwrap(),
-                    _ = stop_rx => {}
-                }
-            });
-            // Dropping the runtime ends every task of the server: its connections close.
-            drop(runtime);
-        });
+        let options = ServeOptions {
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            allowed,
+            ..ServeOptions::default()
+        };
+        let server = LocalApiserver::start(cluster.clone(), store.clone(), tls, options)
+            .await
+            .unwrap();
         Self {
-            addr: addr_rx.await.unwrap(),
+            addr: server.addr,
             cluster,
             store,
-            stop_tx,
-            thread,
+            server,
         }
     }
 
     /// Stops the server as if its process died; returns its store and its port.
     pub async fn stop(self) -> (Arc<MemoryStore>, u16) {
-        self.stop_tx.send(()).unwrap();
-        let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join().unwrap())
+        let mut server = self.server;
+        tokio::task::spawn_blocking(move || server.stop())
             .await
             .unwrap();
         (self.store, self.addr.port())
@@ -274,6 +230,37 @@ pub fn global_service_yaml(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: web\n  annotations:\n    service.cilium.io/global: \"true\"\n{annotations}spec:\n  ports: [{{name: http, port: 80}}]\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: web\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{endpoints}"
     )
+}
+
+/// How soon an in-process agent's links retry: tests wait for reconnections.
+const AGENT_BACKOFF_MAX: Duration = Duration::from_millis(300);
+
+/// Starts `local`'s agent (cluster id `id`) in-process: writes a remotes file for each of
+/// `peers` (name, gRPC address) with `local`'s client certificate, next to those written
+/// before, and appends `extra` to its config; its links retry within 300 ms.
+pub async fn start_agent(
+    pki: &MeshPki,
+    local: &str,
+    id: u32,
+    peers: &[(&str, SocketAddr)],
+    extra: &str,
+) -> fleetmesh::agent::Agent {
+    use fleetmesh::agent::{Agent, AgentConfig};
+    use fleetmesh::remote::LinkSettings;
+    let client = pki.client_files(local);
+    for (name, addr) in peers {
+        pki.peer_config(name, *addr, &client);
+    }
+    let text = format!(
+        "cluster: {{name: {local}, id: {id}}}\nremotesDir: {:?}\napi: {{listen: \"127.0.0.1:0\"}}\n{extra}",
+        pki.dir().join("remotes")
+    );
+    let mut config = AgentConfig::parse(&text, &pki.dir().join("agent.yaml")).unwrap();
+    config.link = LinkSettings {
+        backoff_max: AGENT_BACKOFF_MAX,
+        ..LinkSettings::default()
+    };
+    Agent::start(config).await.unwrap()
 }
 
 /// Starts the real apiserver of `name` on the embedded store with `web.yaml` holding

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use fleetmesh::observe::{AgentClient, ClientError};
 use parking_lot::Mutex;
 
-use super::fleet::Member;
+use super::fleet::{Fleet, Member};
 
 pub const STABLE_PODS: usize = 8;
 pub const CHURN_PODS: usize = 6;
+/// How long the agent may take to answer exactly after the churn stopped.
+pub const CONVERGE: Duration = Duration::from_secs(30);
 /// The flap detector's period.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -181,10 +183,62 @@ pub fn churn_ips(index: usize) -> Vec<IpAddr> {
     (0..CHURN_PODS).map(|k| churn_ip(index, k)).collect()
 }
 
+/// A pod of member `index` outside the stable and churn sets, to time how long one
+/// change takes to reach an agent: its IP and its manifest.
+pub fn marker_pod(index: usize) -> (IpAddr, String) {
+    let ip: IpAddr = format!("10.{index}.3.1").parse().unwrap();
+    let yaml = pod_yaml("marker", "marker", "", ip, &format!("node-{index}"), index);
+    (ip, yaml)
+}
+
+/// Every IP a churn slot of a fleet of `members` members may ever hold.
+pub fn every_churn_ip(members: usize) -> Vec<IpAddr> {
+    (1..=members).flat_map(churn_ips).collect()
+}
+
 /// Writes member `index`'s stable manifests and churn generation 0.
 pub fn seed(member: &Member, index: usize) {
     member.write_manifest("stable.yaml", &stable_yaml(index));
     member.write_manifest("churn.yaml", &churn_yaml(index, 0));
+}
+
+/// Seeds every member of `fleet` (the `i`-th of `names` is member `i + 1`) and starts its
+/// apiserver.
+pub async fn seed_and_start(fleet: &mut Fleet, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        seed(fleet.member(name), i + 1);
+        fleet.start_apiserver(name).await;
+    }
+}
+
+/// Seeds and starts every member's apiserver (the `i`-th of `names` is member `i + 1`),
+/// then `agent`'s agent, and waits until it answers exactly for churn generation 0;
+/// returns its client.
+pub async fn start_converged(fleet: &mut Fleet, names: &[&str], agent: &str) -> AgentClient {
+    seed_and_start(fleet, names).await;
+    fleet.start_agent(agent).await;
+    let client = fleet.member(agent).agent_client();
+    let expected = expected_fleet(names, Some(0));
+    converge(&client, &expected, &every_churn_ip(names.len()), CONVERGE).await;
+    client
+}
+
+/// Stops `churn` (which must have written at least `min_generations`) and waits until
+/// `client` answers exactly for the last generation; the generation and the time it took.
+pub async fn stop_and_converge(
+    churn: Churn,
+    client: &AgentClient,
+    names: &[&str],
+    min_generations: u64,
+) -> (u64, Duration) {
+    let generation = churn.stop();
+    assert!(
+        generation >= min_generations,
+        "the churn wrote only {generation} generations"
+    );
+    let expected = expected_fleet(names, Some(generation));
+    let took = converge(client, &expected, &every_churn_ip(names.len()), CONVERGE).await;
+    (generation, took)
 }
 
 /// One answer of the agent about one IP, reduced to what the oracle checks.
@@ -300,6 +354,25 @@ pub struct Flaps {
     pub flaps: Vec<String>,
 }
 
+impl Flaps {
+    /// Fails the test if anything flapped `during` the fault, or if the detector polled
+    /// fewer than `min_polls` times (it would have seen too little to say).
+    pub fn assert_none(&self, min_polls: u64, during: &str) {
+        assert!(
+            self.polls >= min_polls,
+            "the flap detector polled only {} times {during}",
+            self.polls
+        );
+        assert!(
+            self.flaps.is_empty(),
+            "{} flaps in {} polls {during}:\n{}",
+            self.flaps.len(),
+            self.polls,
+            self.flaps.join("\n")
+        );
+    }
+}
+
 /// Polls the agent every [`POLL`] until dropped: each poll reads `app/web` and looks up one
 /// stable IP after another; a stable object missing, wrong or with another identity number
 /// than first seen is a flap. An agent that does not answer is not a flap (it is
@@ -362,6 +435,21 @@ impl FlapDetector {
     }
 }
 
+/// Starts the flap detector on `agent`'s answers about every member's stable objects,
+/// then the churn of every member (the `i`-th of `names` is member `i + 1`).
+pub fn flaps_under_churn(
+    fleet: &Fleet,
+    names: &[&str],
+    agent: &str,
+    period: Duration,
+) -> (FlapDetector, Churn) {
+    let flaps = FlapDetector::start(
+        fleet.member(agent).agent_client(),
+        expected_fleet(names, None),
+    );
+    (flaps, Churn::start_fleet(fleet, names, period))
+}
+
 /// Rewrites every member's `churn.yaml` with a new generation every `period` until
 /// dropped; `generation()` is the last one written.
 pub struct Churn {
@@ -390,6 +478,16 @@ impl Churn {
             })
         };
         Self { generation, task }
+    }
+
+    /// Churns every member of `fleet` (the `i`-th of `names` is member `i + 1`).
+    pub fn start_fleet(fleet: &Fleet, names: &[&str], period: Duration) -> Self {
+        let members = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (i + 1, fleet.member(name).dir.clone()))
+            .collect();
+        Self::start(members, period)
     }
 
     /// Stops churning; the last generation written.

@@ -55,10 +55,10 @@ pub const DEFAULT_AGENTS: u32 = 32;
 /// Endpoints the source holds before the churn starts.
 pub const DEFAULT_ENDPOINTS: u32 = 10_000;
 
-/// The bench apiserver's runtime names its threads so (see `bench::server`).
-const APISERVER_THREADS: &str = "bench-apiserver";
+/// The bench apiserver's runtime names its threads so.
+const APISERVER_THREADS: &str = crate::testkit::APISERVER_THREADS;
 
-/// The process name of the etcd the bench starts (see `bench::etcd`).
+/// The process name of the etcd the bench starts (see `testkit::LocalEtcd`).
 const ETCD_PROCESS: &str = "etcd";
 
 /// How the deliveries-per-second and p99 ratios are computed, printed with them.

@@ -16,12 +16,12 @@ use tokio::sync::oneshot;
 
 use crate::bench::agents::{spawn_merging, wait_ready};
 use crate::bench::correctness::{Correctness, check_view};
-use crate::bench::server::{BenchServer, ServeOptions};
 use crate::bench::workload::{Sizes, Workload};
 use crate::kvstore::Store;
 use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::{PeerConfig, PeerLink, SharedView};
+use crate::testkit::{LocalApiserver, ServeOptions};
 use crate::tls::TlsFiles;
 
 /// What a probe process does.
@@ -121,7 +121,7 @@ pub async fn run_probe(probe: Probe) -> anyhow::Result<()> {
                 synced_tx: Some(synced_tx),
                 ..ServeOptions::default()
             };
-            let server = BenchServer::start_with(cluster, store, tls, options).await?;
+            let server = LocalApiserver::start(cluster, store, tls, options).await?;
             synced_rx
                 .await
                 .context("the apiserver stopped before it synced")?;

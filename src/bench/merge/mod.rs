@@ -26,7 +26,6 @@ use super::correctness::{Correctness, check_view};
 use super::memory::rss_kib;
 use super::pki::bench_pki;
 use super::progress::Progress;
-use super::server::{BenchServer, ServeOptions};
 use super::setup::BenchOptions;
 use super::stats::Percentiles;
 use super::workload::{Sizes, Workload};
@@ -35,6 +34,7 @@ use crate::kvstore::memory::MemoryStore;
 use crate::model::{Cluster, ClusterId, ClusterName, IdMode};
 use crate::remote::PeerConfig;
 use crate::testkit::Pki;
+use crate::testkit::{LocalApiserver, ServeOptions};
 
 /// Clusters when `--clusters` is not given: a run of seconds.
 pub const DEFAULT_CLUSTERS: u32 = 32;
@@ -103,7 +103,7 @@ impl MergeReport {
 pub(super) struct Member {
     pub(super) workload: Workload,
     pub(super) peer: PeerConfig,
-    _server: BenchServer,
+    _server: LocalApiserver,
 }
 
 /// Runs the scenario.
@@ -262,7 +262,7 @@ pub(super) async fn start_member(
         ..ServeOptions::default()
     };
     let tls = pki.server_files(&cluster.name)?;
-    let server = BenchServer::start_with(cluster.clone(), store, tls, options).await?;
+    let server = LocalApiserver::start(cluster.clone(), store, tls, options).await?;
     synced_rx
         .await
         .with_context(|| format!("{}'s apiserver stopped before it synced", cluster.name))?;

@@ -1,16 +1,16 @@
-//! The source cluster's apiserver, built from the production pieces: the store's state
+//! A member's apiserver in-process, built from the production pieces: the store's state
 //! watch feeding the watch cache, served by the gRPC server behind mutual TLS on
-//! 127.0.0.1. It runs on its own thread with its own one-worker runtime, as its own
-//! process would (at most one core), and stopping it drops that runtime: every
-//! connection closes at once, as when a process dies.
+//! 127.0.0.1 (and, if asked, the etcd API from its own key cache). It runs on its own
+//! thread with its own one-worker runtime, as its own process would (at most one core),
+//! and stopping it drops that runtime: every connection closes at once and open watch
+//! streams break, as when a process dies (tonic's graceful shutdown would wait for them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
 use crate::apiserver::CacheSink;
@@ -22,18 +22,45 @@ use crate::kvstore::Store;
 use crate::kvstore::state_watch::{StateWatchStats, follow};
 use crate::model::Cluster;
 use crate::proto::encode_event;
-use crate::tls::{RELOAD_INTERVAL, TlsFiles, spawn_reload};
+use crate::tls::{RELOAD_INTERVAL, TlsError, TlsFiles, spawn_reload};
 
 /// How often a server told to report its sync looks at its cache: cheap next to a sync
 /// (the cache's own notification is for its subscribers).
 const SYNCED_POLL: Duration = Duration::from_millis(10);
 
-/// Where and when a [`BenchServer`] serves; the default listens on a free port of
-/// 127.0.0.1 and serves the store's state at once.
-#[derive(Debug, Default)]
+/// The name of the server's threads (within Linux's 15 characters), by which the bench
+/// tells its CPU time from the agents'.
+pub const APISERVER_THREADS: &str = "local-apiserver";
+
+/// Backlog of the gRPC listener: a reconnect storm of many agents at once.
+const BACKLOG: u32 = 1024;
+
+/// What can keep a [`LocalApiserver`] from serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalApiserverError {
+    #[error("cannot start the apiserver's thread or runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot load the apiserver's certificates")]
+    Tls(#[source] TlsError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the apiserver's thread ended before listening")]
+    Ended,
+}
+
+/// Where and when a [`LocalApiserver`] serves; the default listens on a free port of
+/// 127.0.0.1, serves the store's state at once to every peer the CA trusts.
+#[derive(Debug)]
 pub struct ServeOptions {
-    /// Listen here (an apiserver restarting on its old address) instead of a free port.
+    /// Listen here (an apiserver restarting on its old address, which its old connections
+    /// may still hold in TIME_WAIT) instead of a free port.
     pub addr: Option<SocketAddr>,
+    /// Who may watch; everyone the CA trusts by default.
+    pub allowed: AllowedPeers,
     /// Feed the cache only once this fires, as the apiserver feeds it only once the
     /// export has written the source's whole state: until then watchers wait.
     pub feed_after: Option<oneshot::Receiver<()>>,
@@ -43,8 +70,20 @@ pub struct ServeOptions {
     pub etcd_api: bool,
 }
 
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            allowed: AllowedPeers::Any,
+            feed_after: None,
+            synced_tx: None,
+            etcd_api: false,
+        }
+    }
+}
+
 /// A running apiserver; stopped when dropped.
-pub struct BenchServer {
+pub struct LocalApiserver {
     /// Where it serves gRPC.
     pub addr: SocketAddr,
     /// Where it serves the etcd API, if it does.
@@ -53,24 +92,22 @@ pub struct BenchServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl BenchServer {
-    /// Serves `cluster`'s state from `store` with the certificate `tls` to every peer the
-    /// CA trusts, as `options` say; returns once it listens.
-    pub async fn start_with(
+impl LocalApiserver {
+    /// Serves `cluster`'s state from `store` with the server certificate `tls`, as
+    /// `options` say; returns once it listens.
+    pub async fn start(
         cluster: Cluster,
         store: Arc<dyn Store>,
         tls: TlsFiles,
         options: ServeOptions,
-    ) -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<Addrs>>();
+    ) -> Result<Self, LocalApiserverError> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<Addrs, LocalApiserverError>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("bench-apiserver".into())
+            .name(APISERVER_THREADS.into())
             .spawn(move || serve_thread(cluster, store, tls, options, ready_tx, stop_rx))
-            .context("cannot start the apiserver thread")?;
-        let (addr, etcd_api_addr) = ready_rx
-            .await
-            .context("the apiserver thread ended before listening")??;
+            .map_err(LocalApiserverError::Runtime)?;
+        let (addr, etcd_api_addr) = ready_rx.await.map_err(|_| LocalApiserverError::Ended)??;
         Ok(Self {
             addr,
             etcd_api_addr,
@@ -78,11 +115,10 @@ impl BenchServer {
             thread: Some(thread),
         })
     }
-}
 
-impl BenchServer {
     /// Stops serving: every connection closes at once, as when the process dies; the
-    /// address is free again when this returns. Stopping twice does nothing.
+    /// address is free again when this returns. Blocks until the server's thread ends;
+    /// stopping twice does nothing.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop_tx.take() {
             // An error means the server already ended.
@@ -95,7 +131,7 @@ impl BenchServer {
     }
 }
 
-impl Drop for BenchServer {
+impl Drop for LocalApiserver {
     fn drop(&mut self) {
         self.stop();
     }
@@ -109,40 +145,34 @@ fn serve_thread(
     store: Arc<dyn Store>,
     tls: TlsFiles,
     options: ServeOptions,
-    ready_tx: oneshot::Sender<anyhow::Result<Addrs>>,
+    ready_tx: oneshot::Sender<Result<Addrs, LocalApiserverError>>,
     stop_rx: oneshot::Receiver<()>,
 ) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name("bench-apiserver")
+        .thread_name(APISERVER_THREADS)
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            let _ = ready_tx.send(Err(err).context("cannot build the apiserver's runtime"));
+            let _ = ready_tx.send(Err(LocalApiserverError::Runtime(err)));
             return;
         }
     };
     runtime.block_on(async move {
         let listening = async {
             let configs = spawn_reload::<ServerConfig>(tls, RELOAD_INTERVAL)
-                .context("cannot load the apiserver's certificates")?;
+                .map_err(LocalApiserverError::Tls)?;
             let addr = options
                 .addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
+            let listener = listen_reusing(addr)?;
             let etcd_listener = match options.etcd_api {
-                true => Some(
-                    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                        .context("cannot listen for the etcd API")?,
-                ),
+                true => Some(listen_reusing(SocketAddr::from(([127, 0, 0, 1], 0)))?),
                 false => None,
             };
-            Ok::<_, anyhow::Error>((configs, listener, etcd_listener))
+            Ok::<_, LocalApiserverError>((configs, listener, etcd_listener))
         };
         let (configs, listener, etcd_listener) = match listening.await {
             Ok(ok) => ok,
@@ -151,17 +181,20 @@ fn serve_thread(
                 return;
             }
         };
-        let addr = listener.local_addr();
         let etcd_api_addr = match etcd_listener {
             Some(etcd_listener) => {
                 let etcd_addr = etcd_listener.local_addr().ok();
                 let keys = Arc::new(KeyCache::new(1, KeyCacheSettings::default()));
                 tokio::spawn(follow_store(store.clone(), keys.clone(), CILIUM_PREFIX));
-                let api = EtcdApi::new(keys, AllowedPeers::Any, ReadRules::remote(&cluster.name));
+                let api = EtcdApi::new(
+                    keys,
+                    options.allowed.clone(),
+                    ReadRules::remote(&cluster.name),
+                );
                 let incoming = crate::tls::server::incoming(etcd_listener, configs.config_rx());
                 tokio::spawn(async move {
                     if let Err(err) = api.serve(incoming, std::future::pending()).await {
-                        tracing::error!(error = %err, "the bench etcd API stopped");
+                        tracing::error!(error = %err, "the local etcd API stopped");
                     }
                 });
                 etcd_addr
@@ -188,13 +221,19 @@ fn serve_thread(
         if let Some(synced_tx) = options.synced_tx {
             tokio::spawn(tell_synced(cache.clone(), synced_tx));
         }
-        let server = GrpcServer::new(cache, cluster, AllowedPeers::Any);
+        let server = GrpcServer::new(cache, cluster, options.allowed);
+        let addr = listener
+            .local_addr()
+            .map_err(|source| LocalApiserverError::Listen {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source,
+            });
         let incoming = crate::tls::server::incoming(listener, configs.config_rx());
-        let _ = ready_tx.send(addr.context("no local address").map(|a| (a, etcd_api_addr)));
+        let _ = ready_tx.send(addr.map(|a| (a, etcd_api_addr)));
         tokio::select! {
             served = server.serve(incoming, std::future::pending()) => {
                 if let Err(err) = served {
-                    tracing::error!(error = %err, "the bench apiserver stopped");
+                    tracing::error!(error = %err, "the local apiserver stopped");
                 }
             }
             _ = stop_rx => {}
@@ -202,6 +241,20 @@ fn serve_thread(
     });
     // Dropping the runtime ends every task of the server: its connections close.
     drop(runtime);
+}
+
+/// A listener on `addr` that may take a port whose old connections linger in TIME_WAIT.
+fn listen_reusing(addr: SocketAddr) -> Result<TcpListener, LocalApiserverError> {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| LocalApiserverError::Listen { addr, source })
 }
 
 /// Sends on `synced_tx` once `cache` has synced.
