@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -185,14 +185,6 @@ fn run_args<'a>(container: &'a str, extra: &[&'a str], command: &[&'a str]) -> V
     args
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` on loopback: the status code and the body, or `None` while nothing listens.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
@@ -274,7 +266,7 @@ fn the_local_image_runs_the_apiserver_as_non_root() {
     // An apiserver on the embedded store exporting the example manifests, mounted
     // read-only; its health port on the host's loopback.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = fleetmesh::testkit::free_port().unwrap();
     let config = dir.path().join("apiserver.yaml");
     std::fs::write(
         &config,

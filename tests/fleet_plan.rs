@@ -58,17 +58,6 @@ fn hub_spoke_profile(members: &[(&str, String)]) -> String {
     format!("mesh: test\nmembers:\n{list}topology: {{kind: hub-spoke, hubs: [hub]}}\n")
 }
 
-/// Ports free right now on 127.0.0.1 (the listeners are dropped before returning).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// A global service `web/api` with one ready backend.
 fn service_yaml(ip: &str) -> String {
     format!(
@@ -103,7 +92,7 @@ async fn a_five_member_hub_spoke_profile_plans_starts_and_converges() {
     let names: Vec<&str> = std::iter::once("hub").chain(SPOKES).collect();
     let members: Vec<(&str, String)> = names
         .iter()
-        .zip(free_ports(names.len()))
+        .zip(fleetmesh::testkit::free_ports(names.len()).unwrap())
         .map(|(name, port)| (*name, format!("127.0.0.1:{port}")))
         .collect();
     let profile = dir.path().join("profile.yaml");

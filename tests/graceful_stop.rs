@@ -19,14 +19,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// Kubernetes' default termination grace period: SIGKILL follows after it.
 const K8S_GRACE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `fleet plan` of c1 and c2 (full mesh) into `<dir>/out`; c2 serves the demo's cluster2
 /// manifests, with its health port on a free port.
 fn mk_plan(dir: &Path) -> PathBuf {
@@ -35,8 +27,8 @@ fn mk_plan(dir: &Path) -> PathBuf {
         &profile,
         format!(
             "mesh: t\nmembers:\n  - {{name: c1, address: \"127.0.0.1:{}\"}}\n  - {{name: c2, address: \"127.0.0.1:{}\"}}\ntopology: {{kind: full-mesh}}\n",
-            free_port(),
-            free_port()
+            fleetmesh::testkit::free_port().unwrap(),
+            fleetmesh::testkit::free_port().unwrap()
         ),
     )
     .unwrap();

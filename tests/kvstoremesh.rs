@@ -33,16 +33,6 @@ const MEMBERS: [&str; 3] = ["c1", "c2", "c3"];
 /// Every key under a prefix: key → (value, mod revision).
 type Kvs = BTreeMap<String, (Vec<u8>, i64)>;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// Member `i`'s cluster: a node, two pods of a global service and its slice, with
 /// addresses of its own. `ready_backends` of the two are ready.
 fn manifests(i: usize, ready_backends: usize) -> String {
@@ -314,7 +304,7 @@ fn plan(dir: &Path) -> PathBuf {
     let out = dir.join("out");
     let members: String = MEMBERS
         .iter()
-        .zip(free_ports(MEMBERS.len()))
+        .zip(fleetmesh::testkit::free_ports(MEMBERS.len()).unwrap())
         .map(|(name, port)| format!("  - {{name: {name}, address: \"127.0.0.1:{port}\"}}\n"))
         .collect();
     let profile = dir.join("profile.yaml");

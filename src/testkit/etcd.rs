@@ -7,7 +7,6 @@
 //! process owning it dies of anything (a panicking test, a kill -9), so no etcd outlives
 //! its owner.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -132,7 +131,12 @@ impl LocalEtcd {
     pub async fn start_with(settings: LocalEtcdSettings) -> Result<Self, LocalEtcdError> {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let ports = (free_port()?, free_port()?);
+            let ports = super::free_ports(2)
+                .map(|ports| (ports[0], ports[1]))
+                .map_err(|source| LocalEtcdError::Io {
+                    what: "find free ports",
+                    source,
+                })?;
             let dir = fresh_dir()?;
             match Self::start_once(&settings, ports, DEFAULT_CLUSTER_TOKEN, dir.clone()).await {
                 Ok(local) => return Ok(local),
@@ -364,16 +368,6 @@ fn fresh_dir() -> Result<PathBuf, LocalEtcdError> {
         .map(tempfile::TempDir::keep)
         .map_err(|source| LocalEtcdError::Io {
             what: "create etcd's directory",
-            source,
-        })
-}
-
-fn free_port() -> Result<u16, LocalEtcdError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|source| LocalEtcdError::Io {
-            what: "find a free port",
             source,
         })
 }

@@ -12,13 +12,9 @@ use fleetmesh::observe::AgentClient;
 /// How long a process may take to come up (a debug build under a loaded CI machine).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, outside the range other sockets are given.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    fleetmesh::testkit::free_port().expect("a free port")
 }
 
 /// Where the members' apiservers keep their state.
