@@ -149,7 +149,8 @@ impl CacheKeys {
     /// broadcast): the writer's lock first, then the cache's.
     fn write<R>(&self, write: impl FnOnce(&mut Writer, &mut KeyWrite<'_>) -> R) -> R {
         let mut writer = self.writer.lock();
-        self.cache.write(&self.epoch, |batch| write(&mut writer, batch))
+        self.cache
+            .write(&self.epoch, |batch| write(&mut writer, batch))
     }
 
     /// The key cache the etcd API serves.
@@ -267,15 +268,22 @@ impl ApplyObserver for CacheKeys {
         if !self.is_peer(peer) {
             return;
         }
+        // Keys and values are made before the lock: each link makes its own meanwhile.
+        let writes: Vec<(String, Option<Bytes>)> = changes
+            .iter()
+            .map(|change| {
+                let value = match change {
+                    Change::Upsert(resource) => layout::cache_value(resource),
+                    Change::Delete(_) => None,
+                };
+                (layout::cache_key(peer, &change.key()), value)
+            })
+            .collect();
         self.write(|writer, batch| {
-            for change in changes {
-                let key = layout::cache_key(peer, &change.key());
-                match change {
-                    Change::Upsert(resource) => match layout::cache_value(resource) {
-                        Some(value) => writer.put_resource(batch, peer, key, value, self.mode),
-                        None => writer.delete_resource(batch, peer, &key),
-                    },
-                    Change::Delete(_) => writer.delete_resource(batch, peer, &key),
+            for (key, value) in writes {
+                match value {
+                    Some(value) => writer.put_resource(batch, peer, key, value, self.mode),
+                    None => writer.delete_resource(batch, peer, &key),
                 }
             }
         });

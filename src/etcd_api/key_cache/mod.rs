@@ -271,13 +271,7 @@ impl KeyCache {
         result
     }
 
-    fn start_history(
-        &self,
-        inner: &mut Inner,
-        epoch: Epoch,
-        keys: KeyTable,
-        revision: i64,
-    ) {
+    fn start_history(&self, inner: &mut Inner, epoch: Epoch, keys: KeyTable, revision: i64) {
         inner.generations += 1;
         let history = History {
             cluster_id: cluster_id_of(&epoch),
@@ -409,7 +403,10 @@ impl KeyCache {
         let mut count = history.keys.count(bounds);
         let current = history.keys.range(bounds);
         let kvs = if undone.is_empty() {
-            current.take(limit).map(|e| Arc::new(e.to_record())).collect()
+            current
+                .take(limit)
+                .map(|e| Arc::new(e.to_record()))
+                .collect()
         } else {
             // The keys at `at`: those held now that did not change since, and what the
             // changed ones were (if anything), merged in key order.
@@ -540,9 +537,16 @@ impl KeyWrite<'_> {
     /// Every key held that starts with `prefix`, in order.
     pub fn keys_under(&self, prefix: &str) -> Vec<Bytes> {
         let range = KeyRange::prefix(prefix);
-        self.inner.history.as_ref().map_or_else(Vec::new, |history| {
-            history.keys.range(range.bounds()).map(|e| e.key()).collect()
-        })
+        self.inner
+            .history
+            .as_ref()
+            .map_or_else(Vec::new, |history| {
+                history
+                    .keys
+                    .range(range.bounds())
+                    .map(|e| e.key())
+                    .collect()
+            })
     }
 
     /// Applies one event (see the module docs for their order).

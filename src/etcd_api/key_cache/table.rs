@@ -274,7 +274,11 @@ impl KeyTable {
                 lease: 0,
             },
             prefix: self.prefixes.intern(&key[..split]),
-            suffix_len: if coded { suffix_len | CODED } else { suffix_len },
+            suffix_len: if coded {
+                suffix_len | CODED
+            } else {
+                suffix_len
+            },
         };
         self.bytes += key.len() + value.len();
         let Some((chunk, found)) = self.locate(key) else {
@@ -403,10 +407,12 @@ impl KeyTable {
                         at.at += 1;
                         return Some(self.entry_ref(entry));
                     }
-                    None => at = Cursor {
-                        chunk: at.chunk + 1,
-                        at: 0,
-                    },
+                    None => {
+                        at = Cursor {
+                            chunk: at.chunk + 1,
+                            at: 0,
+                        }
+                    }
                 }
             }
         })
@@ -447,7 +453,11 @@ mod tests {
     }
 
     fn ip_key(peer: usize, host: usize) -> String {
-        format!("cilium/cache/ip/v1/peer{peer:03}/10.{peer}.{}.{}", host / 256, host % 256)
+        format!(
+            "cilium/cache/ip/v1/peer{peer:03}/10.{peer}.{}.{}",
+            host / 256,
+            host % 256
+        )
     }
 
     /// The table of `peers` × `hosts` ipcache keys, written peer after peer interleaved
@@ -492,9 +502,15 @@ mod tests {
         let cases = [
             ("cilium/cache/ip/v1/", "cilium/cache/ip/v10"),
             ("cilium/cache/ip/v1/peer002/", "cilium/cache/ip/v1/peer0020"),
-            ("cilium/cache/ip/v1/peer001/10.1.1.7", "cilium/cache/ip/v1/peer003/10.3.0.1"),
+            (
+                "cilium/cache/ip/v1/peer001/10.1.1.7",
+                "cilium/cache/ip/v1/peer003/10.3.0.1",
+            ),
             ("a", "b"),
-            ("cilium/cache/ip/v1/peer004/10.4.2.9", "cilium/cache/ip/v1/peer004/10.4.2.90"),
+            (
+                "cilium/cache/ip/v1/peer004/10.4.2.9",
+                "cilium/cache/ip/v1/peer004/10.4.2.90",
+            ),
             ("z", "a"),
         ];
         for (start, end) in cases {
@@ -505,7 +521,11 @@ mod tests {
             } else {
                 0 // An empty range; `BTreeMap` refuses it.
             };
-            assert_eq!(table.count(mk_range(start, end)), expected, "{start}..{end}");
+            assert_eq!(
+                table.count(mk_range(start, end)),
+                expected,
+                "{start}..{end}"
+            );
             assert_eq!(keys_in(&table, mk_range(start, end)).len(), expected);
         }
         let after = "cilium/cache/ip/v1/peer001/10.1.1.7";
@@ -514,7 +534,10 @@ mod tests {
             .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
             .count();
         assert_eq!(table.count(excluded), expected);
-        let single = (Bound::Included(after.as_bytes()), Bound::Included(after.as_bytes()));
+        let single = (
+            Bound::Included(after.as_bytes()),
+            Bound::Included(after.as_bytes()),
+        );
         assert_eq!(table.count(single), 1);
         assert_eq!(keys_in(&table, single), [after]);
     }
@@ -529,7 +552,12 @@ mod tests {
             let bounds = mk_range(&from, end);
             let count = table.count(bounds);
             let page: Vec<String> = keys_in(&table, bounds).into_iter().take(256).collect();
-            assert_eq!(count, model.range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(end))).count());
+            assert_eq!(
+                count,
+                model
+                    .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(end)))
+                    .count()
+            );
             read.extend(page.iter().cloned());
             if count <= page.len() {
                 break;
@@ -559,13 +587,13 @@ mod tests {
         assert!(table.chunks.len() < chunks, "emptied chunks are dropped");
         assert_eq!(table.len(), model.len());
         assert_eq!(
-            table.count(mk_range("cilium/cache/ip/v1/peer001/", "cilium/cache/ip/v1/peer0010")),
+            table.count(mk_range(
+                "cilium/cache/ip/v1/peer001/",
+                "cilium/cache/ip/v1/peer0010"
+            )),
             0
         );
-        assert_eq!(
-            table.count(mk_range("cilium/", "cilium0")),
-            model.len()
-        );
+        assert_eq!(table.count(mk_range("cilium/", "cilium0")), model.len());
         let all = keys_in(&table, (Bound::Unbounded, Bound::Unbounded));
         assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
         let bytes: usize = model.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -592,7 +620,10 @@ mod tests {
             }
         });
         let meta = table.get(key).unwrap().meta();
-        assert_eq!((meta.create_revision, meta.mod_revision, meta.version), (1, 2, 2));
+        assert_eq!(
+            (meta.create_revision, meta.mod_revision, meta.version),
+            (1, 2, 2)
+        );
         assert_eq!(table.get(key).unwrap().key(), Bytes::from_static(key));
     }
 
