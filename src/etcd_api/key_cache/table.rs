@@ -23,11 +23,11 @@ use crate::kvstore::memory::dictionary;
 
 /// Most entries in one chunk: an insert moves at most this many, a count adds one
 /// length per this many keys.
-const CHUNK: usize = 256;
+const CHUNK: usize = 64;
 /// Entries a chunk's allocation grows by: keys arrive in no particular order, so most
 /// chunks are between half and wholly full, and a vector's doubling would leave a full
 /// chunk's worth of room in each.
-const GROWTH: usize = 32;
+const GROWTH: usize = 16;
 /// The key segments (each up to and including its `/`) interned as a shared prefix:
 /// `cilium/cache/<res>/v1/<peer>/`, `cilium/state/ip/v1/default/`. Fewer for a key with
 /// fewer segments; never the last segment, which would intern every key.
