@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 pub use self::stale::follow_stale_policy;
 
-use crate::etcd_api::key_cache::Record;
+use crate::etcd_api::key_cache::KeyWrite;
 use crate::etcd_api::{KeyCache, KeyCacheSettings, KeyRange};
 use crate::kvstore::{Epoch, KeyValue, WatchEvent, codec, keys};
 use crate::model::{Change, Cluster, ClusterName, IdMode, Kind, Revision, ServiceName};
@@ -77,6 +77,8 @@ pub struct CacheKeys {
     local: ClusterName,
     mode: IdMode,
     cache: Arc<KeyCache>,
+    /// The cache's one epoch: revisions are the writer's own.
+    epoch: Epoch,
     drain_grace: Duration,
     writer: Mutex<Writer>,
 }
@@ -91,7 +93,6 @@ impl std::fmt::Debug for CacheKeys {
 
 /// The only writer of the key cache: its revision counter and what it tracks per peer.
 struct Writer {
-    epoch: Epoch,
     revision: Revision,
     peers: BTreeMap<ClusterName, PeerKeys>,
 }
@@ -135,13 +136,21 @@ impl CacheKeys {
             local: local.name.clone(),
             mode: local.mode,
             cache,
+            epoch,
             drain_grace,
             writer: Mutex::new(Writer {
-                epoch,
                 revision: 1,
                 peers: BTreeMap::new(),
             }),
         }
+    }
+
+    /// Runs `write` with the writer, as one batch of the key cache (one lock, one
+    /// broadcast): the writer's lock first, then the cache's.
+    fn write<R>(&self, write: impl FnOnce(&mut Writer, &mut KeyWrite<'_>) -> R) -> R {
+        let mut writer = self.writer.lock();
+        self.cache
+            .write(&self.epoch, |batch| write(&mut writer, batch))
     }
 
     /// The key cache the etcd API serves.
@@ -189,23 +198,20 @@ impl CacheKeys {
         loop {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
             let now = codec::encode_timestamp(OffsetDateTime::now_utc());
-            self.writer
-                .lock()
-                .put(&self.cache, keys::HEARTBEAT.to_string(), now);
+            self.write(|writer, batch| writer.put(batch, keys::HEARTBEAT.to_string(), now));
         }
     }
 
     /// `peer`'s file left the remotes directory (its link is stopped): its cluster
     /// config goes now, the rest after the drain grace unless it comes back first.
     pub fn remove_peer(self: &Arc<Self>, peer: &ClusterName) {
-        let generation = {
-            let mut writer = self.writer.lock();
-            writer.delete(&self.cache, &keys::cluster_config(peer));
+        let generation = self.write(|writer, batch| {
+            writer.delete(batch, &keys::cluster_config(peer));
             let state = writer.peers.entry(peer.clone()).or_default();
             state.generation += 1;
             state.draining = true;
             state.generation
-        };
+        });
         info!(%peer, grace = ?self.drain_grace, "peer removed: its cluster config is deleted, its cache keys follow after the grace period");
         let this = self.clone();
         let peer = peer.clone();
@@ -216,20 +222,31 @@ impl CacheKeys {
     }
 
     fn finish_drain(&self, peer: &ClusterName, generation: u64) {
-        let mut writer = self.writer.lock();
-        match writer.peers.get(peer) {
-            Some(state) if state.draining && state.generation == generation => {}
-            _ => return,
-        }
-        let deleted = writer.delete_peer(&self.cache, peer);
-        writer.peers.remove(peer);
+        let deleted = self.write(|writer, batch| {
+            match writer.peers.get(peer) {
+                Some(state) if state.draining && state.generation == generation => {}
+                _ => return None,
+            }
+            let deleted = writer.delete_peer(batch, peer);
+            writer.peers.remove(peer);
+            Some(deleted)
+        });
+        let Some(deleted) = deleted else { return };
         info!(%peer, deleted, "removed peer drained from the cache keys");
     }
 
     /// Applies the stale policy's verdict: the services of each peer whose backends are
     /// withdrawn now. Every other withdrawn key gets the peer's value back.
     pub fn set_withdrawn(&self, withdrawn: &BTreeMap<ClusterName, BTreeSet<ServiceName>>) {
-        let mut writer = self.writer.lock();
+        self.write(|writer, batch| self.withdraw_all(writer, batch, withdrawn));
+    }
+
+    fn withdraw_all(
+        &self,
+        writer: &mut Writer,
+        batch: &mut KeyWrite<'_>,
+        withdrawn: &BTreeMap<ClusterName, BTreeSet<ServiceName>>,
+    ) {
         let peers: Vec<ClusterName> = writer
             .peers
             .keys()
@@ -248,7 +265,7 @@ impl CacheKeys {
                     layout::cache_key(&peer, &crate::model::ResourceKey::Service(name.clone()))
                 })
                 .collect();
-            writer.withdraw(&self.cache, &peer, &wanted, self.mode);
+            writer.withdraw(batch, &peer, &wanted, self.mode);
         }
     }
 
@@ -262,17 +279,25 @@ impl ApplyObserver for CacheKeys {
         if !self.is_peer(peer) {
             return;
         }
-        let mut writer = self.writer.lock();
-        for change in changes {
-            let key = layout::cache_key(peer, &change.key());
-            match change {
-                Change::Upsert(resource) => match layout::cache_value(resource) {
-                    Some(value) => writer.put_resource(&self.cache, peer, key, value, self.mode),
-                    None => writer.delete_resource(&self.cache, peer, &key),
-                },
-                Change::Delete(_) => writer.delete_resource(&self.cache, peer, &key),
+        // Keys and values are made before the lock: each link makes its own meanwhile.
+        let writes: Vec<(String, Option<Bytes>)> = changes
+            .iter()
+            .map(|change| {
+                let value = match change {
+                    Change::Upsert(resource) => layout::cache_value(resource),
+                    Change::Delete(_) => None,
+                };
+                (layout::cache_key(peer, &change.key()), value)
+            })
+            .collect();
+        self.write(|writer, batch| {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => writer.put_resource(batch, peer, key, value, self.mode),
+                    None => writer.delete_resource(batch, peer, &key),
+                }
             }
-        }
+        });
     }
 }
 
@@ -281,111 +306,105 @@ impl PeerSink for CacheKeys {
         if !self.is_peer(&peer.name) {
             return;
         }
-        let mut writer = self.writer.lock();
-        let state = writer.peers.entry(peer.name.clone()).or_default();
-        state.generation += 1;
-        if std::mem::take(&mut state.draining) {
-            info!(peer = %peer.name, "removed peer is back before its keys were drained: they stay until its synced marker");
-            state.relisted = Some(HashSet::new());
-        }
-        writer.put(
-            &self.cache,
-            keys::cluster_config(&peer.name),
-            layout::cluster_config(peer),
-        );
+        self.write(|writer, batch| {
+            let state = writer.peers.entry(peer.name.clone()).or_default();
+            state.generation += 1;
+            if std::mem::take(&mut state.draining) {
+                info!(peer = %peer.name, "removed peer is back before its keys were drained: they stay until its synced marker");
+                state.relisted = Some(HashSet::new());
+            }
+            writer.put(
+                batch,
+                keys::cluster_config(&peer.name),
+                layout::cluster_config(peer),
+            );
+        });
     }
 
     fn synced(&self, peer: &ClusterName) {
         if !self.is_peer(peer) {
             return;
         }
-        let mut writer = self.writer.lock();
-        let relisted = writer
-            .peers
-            .get_mut(peer)
-            .and_then(|state| state.relisted.take());
-        if let Some(relisted) = relisted {
-            let mut swept = 0;
-            for kind in Kind::ALL {
-                for key in writer.keys_under(&self.cache, &layout::prefix_of(peer, kind)) {
-                    if !relisted.contains(&key) {
-                        writer.delete_resource(&self.cache, peer, &key);
-                        swept += 1;
+        self.write(|writer, batch| {
+            let relisted = writer
+                .peers
+                .get_mut(peer)
+                .and_then(|state| state.relisted.take());
+            if let Some(relisted) = relisted {
+                let mut swept = 0;
+                for kind in Kind::ALL {
+                    for key in batch.keys_under(&layout::prefix_of(peer, kind)) {
+                        let key = String::from_utf8_lossy(&key).into_owned();
+                        if !relisted.contains(&key) {
+                            writer.delete_resource(batch, peer, &key);
+                            swept += 1;
+                        }
                     }
                 }
+                info!(%peer, swept, "keys the re-added peer no longer has are deleted");
             }
-            info!(%peer, swept, "keys the re-added peer no longer has are deleted");
-        }
-        // Written once: a canary says the kind was complete once, which a resync does
-        // not undo.
-        let now = codec::encode_timestamp(OffsetDateTime::now_utc());
-        for kind in layout::CANARY_KINDS {
-            let canary = layout::canary(peer, kind);
-            if writer.get(&self.cache, &canary).is_none() {
-                writer.put(&self.cache, canary, now.clone());
+            // Written once: a canary says the kind was complete once, which a resync
+            // does not undo.
+            let now = codec::encode_timestamp(OffsetDateTime::now_utc());
+            for kind in layout::CANARY_KINDS {
+                let canary = layout::canary(peer, kind);
+                if batch.get(canary.as_bytes()).is_none() {
+                    writer.put(batch, canary, now.clone());
+                }
             }
-        }
+        });
     }
 
     fn drained(&self, peer: &ClusterName) {
         if !self.is_peer(peer) {
             return;
         }
-        let mut writer = self.writer.lock();
-        let deleted = writer.delete_peer(&self.cache, peer);
-        if let Some(state) = writer.peers.get_mut(peer) {
-            state.withdrawn.clear();
-            state.relisted = None;
-        }
+        let deleted = self.write(|writer, batch| {
+            let deleted = writer.delete_peer(batch, peer);
+            if let Some(state) = writer.peers.get_mut(peer) {
+                state.withdrawn.clear();
+                state.relisted = None;
+            }
+            deleted
+        });
         warn!(%peer, deleted, "the peer changed its cluster id: its cache keys are deleted");
     }
 }
 
 impl Writer {
-    fn get(&self, cache: &KeyCache, key: &str) -> Option<Arc<Record>> {
-        let read = cache.range(&KeyRange::key(key), 0, 1).ok()?;
-        read.kvs.into_iter().next()
-    }
-
     /// Writes `value` under `key` unless it is held already.
-    fn put(&mut self, cache: &KeyCache, key: String, value: Bytes) {
-        let held = self.get(cache, &key);
-        if held.as_ref().is_some_and(|h| h.value == value) {
-            return;
-        }
+    fn put(&mut self, batch: &mut KeyWrite<'_>, key: String, value: Bytes) {
+        let create_revision = match batch.get(key.as_bytes()) {
+            Some(held) if held.value_eq(&value) => return,
+            Some(held) => held.meta().create_revision.unsigned_abs(),
+            None => self.revision + 1,
+        };
         self.revision += 1;
-        let create_revision = held.map_or(self.revision, |h| h.create_revision.unsigned_abs());
-        cache.apply(
-            &self.epoch,
-            [WatchEvent::Put(KeyValue {
-                key,
-                value,
-                create_revision,
-                mod_revision: self.revision,
-                lease: None,
-            })],
-        );
+        batch.apply(WatchEvent::Put(KeyValue {
+            key,
+            value,
+            create_revision,
+            mod_revision: self.revision,
+            lease: None,
+        }));
     }
 
-    fn delete(&mut self, cache: &KeyCache, key: &str) {
-        if self.get(cache, key).is_none() {
+    fn delete(&mut self, batch: &mut KeyWrite<'_>, key: &str) {
+        if batch.get(key.as_bytes()).is_none() {
             return;
         }
         self.revision += 1;
-        cache.apply(
-            &self.epoch,
-            [WatchEvent::Delete {
-                key: key.to_string(),
-                revision: self.revision,
-            }],
-        );
+        batch.apply(WatchEvent::Delete {
+            key: key.to_string(),
+            revision: self.revision,
+        });
     }
 
     /// A peer's resource: noted for a pending sweep, and written as the stale policy
     /// has it.
     fn put_resource(
         &mut self,
-        cache: &KeyCache,
+        batch: &mut KeyWrite<'_>,
         peer: &ClusterName,
         key: String,
         value: Bytes,
@@ -402,33 +421,21 @@ impl Writer {
             }
             None => value,
         };
-        self.put(cache, key, value);
+        self.put(batch, key, value);
     }
 
-    fn delete_resource(&mut self, cache: &KeyCache, peer: &ClusterName, key: &str) {
+    fn delete_resource(&mut self, batch: &mut KeyWrite<'_>, peer: &ClusterName, key: &str) {
         if let Some(state) = self.peers.get_mut(peer) {
             state.withdrawn.remove(key);
             if let Some(relisted) = &mut state.relisted {
                 relisted.remove(key);
             }
         }
-        self.delete(cache, key);
-    }
-
-    fn keys_under(&self, cache: &KeyCache, prefix: &str) -> Vec<String> {
-        cache
-            .range(&KeyRange::prefix(prefix), 0, 0)
-            .map(|read| {
-                read.kvs
-                    .iter()
-                    .map(|r| String::from_utf8_lossy(&r.key).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.delete(batch, key);
     }
 
     /// Deletes `peer`'s cache keys and canaries; how many.
-    fn delete_peer(&mut self, cache: &KeyCache, peer: &ClusterName) -> usize {
+    fn delete_peer(&mut self, batch: &mut KeyWrite<'_>, peer: &ClusterName) -> usize {
         let mut prefixes: Vec<String> = Kind::ALL
             .iter()
             .map(|kind| layout::prefix_of(peer, *kind))
@@ -436,8 +443,8 @@ impl Writer {
         prefixes.push(keys::synced_of(peer));
         let mut deleted = 0;
         for prefix in prefixes {
-            for key in self.keys_under(cache, &prefix) {
-                self.delete(cache, &key);
+            for key in batch.keys_under(&prefix) {
+                self.delete(batch, &String::from_utf8_lossy(&key));
                 deleted += 1;
             }
         }
@@ -448,7 +455,7 @@ impl Writer {
     /// holds), and puts back the others withdrawn before.
     fn withdraw(
         &mut self,
-        cache: &KeyCache,
+        batch: &mut KeyWrite<'_>,
         peer: &ClusterName,
         wanted: &BTreeSet<String>,
         mode: IdMode,
@@ -468,7 +475,7 @@ impl Writer {
                     state.withdrawn.remove(&key);
                 }
                 info!(%peer, %key, "the stale policy puts the service's backends back");
-                self.put(cache, key, original);
+                self.put(batch, key, original);
             }
         }
         for key in wanted {
@@ -479,7 +486,7 @@ impl Writer {
             if already {
                 continue;
             }
-            let Some(record) = self.get(cache, key) else {
+            let Some(record) = batch.get(key.as_bytes()).map(|held| held.to_record()) else {
                 continue;
             };
             let Some(emptied) = stale::without_backends(&record.value, mode) else {
@@ -491,7 +498,7 @@ impl Writer {
                 .withdrawn
                 .insert(key.clone(), record.value.clone());
             info!(%peer, %key, "the stale policy withdraws the service's backends");
-            self.put(cache, key.clone(), emptied);
+            self.put(batch, key.clone(), emptied);
         }
     }
 }

@@ -107,7 +107,7 @@ impl Watcher {
         if self.prev_kv {
             encode_event_field(&change.to_wire(true))
         } else {
-            change.field.clone()
+            change.field().clone()
         }
     }
 }

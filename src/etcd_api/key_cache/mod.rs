@@ -21,10 +21,11 @@
 //! no other, and never announces a revision whose events it has not delivered.
 
 mod record;
+mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +36,9 @@ use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 pub use self::record::{Change, Record};
+pub use self::table::{EntryRef, Meta};
+
+use self::table::KeyTable;
 
 use super::range::KeyRange;
 use super::wire::encode_header_field;
@@ -170,7 +174,7 @@ pub struct KeyCache {
 struct Inner {
     history: Option<History>,
     /// A listing being gathered: its epoch and keys.
-    listing: Option<(Epoch, BTreeMap<Bytes, Arc<Record>>)>,
+    listing: Option<(Epoch, KeyTable)>,
     generations: u64,
 }
 
@@ -181,9 +185,8 @@ struct History {
     revision: i64,
     /// Every change after this revision is in the log.
     floor: i64,
-    keys: BTreeMap<Bytes, Arc<Record>>,
+    keys: KeyTable,
     log: VecDeque<Arc<Change>>,
-    bytes: usize,
 }
 
 impl History {
@@ -230,43 +233,31 @@ impl KeyCache {
 
     /// Applies events of store epoch `epoch` (see the module docs for their order).
     pub fn apply(&self, epoch: &Epoch, events: impl IntoIterator<Item = WatchEvent>) {
-        let mut inner = self.inner.lock();
-        let mut changes = Vec::new();
-        for event in events {
-            match event {
-                WatchEvent::ListStart => {
-                    inner.listing = Some((epoch.clone(), BTreeMap::new()));
-                }
-                WatchEvent::ListDone { revision } => {
-                    let Some((epoch, keys)) = inner.listing.take() else {
-                        warn!("a listing ended that never started; ignored");
-                        continue;
-                    };
-                    changes.clear();
-                    self.start_history(&mut inner, epoch, keys, to_i64(revision));
-                }
-                WatchEvent::Put(kv) => {
-                    if let Some((_, keys)) = &mut inner.listing {
-                        let record = listed_record(kv);
-                        keys.insert(record.key.clone(), Arc::new(record));
-                    } else if let Some(change) = self.put(&mut inner, epoch, kv) {
-                        changes.push(change);
-                    }
-                }
-                WatchEvent::Delete { key, revision } => {
-                    if let Some((_, keys)) = &mut inner.listing {
-                        keys.remove(key.as_bytes());
-                    } else if let Some(change) = self.delete(&mut inner, epoch, key, revision) {
-                        changes.push(change);
-                    }
-                }
+        self.write(epoch, |write| {
+            for event in events {
+                write.apply(event);
             }
-        }
-        let Some(history) = &mut inner.history else {
-            return;
+        });
+    }
+
+    /// Runs `write`, which applies events of store epoch `epoch` and may read the keys
+    /// in between (a writer that only writes what changed), as one batch: under one
+    /// lock, broadcast once.
+    pub fn write<R>(&self, epoch: &Epoch, write: impl FnOnce(&mut KeyWrite<'_>) -> R) -> R {
+        let mut inner = self.inner.lock();
+        let mut batch = KeyWrite {
+            cache: self,
+            inner: &mut inner,
+            epoch,
+            changes: Vec::new(),
+        };
+        let result = write(&mut batch);
+        let changes = std::mem::take(&mut batch.changes);
+        let Some(history) = &inner.history else {
+            return result;
         };
         if changes.is_empty() {
-            return;
+            return result;
         }
         let header = self.header(history.cluster_id, history.revision);
         let batch = Batch {
@@ -277,17 +268,11 @@ impl KeyCache {
         };
         // No receiver is fine: nobody watches.
         let _ = self.notices.send(Notice::Changes(Arc::new(batch)));
+        result
     }
 
-    fn start_history(
-        &self,
-        inner: &mut Inner,
-        epoch: Epoch,
-        keys: BTreeMap<Bytes, Arc<Record>>,
-        revision: i64,
-    ) {
+    fn start_history(&self, inner: &mut Inner, epoch: Epoch, keys: KeyTable, revision: i64) {
         inner.generations += 1;
-        let bytes = keys.values().map(|r| r.key.len() + r.value.len()).sum();
         let history = History {
             cluster_id: cluster_id_of(&epoch),
             epoch,
@@ -296,7 +281,6 @@ impl KeyCache {
             floor: revision,
             keys,
             log: VecDeque::new(),
-            bytes,
         };
         let notice = Notice::Restarted {
             position: history.position(),
@@ -322,25 +306,28 @@ impl KeyCache {
     fn put(&self, inner: &mut Inner, epoch: &Epoch, kv: KeyValue) -> Option<Arc<Change>> {
         let history = Self::history_of(inner, epoch)?;
         let key = Bytes::from(kv.key.into_bytes());
-        let prev = history.keys.get(&key).cloned();
-        let version = match &prev {
-            Some(p) if p.create_revision == to_i64(kv.create_revision) => p.version + 1,
-            _ => 1,
+        let meta = Meta {
+            create_revision: to_i64(kv.create_revision),
+            mod_revision: to_i64(kv.mod_revision),
+            version: 1,
+            lease: kv.lease.map_or(0, |l| l.0),
         };
+        let mut version = 1;
+        let prev = history.keys.insert(&key, &kv.value, |held| {
+            if let Some(held) = held.filter(|h| h.create_revision == meta.create_revision) {
+                version = held.version + 1;
+            }
+            Meta { version, ..meta }
+        });
         let record = Arc::new(Record {
             key: key.clone(),
             value: kv.value,
-            create_revision: to_i64(kv.create_revision),
-            mod_revision: to_i64(kv.mod_revision),
+            create_revision: meta.create_revision,
+            mod_revision: meta.mod_revision,
             version,
-            lease: kv.lease.map_or(0, |l| l.0),
+            lease: meta.lease,
         });
-        history.bytes += record.key.len() + record.value.len();
-        if let Some(p) = &prev {
-            history.bytes -= p.key.len() + p.value.len();
-        }
-        history.keys.insert(key.clone(), record.clone());
-        let change = Change::new(record.mod_revision, key, Some(record), prev);
+        let change = Change::new(meta.mod_revision, key, Some(record), prev.map(Arc::new));
         Some(self.log(history, change))
     }
 
@@ -358,8 +345,7 @@ impl KeyCache {
             history.revision = history.revision.max(revision);
             return None;
         };
-        history.bytes -= prev.key.len() + prev.value.len();
-        let change = Change::new(revision, prev.key.clone(), None, Some(prev));
+        let change = Change::new(revision, prev.key.clone(), None, Some(Arc::new(prev)));
         Some(self.log(history, change))
     }
 
@@ -413,28 +399,40 @@ impl KeyCache {
                 undone.insert(change.key.clone(), change.prev.clone());
             }
         }
-        let current = history
-            .keys
-            .range::<[u8], _>(range.bounds())
-            .map(|(_, record)| record);
-        let (kvs, count) = if undone.is_empty() {
-            let mut kvs = Vec::new();
-            let mut count = 0;
-            for record in current {
-                if count < limit {
-                    kvs.push(record.clone());
-                }
-                count += 1;
-            }
-            (kvs, count)
+        let bounds = range.bounds();
+        let mut count = history.keys.count(bounds);
+        let current = history.keys.range(bounds);
+        let kvs = if undone.is_empty() {
+            current
+                .take(limit)
+                .map(|e| Arc::new(e.to_record()))
+                .collect()
         } else {
-            let mut at_revision: BTreeMap<Bytes, Arc<Record>> = current
-                .filter(|r| !undone.contains_key(&r.key))
-                .map(|r| (r.key.clone(), r.clone()))
-                .collect();
-            at_revision.extend(undone.into_iter().filter_map(|(k, r)| Some((k, r?))));
-            let count = at_revision.len();
-            (at_revision.into_values().take(limit).collect(), count)
+            // The keys at `at`: those held now that did not change since, and what the
+            // changed ones were (if anything), merged in key order.
+            for (key, prev) in &undone {
+                count -= usize::from(history.keys.get(key).is_some());
+                count += usize::from(prev.is_some());
+            }
+            let changed: HashSet<Bytes> = undone.keys().cloned().collect();
+            let mut now = current.filter(|e| !changed.contains(&e.key())).peekable();
+            let mut then = undone.into_values().flatten().peekable();
+            let mut kvs = Vec::new();
+            while kvs.len() < limit {
+                let take_now = match (now.peek(), then.peek()) {
+                    (Some(n), Some(t)) => n.key_cmp(&t.key).is_lt(),
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let next = if take_now {
+                    now.next().map(|e| Arc::new(e.to_record()))
+                } else {
+                    then.next()
+                };
+                kvs.extend(next);
+            }
+            kvs
         };
         Ok(RangeRead {
             header: self.header(history.cluster_id, at),
@@ -516,8 +514,77 @@ impl KeyCache {
         Ok(CacheStatus {
             header: self.header(history.cluster_id, history.revision),
             keys: history.keys.len(),
-            bytes: history.bytes,
+            bytes: history.keys.bytes(),
         })
+    }
+}
+
+/// One batch of writes to a [`KeyCache`] (see [`KeyCache::write`]), holding its lock.
+pub struct KeyWrite<'a> {
+    cache: &'a KeyCache,
+    inner: &'a mut Inner,
+    epoch: &'a Epoch,
+    changes: Vec<Arc<Change>>,
+}
+
+impl KeyWrite<'_> {
+    /// The key as held now, this batch's writes included; `None` before the first
+    /// listing completes.
+    pub fn get(&self, key: &[u8]) -> Option<EntryRef<'_>> {
+        self.inner.history.as_ref()?.keys.get(key)
+    }
+
+    /// Every key held that starts with `prefix`, in order.
+    pub fn keys_under(&self, prefix: &str) -> Vec<Bytes> {
+        let range = KeyRange::prefix(prefix);
+        self.inner
+            .history
+            .as_ref()
+            .map_or_else(Vec::new, |history| {
+                history
+                    .keys
+                    .range(range.bounds())
+                    .map(|e| e.key())
+                    .collect()
+            })
+    }
+
+    /// Applies one event (see the module docs for their order).
+    pub fn apply(&mut self, event: WatchEvent) {
+        let (cache, inner, epoch) = (self.cache, &mut *self.inner, self.epoch);
+        match event {
+            WatchEvent::ListStart => {
+                inner.listing = Some((epoch.clone(), KeyTable::default()));
+            }
+            WatchEvent::ListDone { revision } => {
+                let Some((epoch, keys)) = inner.listing.take() else {
+                    warn!("a listing ended that never started; ignored");
+                    return;
+                };
+                self.changes.clear();
+                cache.start_history(inner, epoch, keys, to_i64(revision));
+            }
+            WatchEvent::Put(kv) => {
+                if let Some((_, keys)) = &mut inner.listing {
+                    let meta = Meta {
+                        create_revision: to_i64(kv.create_revision),
+                        mod_revision: to_i64(kv.mod_revision),
+                        version: 1,
+                        lease: kv.lease.map_or(0, |l| l.0),
+                    };
+                    keys.insert(kv.key.as_bytes(), &kv.value, |_| meta);
+                } else if let Some(change) = cache.put(inner, epoch, kv) {
+                    self.changes.push(change);
+                }
+            }
+            WatchEvent::Delete { key, revision } => {
+                if let Some((_, keys)) = &mut inner.listing {
+                    keys.remove(key.as_bytes());
+                } else if let Some(change) = cache.delete(inner, epoch, key, revision) {
+                    self.changes.push(change);
+                }
+            }
+        }
     }
 }
 
@@ -530,17 +597,6 @@ pub fn cluster_id_of(epoch: &Epoch) -> u64 {
     u64::from_be_bytes(id).max(1)
 }
 
-fn listed_record(kv: KeyValue) -> Record {
-    Record {
-        key: Bytes::from(kv.key.into_bytes()),
-        value: kv.value,
-        create_revision: to_i64(kv.create_revision),
-        mod_revision: to_i64(kv.mod_revision),
-        version: 1,
-        lease: kv.lease.map_or(0, |l| l.0),
-    }
-}
-
 /// etcd's revisions are `int64`; the store's never come near the limit.
 fn to_i64(revision: u64) -> i64 {
     i64::try_from(revision).unwrap_or(i64::MAX)
@@ -550,7 +606,7 @@ fn to_i64(revision: u64) -> i64 {
 pub fn body_of<'a>(header_field: &Bytes, changes: impl Iterator<Item = &'a Arc<Change>>) -> Bytes {
     let mut body = BytesMut::from(&header_field[..]);
     for change in changes {
-        body.extend_from_slice(&change.field);
+        body.extend_from_slice(change.field());
     }
     body.freeze()
 }

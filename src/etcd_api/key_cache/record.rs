@@ -1,6 +1,6 @@
 //! What the cache holds per key and per change, and their etcd wire forms.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -42,8 +42,9 @@ pub struct Change {
     pub kv: Option<Arc<Record>>,
     /// The key before the change: what a read at an earlier revision sees.
     pub prev: Option<Arc<Record>>,
-    /// The change as a `WatchResponse.events` element (without `prev_kv`), encoded once.
-    pub field: Bytes,
+    /// The change as a `WatchResponse.events` element (without `prev_kv`), encoded once,
+    /// when the first watch sends it.
+    field: OnceLock<Bytes>,
 }
 
 impl Change {
@@ -53,15 +54,19 @@ impl Change {
         kv: Option<Arc<Record>>,
         prev: Option<Arc<Record>>,
     ) -> Self {
-        let mut change = Self {
+        Self {
             revision,
             key,
             kv,
             prev,
-            field: Bytes::new(),
-        };
-        change.field = encode_event_field(&change.to_wire(false));
-        change
+            field: OnceLock::new(),
+        }
+    }
+
+    /// The change as a `WatchResponse.events` element (without `prev_kv`).
+    pub fn field(&self) -> &Bytes {
+        self.field
+            .get_or_init(|| encode_event_field(&self.to_wire(false)))
     }
 
     pub fn is_delete(&self) -> bool {

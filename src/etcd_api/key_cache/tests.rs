@@ -264,3 +264,82 @@ fn deletions_carry_the_key_and_revision_only() {
     );
     assert_eq!(event.prev_kv.unwrap().value, Bytes::from_static(b"a1"));
 }
+
+#[test]
+fn pages_pinned_to_a_revision_count_and_read_the_keys_as_they_were() {
+    let cache = mk_cache(10_000);
+    let epoch = mk_epoch("e1");
+    let key = |peer: u64, host: u64| format!("cilium/cache/ip/v1/p{peer}/10.{peer}.0.{host}");
+    let mut listing = vec![WatchEvent::ListStart];
+    for peer in 0..3 {
+        for host in 0..400 {
+            listing.push(WatchEvent::Put(mk_kv(&key(peer, host), "v1", 1, 1)));
+        }
+    }
+    listing.push(WatchEvent::ListDone { revision: 1 });
+    cache.apply(&epoch, listing);
+    // After revision 1: peer 1's keys deleted, peer 2's rewritten, a new peer 3.
+    let mut revision = 1;
+    let mut changes = Vec::new();
+    for host in 0..400 {
+        revision += 1;
+        changes.push(WatchEvent::Delete {
+            key: key(1, host),
+            revision,
+        });
+        revision += 1;
+        changes.push(WatchEvent::Put(mk_kv(&key(2, host), "v2", 1, revision)));
+        revision += 1;
+        changes.push(WatchEvent::Put(mk_kv(
+            &key(3, host),
+            "v1",
+            revision,
+            revision,
+        )));
+    }
+    cache.apply(&epoch, changes);
+
+    // Paged as Cilium pages: 256 a page, the next after the last key read.
+    let page_through = |at: i64| {
+        let end = Bytes::from_static(b"cilium/cache/ip/v10");
+        let mut from = Bytes::from_static(b"cilium/cache/ip/v1/");
+        let (mut read, mut counts) = (Vec::new(), Vec::new());
+        loop {
+            let range = KeyRange::from_request(from.clone(), end.clone());
+            let page = cache.range(&range, at, 256).unwrap();
+            counts.push(page.count);
+            read.extend(keys_of(&page));
+            if page.count <= page.kvs.len() {
+                return (read, counts);
+            }
+            let mut next = page.kvs.last().unwrap().key.to_vec();
+            next.push(0);
+            from = Bytes::from(next);
+        }
+    };
+    let (then, counts) = page_through(1);
+    assert_eq!(then.len(), 1200);
+    assert_eq!(counts, [1200, 944, 688, 432, 176]);
+    assert!(then.iter().all(|(_, v)| v == "v1"));
+    assert!(then.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+    assert!(
+        then.iter()
+            .any(|(k, _)| k.starts_with("cilium/cache/ip/v1/p1/"))
+    );
+    assert!(
+        !then
+            .iter()
+            .any(|(k, _)| k.starts_with("cilium/cache/ip/v1/p3/"))
+    );
+
+    let (now, counts) = page_through(0);
+    assert_eq!(now.len(), 1200);
+    assert_eq!(counts[0], 1200);
+    assert!(
+        !now.iter()
+            .any(|(k, _)| k.starts_with("cilium/cache/ip/v1/p1/"))
+    );
+    let rewritten = now.iter().filter(|(_, v)| v == "v2").count();
+    assert_eq!(rewritten, 400);
+    assert_eq!(cache.status().unwrap().keys, 1200);
+}

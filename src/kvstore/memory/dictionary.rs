@@ -212,7 +212,7 @@ fn token(index: u8) -> &'static [u8] {
 /// Appends `value` coded to `out` (written straight into the record being built, so a put
 /// allocates nothing more). Returns false, leaving `out` as it was, if coding would not
 /// shorten the value (no token in it) or cannot hold it (it contains a code byte).
-pub(super) fn encode_into(value: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn encode_into(value: &[u8], out: &mut Vec<u8>) -> bool {
     let table = &*BY_FIRST_BYTE;
     let start = out.len();
     let mut coded_any = false;
@@ -295,7 +295,7 @@ fn pieces(coded: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The value `coded` stands for.
-pub(super) fn decode(coded: &[u8]) -> Vec<u8> {
+pub(crate) fn decode(coded: &[u8]) -> Vec<u8> {
     let len = pieces(coded).map(<[u8]>::len).sum();
     let mut out = Vec::with_capacity(len);
     for piece in pieces(coded) {
@@ -305,7 +305,7 @@ pub(super) fn decode(coded: &[u8]) -> Vec<u8> {
 }
 
 /// Whether `coded` stands for `value`, compared piece by piece without decoding.
-pub(super) fn decoded_eq(coded: &[u8], value: &[u8]) -> bool {
+pub(crate) fn decoded_eq(coded: &[u8], value: &[u8]) -> bool {
     let mut rest = value;
     for piece in pieces(coded) {
         match rest.strip_prefix(piece) {

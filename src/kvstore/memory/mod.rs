@@ -2,7 +2,7 @@
 //! a bounded history for resuming watches, and leases that expire on their own. It is the
 //! default store, so one process is a working apiserver.
 
-mod dictionary;
+pub(crate) mod dictionary;
 mod record;
 mod state;
 mod watch;
