@@ -462,6 +462,11 @@ impl Link {
             }
             s.counts = counts;
             s.refused_events += refused.len() as u64;
+            for err in &refused {
+                *s.refused_by_reason
+                    .entry(err.reason().to_string())
+                    .or_default() += 1;
+            }
             if events > 0 || synced {
                 s.last_event_unix_ms = Some(unix_ms());
             }
