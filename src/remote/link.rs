@@ -410,11 +410,15 @@ impl Link {
         };
         let changed_at = frame.changed_at();
         let report = state.on_frame(frame, peer, &self.view, observer);
-        // A clock behind the server's gives no reading rather than a false one.
+        // A clock behind the server's gives no reading rather than a false one. One
+        // reading per change, so the histogram's mean is the changes' mean lag, not the
+        // frames' (a busy spell's frames carry many changes each).
         if let Some(lag) = changed_at.and_then(|t| t.elapsed().ok()) {
-            self.settings
-                .propagation_lag
-                .observe(peer.name.as_str(), lag.as_secs_f64());
+            for _ in 0..events {
+                self.settings
+                    .propagation_lag
+                    .observe(peer.name.as_str(), lag.as_secs_f64());
+            }
         }
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");

@@ -50,6 +50,28 @@ pub fn churn_table(report: &ChurnReport) -> String {
          server CPU: the apiserver's threads, or the etcd process; µs/delivery: server CPU \
          per delivery\n",
     );
+    if let Some(lag) = &report.fleetmesh.propagation_lag {
+        let ack = &report.fleetmesh.latency_from_ack;
+        let _ = writeln!(
+            out,
+            "agents' propagation lag (fleetmesh_agent_remote_cluster_propagation_lag_seconds, \
+             {} observations): mean {}, p50 ≈{}, p99 ≈{} (interpolated in its buckets); the \
+             bench from the store's ack: mean {}, p50 {}, p99 {}; means agree within {:.0} %: {}",
+            lag.count,
+            ms(lag.mean_ms),
+            ms(lag.p50_ms),
+            ms(lag.p99_ms),
+            ms(ack.mean_ms),
+            ms(ack.p50_ms),
+            ms(ack.p99_ms),
+            super::AGREEMENT * 100.0,
+            if lag.agrees_with(ack.mean_ms) {
+                "yes"
+            } else {
+                "NO"
+            },
+        );
+    }
     if let Some(ratio) = &report.ratio {
         let cpu = ratio.server_cpu_per_delivery.map_or_else(String::new, |r| {
             format!(", server CPU per delivery {r:.1}×")
