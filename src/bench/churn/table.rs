@@ -56,7 +56,8 @@ pub fn churn_table(report: &ChurnReport) -> String {
             out,
             "agents' propagation lag (fleetmesh_agent_remote_cluster_propagation_lag_seconds, \
              {} observations): mean {}, p50 ≈{}, p99 ≈{} (interpolated in its buckets); the \
-             bench from the store's ack: mean {}, p50 {}, p99 {}; means agree within {:.0} %: {}",
+             bench from the store's ack: mean {}, p50 {}, p99 {}; within {:.0} %: means {}, \
+             p50s {}",
             lag.count,
             ms(lag.mean_ms),
             ms(lag.p50_ms),
@@ -65,11 +66,8 @@ pub fn churn_table(report: &ChurnReport) -> String {
             ms(ack.p50_ms),
             ms(ack.p99_ms),
             super::AGREEMENT * 100.0,
-            if lag.agrees_with(ack.mean_ms) {
-                "yes"
-            } else {
-                "NO"
-            },
+            yes_no(lag.agrees_with(ack.mean_ms)),
+            yes_no(super::lag::within(lag.p50_ms, ack.p50_ms)),
         );
     }
     if let Some(ratio) = &report.ratio {
@@ -140,4 +138,8 @@ fn row(r: &ChurnResult) -> Vec<String> {
     ];
     row.extend(correctness_cells(&r.correctness));
     row
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
 }
