@@ -183,9 +183,7 @@ fn check_histogram(name: &str, family: &Family) -> Result<(), String> {
 
 /// `name{labels} value [timestamp] [# exemplar]`.
 fn sample_line(line: &str) -> Result<(String, BTreeMap<String, String>, f64), String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("a sample needs a value")?;
+    let name_end = line.find(['{', ' ']).ok_or("a sample needs a value")?;
     let name = &line[..name_end];
     if name.is_empty()
         || !name
