@@ -65,7 +65,14 @@ async fn churn_on_the_embedded_store_reaches_every_agent_exactly() {
     assert!(report.fleetmesh.server_cpu_cores.is_some());
     assert!(report.baseline.is_none());
     // The table says so too.
-    assert!(churn::churn_table(&report).contains("\ncorrect: "));
+    let table = churn::churn_table(&report);
+    assert!(table.contains("\ncorrect: "));
+    // The agents' own lag histogram holds one reading per change they applied, each
+    // delivery being a live one, and is shown beside the bench's latency.
+    let lag = report.fleetmesh.propagation_lag.as_ref().unwrap();
+    assert_eq!(lag.count, report.fleetmesh.deliveries, "{lag:?}");
+    assert!(lag.mean_ms > 0.0, "{lag:?}");
+    assert!(table.contains("agents' propagation lag"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

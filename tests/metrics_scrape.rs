@@ -1,7 +1,7 @@
-//! Both `/metrics` endpoints scraped during a three-cluster run and parsed as OpenMetrics:
-//! every metric is there with its type, and counters move when their events happen (a
-//! refused handshake, a refused peer, an apiserver restart the agent reconnects and
-//! resumes after).
+//! Both `/metrics` endpoints scraped during a three-cluster run and parsed as OpenMetrics
+//! (by `support::openmetrics`): every metric is there with its type, and counters move
+//! when their events happen (a refused handshake, a refused peer, a watcher that stops
+//! reading and is cut off, an apiserver restart the agent reconnects and resumes after).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::certs::Ca;
+use fleetmesh::grpc::STALL_LIMIT;
 use fleetmesh::observe::AgentClient;
-use openmetrics_parser::openmetrics::parse_openmetrics;
-use openmetrics_parser::{OpenMetricsType, OpenMetricsValue};
-use support::mesh::{MeshPki, mk_name};
+use support::mesh::{MeshPki, mk_cluster, mk_name};
+use support::openmetrics::MetricType as OpenMetricsType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,6 +29,8 @@ const APISERVER_METRICS: &[(&str, OpenMetricsType)] = &[
     ("export_writes", OpenMetricsType::Counter),
     ("export_deletes", OpenMetricsType::Counter),
     ("export_errors", OpenMetricsType::Counter),
+    ("identities_allocated", OpenMetricsType::Gauge),
+    ("identities_quarantined", OpenMetricsType::Gauge),
     (
         "kvstore_operations_duration_seconds",
         OpenMetricsType::Histogram,
@@ -38,12 +40,14 @@ const APISERVER_METRICS: &[(&str, OpenMetricsType)] = &[
     ("watches", OpenMetricsType::Counter),
     ("watch_starts", OpenMetricsType::Counter),
     ("watchers_lagged", OpenMetricsType::Counter),
+    ("watchers_stalled", OpenMetricsType::Counter),
     ("frames_sent", OpenMetricsType::Counter),
     ("events_sent", OpenMetricsType::Counter),
     ("event_bytes_sent", OpenMetricsType::Counter),
     ("requests_refused", OpenMetricsType::Counter),
     ("authorization_refusals", OpenMetricsType::Counter),
     ("tls_handshakes", OpenMetricsType::Counter),
+    ("tls_refusals", OpenMetricsType::Counter),
     ("cache_revision", OpenMetricsType::Gauge),
     ("cache_synced", OpenMetricsType::Gauge),
     ("cache_resources", OpenMetricsType::Gauge),
@@ -107,6 +111,17 @@ fn member_config(
     std::fs::create_dir_all(&manifests).unwrap();
     let ip = format!("10.{id}.0.1");
     std::fs::write(manifests.join("web.yaml"), service_yaml("api", &ip)).unwrap();
+    // A pod: an endpoint and an identity to export.
+    std::fs::write(
+        manifests.join("pod.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: web}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: api-0, namespace: web, labels: {{app: api}}}}\n\
+             spec: {{nodeName: node-1, containers: [{{name: api, image: api}}]}}\n\
+             status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n"
+        ),
+    )
+    .unwrap();
     let tls = pki.server_files(name);
     let text = format!(
         "cluster: {{name: {name}, id: {id}}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests:?}}}\n\
@@ -157,39 +172,28 @@ async fn scrape(addr: SocketAddr, prefix: &str) -> Families {
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
-    let exposition =
-        parse_openmetrics(&text).unwrap_or_else(|e| panic!("not OpenMetrics: {e:?}\n{text}"));
+    let families = support::openmetrics::parse(&text)
+        .unwrap_or_else(|e| panic!("not OpenMetrics: {e}\n{text}"));
     let mut out = Families::new();
-    for (name, family) in exposition.families {
+    for (name, family) in families {
         let short = name
             .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("{name} lacks the prefix {prefix}"))
             .to_string();
-        let names = family.get_label_names().to_vec();
+        // The sample that carries a family's value: a counter's total, a gauge's own,
+        // a histogram's count.
+        let main = match family.kind {
+            OpenMetricsType::Counter => "_total",
+            OpenMetricsType::Histogram => "_count",
+            _ => "",
+        };
         let samples = family
-            .iter_samples()
-            .map(|s| {
-                let labels = s
-                    .get_labelset()
-                    .map(|set| {
-                        names
-                            .iter()
-                            .filter_map(|n| {
-                                set.get_label_value(n).map(|v| (n.clone(), v.to_string()))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let value = match &s.value {
-                    OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
-                    OpenMetricsValue::Counter(c) => c.value.as_f64(),
-                    OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
-                    _ => f64::NAN,
-                };
-                (labels, value)
-            })
+            .samples
+            .into_iter()
+            .filter(|s| s.suffix == main)
+            .map(|s| (s.labels.into_iter().collect(), s.value))
             .collect();
-        out.insert(short, (family.family_type, samples));
+        out.insert(short, (family.kind, samples));
     }
     out
 }
@@ -312,7 +316,14 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     assert_eq!(value(&c2_before, "watchers", &[("peer", "c1")]), Some(1.0));
     assert!(value(&c2_before, "frames_sent", &[]).unwrap() >= 1.0);
     assert!(value(&c2_before, "events_sent", &[]).unwrap() >= 1.0);
-    assert!(value(&c2_before, "export_writes", &[]).unwrap() >= 1.0);
+    assert!(value(&c2_before, "export_writes", &[("kind", "services")]).unwrap() >= 1.0);
+    assert!(value(&c2_before, "export_writes", &[("kind", "endpoints")]).unwrap() >= 1.0);
+    assert_eq!(
+        value(&c2_before, "export_errors", &[("kind", "other")]),
+        Some(0.0)
+    );
+    assert!(value(&c2_before, "identities_allocated", &[]).unwrap() >= 1.0);
+    assert_eq!(value(&c2_before, "identities_quarantined", &[]), Some(0.0));
     assert_eq!(value(&c2_before, "canaries_written", &[]), Some(1.0));
     assert_eq!(
         value(&c2_before, "watch_starts", &[("mode", "full")]),
@@ -343,6 +354,14 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     assert_eq!(watcher.resumed, Some(false));
     assert!(watcher.frames >= 1 && watcher.events >= 1);
     assert_eq!(watcher.behind, 0);
+
+    // A watcher of c2 takes its first frame and stops reading while c2's endpoints churn:
+    // cut off after the stall limit (it runs while the checks below do).
+    let (mut stuck, stuck_conn) =
+        support::stuck_watcher::raw_watch(&pki, c2.grpc_addr.unwrap(), "c2").await;
+    assert!(!stuck.data().await.unwrap().unwrap().is_empty());
+    let churn = support::stuck_watcher::churn_endpoints(c2.store.clone(), mk_cluster("c2", 2), 100);
+    let stuck_at = std::time::Instant::now();
 
     // c3 refuses c1 by its topology: counted per peer.
     support::wait_until("c3's refusal of c1", TIMEOUT, || {
@@ -396,6 +415,30 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
     assert!(
         value(&c2_after, "tls_handshakes", &[("outcome", "refused")]).unwrap() > refused_before
     );
+    assert_eq!(
+        value(&c2_after, "tls_refusals", &[("reason", "bad_certificate")]),
+        Some(value(&c2_before, "tls_refusals", &[("reason", "bad_certificate")]).unwrap() + 1.0),
+        "the other CA's certificate is refused as a bad certificate"
+    );
+
+    // The stuck watcher is cut off and counted; c1's agent, which reads, is not.
+    let grpc_stats = c2.grpc_stats.clone().unwrap();
+    support::wait_until(
+        "the stuck watcher to be cut off",
+        STALL_LIMIT + Duration::from_secs(5),
+        || grpc_stats.stalled() > 0,
+    )
+    .await;
+    churn.abort();
+    eprintln!("stuck watcher cut off after {:?}", stuck_at.elapsed());
+    let c2_cut = scrape(c2.health_addr, api_prefix).await;
+    assert_eq!(value(&c2_before, "watchers_stalled", &[]), Some(0.0));
+    assert_eq!(value(&c2_cut, "watchers_stalled", &[]), Some(1.0));
+    assert_eq!(value(&c2_cut, "watchers", &[("peer", "c1")]), Some(1.0));
+    support::wait_until("the stuck watcher's connection to close", TIMEOUT, || {
+        stuck_conn.is_finished()
+    })
+    .await;
 
     // c2's apiserver restarts on its port with its store: the agent reconnects and
     // resumes, and the new apiserver counts a resumed watch.
@@ -446,7 +489,7 @@ async fn both_metrics_endpoints_expose_every_metric_and_count_events() {
         ("fleetmesh_agent_", &[&before, &after]),
         (
             "fleetmesh_apiserver_",
-            &[&c2_before, &c3_now, &c2_restarted],
+            &[&c2_before, &c3_now, &c2_cut, &c2_restarted],
         ),
     ]);
     drop(agent);
@@ -501,4 +544,29 @@ fn assert_monitoring_uses_exported_metrics(scrapes: &[(&str, &[&Families])]) {
         }
     }
     assert!(referenced >= 20, "the rules and dashboard name metrics");
+}
+
+/// The parser itself: what it takes and what it refuses.
+mod parser {
+    use super::support::openmetrics::{MetricType, parse};
+
+    #[test]
+    fn families_samples_and_errors() {
+        let good = "# HELP x_things Things.\n# TYPE x_things counter\nx_things_total{a=\"q\\\"\"} 3\n\
+                    # TYPE x_lag histogram\nx_lag_bucket{le=\"1.0\"} 1\nx_lag_bucket{le=\"+Inf\"} 2\n\
+                    x_lag_sum 3.5\nx_lag_count 2\n# EOF\n";
+        let families = parse(good).unwrap();
+        assert_eq!(families["x_things"].kind, MetricType::Counter);
+        assert_eq!(families["x_things"].samples[0].labels["a"], "q\"");
+        assert_eq!(families["x_lag"].samples.len(), 4);
+        for bad in [
+            "# TYPE x counter\nx 1\n# EOF\n",
+            "# TYPE x gauge\nx_total 1\n# EOF\n",
+            "# TYPE x gauge\nx 1\n",
+            "y 1\n# EOF\n",
+            "# TYPE x histogram\nx_bucket{le=\"+Inf\"} 2\nx_count 3\n# EOF\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
 }

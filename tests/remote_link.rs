@@ -465,6 +465,11 @@ async fn an_identity_outside_the_peers_range_is_refused_and_counted() {
 
     let status = wait_for(&mut rx, "ready", |s| s.ready).await;
     assert_eq!(status.refused_events, 1, "{status:#?}");
+    assert_eq!(
+        status.refused_by_reason,
+        [("invalid_value".to_string(), 1)].into(),
+        "counted by reason for the metrics"
+    );
     let reason = status.last_failure.unwrap().reason;
     assert!(
         reason.contains("endpoint.identity") && reason.contains("outside cluster 2's range"),

@@ -11,21 +11,20 @@ use tokio::sync::watch;
 
 use crate::cache::WatchCache;
 use crate::certs::inspect::inspect;
-use crate::export::ExportStatus;
+use crate::export::{ExportStatus, KindTotals};
 use crate::exposition::{Exposition, HistogramFamily, flag, labels, rfc3339_unix_seconds};
 use crate::grpc::GrpcStats;
-use crate::tls::server::HandshakeStats;
+use crate::model::Kind;
+use crate::tls::server::{HandshakeStats, RefusalReason};
 
 const PREFIX: &str = "fleetmesh_apiserver";
 
-/// The exporter's work, counted from the reports it publishes after each reconcile
-/// (its status channel), so the exporter itself needs no counters.
+/// The exporter's successful reconciles, counted from the reports it publishes after
+/// each (its status channel). Its writes, deletes and errors are totals in the reports
+/// themselves ([`crate::export::ExportTotals`]).
 #[derive(Debug, Default)]
 pub struct ExportCounters {
     pub(super) reconciles: AtomicU64,
-    pub(super) puts: AtomicU64,
-    pub(super) deletes: AtomicU64,
-    pub(super) errors: AtomicU64,
 }
 
 /// Counts each report on `status` into `counters`. Never returns: once the exporter is
@@ -35,21 +34,10 @@ pub async fn count_exports(
     counters: Arc<ExportCounters>,
 ) {
     while status.changed().await.is_ok() {
-        let now = status.borrow_and_update().clone();
         // A success replaces the whole report (clearing the error); a failure sets the
         // error and keeps the rest.
-        match now.last_error {
-            Some(_) => {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                counters.reconciles.fetch_add(1, Ordering::Relaxed);
-                let w = &now.last_write;
-                counters.puts.fetch_add(w.puts as u64, Ordering::Relaxed);
-                counters
-                    .deletes
-                    .fetch_add(w.deletes as u64, Ordering::Relaxed);
-            }
+        if status.borrow_and_update().last_error.is_none() {
+            counters.reconciles.fetch_add(1, Ordering::Relaxed);
         }
     }
     std::future::pending::<()>().await;
@@ -103,20 +91,39 @@ impl ApiserverMetrics {
             "Successful reconciles of the store with the source's state",
             c.reconciles.load(Ordering::Relaxed),
         );
-        e.counter(
+        let totals = &export.totals;
+        let per_kind = |pick: fn(&KindTotals) -> u64| {
+            Kind::ALL
+                .into_iter()
+                .map(move |kind| (labels([("kind", kind.as_str())]), pick(&totals.of(kind))))
+        };
+        e.counter_family(
             "export_writes",
-            "Keys the exporter wrote",
-            c.puts.load(Ordering::Relaxed),
+            "Keys the exporter wrote, per kind",
+            per_kind(|t| t.writes),
         );
-        e.counter(
+        e.counter_family(
             "export_deletes",
-            "Keys the exporter deleted",
-            c.deletes.load(Ordering::Relaxed),
+            "Keys the exporter deleted, per kind",
+            per_kind(|t| t.deletes),
         );
-        e.counter(
+        e.counter_family(
             "export_errors",
-            "Failed reconciles and failures of the exporter's other parts (leases, config)",
-            c.errors.load(Ordering::Relaxed),
+            "Failed writes of the exporter per kind of key; kind=\"other\" for failures of \
+             no one kind (identity allocation, a canary, the store's epoch, a lost lease)",
+            per_kind(|t| t.errors).chain([(labels([("kind", "other")]), totals.other_errors)]),
+        );
+        e.gauge(
+            "identities_allocated",
+            "Identity numbers the exporter holds for this cluster's label sets, those in \
+             quarantine included",
+            export.identities.allocated as f64,
+        );
+        e.gauge(
+            "identities_quarantined",
+            "Identity numbers whose labels no workload uses, kept until their quarantine \
+             runs out",
+            export.identities.quarantined as f64,
         );
         e.kept(
             "kvstore_operations_duration_seconds",
@@ -179,6 +186,12 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
         "Watch streams cut off because they fell too far behind",
         stats.lagged(),
     );
+    e.counter(
+        "watchers_stalled",
+        "Watch streams whose connection was closed because the peer took no frames for \
+         the stall limit",
+        stats.stalled(),
+    );
     e.counter("frames_sent", "Watch frames sent", stats.frames_sent());
     e.counter(
         "events_sent",
@@ -227,6 +240,18 @@ fn render_grpc(e: &mut Exposition, grpc: &GrpcServing) {
             ),
             (labels([("outcome", "refused")]), grpc.handshakes.refused()),
         ],
+    );
+    e.counter_family(
+        "tls_refusals",
+        "Connections to the gRPC port refused, by reason: closed before their handshake \
+         over a limit (source_busy, full), or refused in it (closed, timed_out, \
+         no_certificate, expired_certificate, bad_certificate, protocol)",
+        RefusalReason::ALL.into_iter().map(|r| {
+            (
+                labels([("reason", r.as_str())]),
+                grpc.handshakes.refused_for(r),
+            )
+        }),
     );
     e.gauge(
         "cache_revision",

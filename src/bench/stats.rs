@@ -35,6 +35,7 @@ impl Percentiles {
 pub struct Tail {
     /// How many samples.
     pub count: usize,
+    pub mean_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -46,8 +47,10 @@ impl Tail {
     pub fn of_micros(mut samples: Vec<u32>) -> Self {
         samples.sort_unstable();
         let ms = |q: f64| percentile(&samples, q).map_or(0.0, |us| f64::from(us) / 1000.0);
+        let total: u64 = samples.iter().map(|us| u64::from(*us)).sum();
         Self {
             count: samples.len(),
+            mean_ms: total as f64 / samples.len().max(1) as f64 / 1000.0,
             p50_ms: ms(0.50),
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),

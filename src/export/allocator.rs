@@ -153,6 +153,14 @@ impl IdentityAllocator {
         }
     }
 
+    /// The numbers held now, and those of them in quarantine (as of the last sweep).
+    pub fn counts(&self) -> super::IdentityCounts {
+        super::IdentityCounts {
+            allocated: self.by_labels.len(),
+            quarantined: self.unused_since.len(),
+        }
+    }
+
     /// Marks an id allocated elsewhere (a CiliumIdentity's) as taken.
     pub fn reserve(&mut self, id: IdentityId) {
         self.taken.insert(id.get());

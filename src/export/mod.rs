@@ -33,7 +33,7 @@ pub use allocator::{AllocError, IdentityAllocator};
 pub use heartbeat::HEARTBEAT_INTERVAL;
 pub use ledger::{IdentityLedger, KubeLedger, LedgerError, RedbLedger, StoreLedger};
 pub use render::{RenderedState, render};
-pub use writer::{StateWriter, WriteStats};
+pub use writer::{KindWrites, StateWriter, WriteStats};
 
 use crate::kvstore::{Epoch, Store, StoreError, codec, keys};
 use crate::model::{Cluster, DesiredState, Kind};
@@ -121,6 +121,69 @@ pub struct ExportStatus {
     pub last_error: Option<String>,
     /// The store epoch the export writes in (`synced` is about this epoch), once known.
     pub epoch: Option<Epoch>,
+    /// Everything the exporter wrote, deleted and failed since it started (carried from
+    /// report to report, so a reader that misses reports misses no counts).
+    pub totals: ExportTotals,
+    /// Identities allocated after the last reconcile.
+    pub identities: IdentityCounts,
+}
+
+/// Cumulative counts of the exporter's work per kind of key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportTotals {
+    /// Per kind, in the order of [`Kind::ALL`].
+    per_kind: [KindTotals; Kind::ALL.len()],
+    /// Failures not of one kind's write: leases, the store's epoch, identity allocation
+    /// or a canary.
+    pub other_errors: u64,
+}
+
+/// One kind's writes, deletes and failed writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindTotals {
+    pub writes: u64,
+    pub deletes: u64,
+    pub errors: u64,
+}
+
+impl ExportTotals {
+    pub fn of(&self, kind: Kind) -> KindTotals {
+        self.per_kind[kind_index(kind)]
+    }
+
+    /// Every kind's writes (or deletes, or errors, by `pick`), failures of no kind excluded.
+    pub fn sum(&self, pick: fn(&KindTotals) -> u64) -> u64 {
+        self.per_kind.iter().map(pick).sum()
+    }
+
+    fn add_writes(&mut self, stats: &WriteStats) {
+        for kind in Kind::ALL {
+            let done = stats.of(kind);
+            let t = &mut self.per_kind[kind_index(kind)];
+            t.writes += done.puts as u64;
+            t.deletes += done.deletes as u64;
+        }
+    }
+
+    fn add_error(&mut self, kind: Option<Kind>) {
+        match kind {
+            Some(kind) => self.per_kind[kind_index(kind)].errors += 1,
+            None => self.other_errors += 1,
+        }
+    }
+}
+
+fn kind_index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// The identity numbers the exporter holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityCounts {
+    /// Numbers allocated, those in quarantine included.
+    pub allocated: usize,
+    /// Numbers whose labels no workload uses, kept until their quarantine runs out.
+    pub quarantined: usize,
 }
 
 #[derive(Debug, Error)]
@@ -234,13 +297,19 @@ impl Exporter {
                 Err(err) if err.starts_over() => {
                     let reason = error_chain(&err);
                     tracing::warn!(error = %reason, "the store lost what was exported; starting over");
-                    status.send_modify(|s| s.last_error = Some(reason));
+                    status.send_modify(|s| {
+                        s.last_error = Some(reason);
+                        s.totals.add_error(None);
+                    });
                     continue;
                 }
                 Err(err) => {
                     let reason = error_chain(&err);
                     tracing::warn!(error = %reason, retry_in = ?backoff, "export stopped; starting again");
-                    status.send_modify(|s| s.last_error = Some(reason));
+                    status.send_modify(|s| {
+                        s.last_error = Some(reason);
+                        s.totals.add_error(None);
+                    });
                 }
             }
             if started.elapsed() > STABLE_RUN {
@@ -334,18 +403,27 @@ impl Exporter {
                 .export_once(&state, &epoch, &mut writer, allocator)
                 .await
             {
-                Ok(report) => {
+                Ok(mut report) => {
                     dirty = false;
                     failing = false;
                     retry = FIRST_RETRY;
-                    status.send_replace(report);
+                    status.send_modify(|s| {
+                        report.totals = std::mem::take(&mut s.totals);
+                        report.totals.add_writes(&report.last_write);
+                        *s = report;
+                    });
                 }
+                // Counted by `export_retrying`, which starts over.
                 Err(err) if err.starts_over() => return Err(err),
                 Err(err) => {
                     tracing::warn!(error = %error_chain(&err), retry_in = ?retry, "export failed");
                     failing = true;
                     retry = (retry * 2).min(MAX_RETRY);
-                    status.send_modify(|s| s.last_error = Some(error_chain(&err)));
+                    let kind = writer.take_failed_kind();
+                    status.send_modify(|s| {
+                        s.last_error = Some(error_chain(&err));
+                        s.totals.add_error(kind);
+                    });
                 }
             }
         }
@@ -397,6 +475,8 @@ impl Exporter {
             last_write,
             last_error: None,
             epoch: Some(epoch.clone()),
+            totals: ExportTotals::default(),
+            identities: allocator.counts(),
         })
     }
 }

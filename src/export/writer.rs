@@ -12,7 +12,9 @@ use futures::{StreamExt, stream};
 use sha2::{Digest, Sha256};
 
 use super::leases::LeasePool;
+use crate::kvstore::keys::StateKey;
 use crate::kvstore::{LeaseId, Store, StoreError};
+use crate::model::Kind;
 
 /// Writes in flight at once: etcd serves ~10x more puts per second with many in flight
 /// than one at a time (see reference/performance.md).
@@ -40,11 +42,47 @@ struct Written {
     lease: Option<LeaseId>,
 }
 
-/// How many writes one reconcile made.
+/// How many writes one reconcile made, in all and per kind of key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
     pub puts: usize,
     pub deletes: usize,
+    /// Per kind, in the order of [`Kind::ALL`]; keys of no kind are only in the totals.
+    per_kind: [KindWrites; Kind::ALL.len()],
+}
+
+/// One kind's share of a reconcile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindWrites {
+    pub puts: usize,
+    pub deletes: usize,
+}
+
+impl WriteStats {
+    /// What the reconcile wrote of `kind`.
+    pub fn of(&self, kind: Kind) -> KindWrites {
+        self.per_kind[kind_index(kind)]
+    }
+
+    fn count(&mut self, key: &str, put: bool) {
+        if put {
+            self.puts += 1;
+        } else {
+            self.deletes += 1;
+        }
+        if let Some(kind) = StateKey::parse(key).map(|k| k.kind()) {
+            let writes = &mut self.per_kind[kind_index(kind)];
+            if put {
+                writes.puts += 1;
+            } else {
+                writes.deletes += 1;
+            }
+        }
+    }
+}
+
+fn kind_index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 /// Makes the store hold exactly the desired keys under the prefixes it manages.
@@ -53,6 +91,9 @@ pub struct StateWriter {
     leases: LeasePool,
     managed: Vec<String>,
     written: HashMap<String, Written>,
+    /// The kind of the first key whose write failed since [`StateWriter::take_failed_kind`]
+    /// last asked (a canary's or a key of no kind: none).
+    failed_kind: Option<Kind>,
 }
 
 impl StateWriter {
@@ -90,6 +131,7 @@ impl StateWriter {
             leases,
             managed,
             written,
+            failed_kind: None,
         })
     }
 
@@ -130,10 +172,13 @@ impl StateWriter {
             .filter(|k| self.is_managed(k) && !desired.contains_key(k.as_str()))
             .cloned()
             .collect();
-        let stats = WriteStats {
-            puts: puts.len(),
-            deletes: deletes.len(),
-        };
+        let mut stats = WriteStats::default();
+        for (key, _) in &puts {
+            stats.count(key, true);
+        }
+        for key in &deletes {
+            stats.count(key, false);
+        }
         self.put_all(puts).await?;
         self.delete_all(deletes).await?;
         Ok(stats)
@@ -189,6 +234,7 @@ impl StateWriter {
                 }
                 Err(err) => {
                     self.leases.release(lease);
+                    self.failed(&key);
                     first_error.get_or_insert(err);
                 }
             }
@@ -218,11 +264,23 @@ impl StateWriter {
                     }
                 }
                 Err(err) => {
+                    self.failed(&key);
                     first_error.get_or_insert(err);
                 }
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    fn failed(&mut self, key: &str) {
+        if self.failed_kind.is_none() {
+            self.failed_kind = StateKey::parse(key).map(|k| k.kind());
+        }
+    }
+
+    /// The kind of the first key whose write failed since the last call, if any had one.
+    pub fn take_failed_kind(&mut self) -> Option<Kind> {
+        self.failed_kind.take()
     }
 
     /// Renews the leases; forgets the keys of any lease that expired, so the next
@@ -266,13 +324,7 @@ mod tests {
 
         let first = [("s/1", a.clone()), ("s/2", a.clone())];
         let stats = writer.reconcile(&desired(&first)).await.unwrap();
-        assert_eq!(
-            stats,
-            WriteStats {
-                puts: 2,
-                deletes: 0
-            }
-        );
+        assert_eq!((stats.puts, stats.deletes), (2, 0));
         assert_eq!(
             writer.reconcile(&desired(&first)).await.unwrap(),
             WriteStats::default()
@@ -280,13 +332,7 @@ mod tests {
 
         let second = [("s/1", b.clone())];
         let stats = writer.reconcile(&desired(&second)).await.unwrap();
-        assert_eq!(
-            stats,
-            WriteStats {
-                puts: 1,
-                deletes: 1
-            }
-        );
+        assert_eq!((stats.puts, stats.deletes), (1, 1));
         assert_eq!(store.get("s/1").await.unwrap().unwrap().value, b);
         assert!(store.get("s/2").await.unwrap().is_none());
     }
@@ -328,13 +374,7 @@ mod tests {
         let mut second = mk_writer(store.clone(), Duration::from_secs(60)).await;
         let both = [("s/kept", v.clone()), ("s/orphan", v.clone())];
         let stats = second.reconcile(&desired(&both)).await.unwrap();
-        assert_eq!(
-            stats,
-            WriteStats {
-                puts: 1,
-                deletes: 0
-            }
-        );
+        assert_eq!((stats.puts, stats.deletes), (1, 0));
         assert!(
             store
                 .get("s/orphan")
@@ -358,13 +398,56 @@ mod tests {
 
         assert!(writer.keep_alive().await.unwrap());
         let stats = writer.reconcile(&desired(&pairs)).await.unwrap();
+        assert_eq!((stats.puts, stats.deletes), (1, 0));
+        assert!(store.get("s/1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn writes_are_counted_per_kind_and_a_failed_key_names_its_kind() {
+        let store: Arc<dyn Store> = MemoryStore::new();
+        let leases = LeasePool::new(store.clone(), Duration::from_secs(60));
+        let mut writer = StateWriter::adopt(store.clone(), leases, vec!["cilium/".into()], &[])
+            .await
+            .unwrap();
+        let v = Bytes::from_static(b"v");
+        let node = "cilium/state/nodes/v1/c1/n1";
+        let first = [
+            (node, v.clone()),
+            ("cilium/state/ip/v1/default/10.0.0.1", v.clone()),
+            ("cilium/state/ip/v1/default/10.0.0.2", v.clone()),
+        ];
+        let stats = writer.reconcile(&desired(&first)).await.unwrap();
         assert_eq!(
-            stats,
-            WriteStats {
+            stats.of(Kind::Endpoint),
+            KindWrites {
+                puts: 2,
+                deletes: 0
+            }
+        );
+        assert_eq!(
+            stats.of(Kind::Node),
+            KindWrites {
                 puts: 1,
                 deletes: 0
             }
         );
-        assert!(store.get("s/1").await.unwrap().is_some());
+        assert_eq!(stats.of(Kind::Service), KindWrites::default());
+        let stats = writer.reconcile(&desired(&first[..1])).await.unwrap();
+        assert_eq!(
+            stats.of(Kind::Endpoint),
+            KindWrites {
+                puts: 0,
+                deletes: 2
+            }
+        );
+        assert_eq!(writer.take_failed_kind(), None);
+
+        // The lease the writer puts with is gone: the node's write fails.
+        let lease = store.get(node).await.unwrap().unwrap().lease.unwrap();
+        store.revoke_lease(lease).await.unwrap();
+        let changed = [(node, Bytes::from_static(b"w"))];
+        assert!(writer.reconcile(&desired(&changed)).await.is_err());
+        assert_eq!(writer.take_failed_kind(), Some(Kind::Node));
+        assert_eq!(writer.take_failed_kind(), None, "taken once");
     }
 }

@@ -250,7 +250,7 @@ impl Frames {
         self.steady = held_back;
         let interval = live_frame_interval(self.active.watchers());
         self.paced_until = Some(Instant::now() + interval);
-        let changed = frame.oldest_change.unwrap_or(0);
+        let changed = frame.mean_change();
         Ok(self.frame(frame.events, revision, false, false, changed))
     }
 
@@ -384,8 +384,9 @@ struct FrameBuilder {
     /// The encoded length of `events`.
     bytes: usize,
     budget: usize,
-    /// When the server took the oldest of `events` from its store, if known.
-    oldest_change: Option<u64>,
+    /// The sum and number of the times the server took `events` from its store, of
+    /// those whose time is known.
+    change_times: (u128, u64),
 }
 
 impl FrameBuilder {
@@ -394,16 +395,27 @@ impl FrameBuilder {
             events: Vec::new(),
             bytes: 0,
             budget,
-            oldest_change: None,
+            change_times: (0, 0),
         }
     }
 
     /// One of the events was taken from the store at `unix_micros` (0: unknown).
     fn changed_at(&mut self, unix_micros: u64) {
         if unix_micros > 0 {
-            let oldest = self.oldest_change.get_or_insert(unix_micros);
-            *oldest = (*oldest).min(unix_micros);
+            self.change_times.0 += u128::from(unix_micros);
+            self.change_times.1 += 1;
         }
+    }
+
+    /// The mean of the events' change times (0: none known). An agent that counts its
+    /// lag from it once per event gets each event's lag summed exactly: the events of a
+    /// frame are applied together.
+    fn mean_change(&self) -> u64 {
+        let (sum, n) = self.change_times;
+        if n == 0 {
+            return 0;
+        }
+        u64::try_from(sum / u128::from(n)).unwrap_or(0)
     }
 
     fn has_room(&self, next: &Bytes) -> bool {
@@ -617,11 +629,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_live_frame_carries_when_its_oldest_change_was_taken_from_the_store() {
+    async fn a_live_frame_carries_the_mean_time_its_changes_were_taken_from_the_store() {
         let (mut frames, tx) = mk_frames(Initial::Full(vec![]), 1, KindSet::ALL);
         let listing = next_ok(&mut frames).await;
         assert_eq!(listing.changed_unix_micros, 0, "not a live frame");
-        for (r, at) in [(2, 500), (3, 700)] {
+        for (r, at) in [(2, 500), (3, 700), (4, 1_200)] {
             let batch = Batch {
                 events: vec![mk_event(r, Kind::Identity)],
                 revision: r,
@@ -630,8 +642,8 @@ mod tests {
             tx.send(Arc::new(batch)).unwrap();
         }
         let frame = next_ok(&mut frames).await;
-        assert_eq!(frame.events.len(), 2);
-        assert_eq!(frame.changed_unix_micros, 500);
+        assert_eq!(frame.events.len(), 3);
+        assert_eq!(frame.changed_unix_micros, 800);
     }
 
     #[tokio::test]

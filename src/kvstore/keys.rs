@@ -173,6 +173,17 @@ impl StateKey {
         None
     }
 
+    /// The kind of data the key holds (fleetmesh's service copy is a service).
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Node { .. } => Kind::Node,
+            Self::Service { .. } | Self::FleetmeshService { .. } => Kind::Service,
+            Self::ServiceExport { .. } => Kind::ServiceExport,
+            Self::Identity(_) => Kind::Identity,
+            Self::Endpoint(_) => Kind::Endpoint,
+        }
+    }
+
     /// The key this parsed form came from.
     pub fn to_key(&self) -> String {
         match self {

@@ -40,6 +40,9 @@ pub struct PeerStatus {
     pub resumes: u64,
     /// Peer data that failed validation and was refused.
     pub refused_events: u64,
+    /// [`PeerStatus::refused_events`] per reason (`ProtoError::reason`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refused_by_reason: std::collections::BTreeMap<String, u64>,
     pub last_failure: Option<Failure>,
     pub last_event_unix_ms: Option<u64>,
     /// When the peer's certificate expires (RFC 3339), if known.

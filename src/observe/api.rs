@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use parking_lot::RwLock;
+use serde::Deserialize;
 
 use crate::mesh::{IpConflict, IpcacheEntryView, MeshView, ServiceView};
 use crate::model::{IdentityId, ServiceName};
@@ -143,12 +144,26 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such route: {}", uri.path()))
 }
 
-async fn index(State(state): State<ApiState>) -> Html<String> {
+/// The status page's options.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    /// `0` turns the page's auto-refresh off (for a screenshot, or a print).
+    refresh: Option<u32>,
+}
+
+async fn index(State(state): State<ApiState>, Query(query): Query<PageQuery>) -> Html<String> {
     let now = Instant::now();
     let status = state.status(now);
     let services = state.view.read().services(now);
     let lags = state.mean_lags(&status);
-    Html(page::render(&status, &services, unix_ms_now(), &lags))
+    let refresh = query.refresh != Some(0);
+    Html(page::render(
+        &status,
+        &services,
+        unix_ms_now(),
+        &lags,
+        refresh,
+    ))
 }
 
 async fn readyz(State(state): State<ApiState>) -> (StatusCode, String) {
@@ -656,6 +671,11 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert!(html.contains("<code>test/echo</code>"));
         assert!(html.contains("<code>10.2.0.1</code>"));
+        assert!(html.contains("http-equiv=\"refresh\""), "refreshes itself");
+        let (code, still) = get_path(&app, "/?refresh=0").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(!still.contains("http-equiv"), "no refresh when asked");
+        assert!(still.contains("<code>10.2.0.1</code>"));
 
         let (code, json) = get_json(&app, "/v2/nothing").await;
         assert_eq!(code, StatusCode::NOT_FOUND);

@@ -5,6 +5,7 @@
 
 use crate::exposition::{Exposition, HistogramFamily, Labels, flag, labels, rfc3339_unix_seconds};
 use crate::mesh::PeerStatus;
+use crate::proto::ProtoError;
 
 use super::SliceStats;
 
@@ -35,11 +36,6 @@ const LINK_COUNTERS: &[LinkCounter] = &[
         "remote_cluster_resumes",
         "Reconnects that resumed from the last revision received",
         |s| s.resumes,
-    ),
-    (
-        "remote_cluster_refused_events",
-        "Events from the cluster refused because they failed validation",
-        |s| s.refused_events,
     ),
 ];
 
@@ -143,6 +139,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     for (name, help, read) in LINK_COUNTERS {
         e.counter_family(name, help, peers.iter().map(|p| (target(p), read(p))));
     }
+    e.counter_family(
+        "remote_cluster_refused_events",
+        "Events from the cluster refused because they failed validation, by reason",
+        peers.iter().flat_map(|p| {
+            ProtoError::REASONS.into_iter().map(move |reason| {
+                let mut l = target(p);
+                l.push(("reason".to_string(), reason.to_string()));
+                let n = p.refused_by_reason.get(reason).copied().unwrap_or(0);
+                (l, n)
+            })
+        }),
+    );
     for (name, help, read) in LINK_GAUGES {
         e.gauge_family(name, help, peers.iter().map(|p| (target(p), read(p))));
     }
@@ -226,6 +234,7 @@ mod tests {
         c2.failures = 4;
         c2.full_resyncs = 1;
         c2.refused_events = 2;
+        c2.refused_by_reason = [("wrong_cluster".to_string(), 2)].into();
         c2.last_event_unix_ms = Some(8_000);
         c2.peer_cert_not_after = Some("1970-01-02T00:00:00Z".into());
         c2.counts = Counts {
@@ -269,7 +278,8 @@ mod tests {
             "fleetmesh_agent_remote_cluster_failures_total{target_cluster=\"c2\"} 4",
             "fleetmesh_agent_remote_cluster_reconnects_total{target_cluster=\"c2\"} 3",
             "fleetmesh_agent_remote_cluster_full_resyncs_total{target_cluster=\"c2\"} 1",
-            "fleetmesh_agent_remote_cluster_refused_events_total{target_cluster=\"c2\"} 2",
+            "fleetmesh_agent_remote_cluster_refused_events_total{target_cluster=\"c2\",reason=\"wrong_cluster\"} 2",
+            "fleetmesh_agent_remote_cluster_refused_events_total{target_cluster=\"c2\",reason=\"undecodable\"} 0",
             "fleetmesh_agent_remote_cluster_last_failure_ts{target_cluster=\"c2\"} 1.5",
             "fleetmesh_agent_remote_cluster_last_event_age_seconds{target_cluster=\"c2\"} 2.0",
             "fleetmesh_agent_remote_cluster_certificate_expiry_timestamp_seconds{target_cluster=\"c2\",end=\"peer\"} 86400.0",

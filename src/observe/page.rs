@@ -1,7 +1,7 @@
 //! `/`: one self-contained HTML page (no scripts, no external assets): the mesh as an SVG
 //! graph (module `graph`), then every link and every global service with the backends
 //! selected now. It refreshes itself, so it can
-//! stay open on a screen.
+//! stay open on a screen — unless asked with `?refresh=0` (a screenshot, say).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,19 +22,25 @@ th{background:#f0f0f0}.yes{color:#070}.no{color:#b00;font-weight:bold}\
 .muted{color:#777}code{font-size:.95em}";
 
 /// The page for this status and these services, as of `now_unix_ms`; `lags` holds each
-/// link's mean propagation lag in seconds, where it has readings.
+/// link's mean propagation lag in seconds, where it has readings. With `refresh`, the
+/// page reloads itself every few seconds.
 pub fn render(
     status: &StatusReport,
     services: &[ServiceView],
     now_unix_ms: u64,
     lags: &BTreeMap<String, f64>,
+    refresh: bool,
 ) -> String {
     let mut out = String::new();
     let title = format!("fleetmesh agent: {}", status.cluster);
+    let reload = if refresh {
+        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{reload}\
          <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
         escape(&title),
         escape(&title)
@@ -224,7 +230,7 @@ mod tests {
             }),
             ..PeerStatus::default()
         };
-        let html = render(&mk_status(vec![c2]), &[], 30_000, &BTreeMap::new());
+        let html = render(&mk_status(vec![c2]), &[], 30_000, &BTreeMap::new(), true);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<td>c2</td>"));
         assert!(html.contains("30s ago: bad &lt;certificate&gt; &amp; &quot;more&quot;"));

@@ -36,6 +36,24 @@ pub enum ProtoError {
 }
 
 impl ProtoError {
+    /// Every [`ProtoError::reason`].
+    pub const REASONS: [&'static str; 4] = [
+        "undecodable",
+        "missing_field",
+        "invalid_value",
+        "wrong_cluster",
+    ];
+
+    /// Why, in a word (a metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Decode { .. } => "undecodable",
+            Self::Missing { .. } => "missing_field",
+            Self::Model { .. } | Self::Value { .. } => "invalid_value",
+            Self::WrongCluster { .. } => "wrong_cluster",
+        }
+    }
+
     /// Wraps a model constructor's refusal with the field it came from.
     pub(super) fn model(field: &'static str) -> impl FnOnce(ModelError) -> Self {
         move |source| Self::Model { field, source }

@@ -26,15 +26,17 @@ pub struct WatchFrame {
     pub revision: u64,
     #[prost(string, tag = "5")]
     pub epoch: String,
-    /// When the server took the frame's oldest change from its store (µs since the
-    /// Unix epoch); 0 when unknown or not a live frame.
+    /// The mean of the times the server took the frame's changes from its store (µs
+    /// since the Unix epoch); 0 when unknown or not a live frame. (Servers before
+    /// 2026-12 sent the oldest change's time.)
     #[prost(uint64, tag = "6")]
     pub changed_unix_micros: u64,
 }
 
 impl WatchFrame {
-    /// When the server took the frame's oldest change from its store: `None` when the
-    /// frame carries no change (or no time: not a live frame, or an older server).
+    /// When, on average, the server took the frame's changes from its store: `None`
+    /// when the frame carries no change (or no time: not a live frame, or an older
+    /// server).
     pub fn changed_at(&self) -> Option<std::time::SystemTime> {
         if self.changed_unix_micros == 0 || self.events.is_empty() {
             return None;

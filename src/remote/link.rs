@@ -410,11 +410,15 @@ impl Link {
         };
         let changed_at = frame.changed_at();
         let report = state.on_frame(frame, peer, &self.view, observer);
-        // A clock behind the server's gives no reading rather than a false one.
+        // A clock behind the server's gives no reading rather than a false one. One
+        // reading per change, so the histogram's mean is the changes' mean lag, not the
+        // frames' (a busy spell's frames carry many changes each).
         if let Some(lag) = changed_at.and_then(|t| t.elapsed().ok()) {
-            self.settings
-                .propagation_lag
-                .observe(peer.name.as_str(), lag.as_secs_f64());
+            for _ in 0..events {
+                self.settings
+                    .propagation_lag
+                    .observe(peer.name.as_str(), lag.as_secs_f64());
+            }
         }
         for err in &report.refused {
             warn!(reason = %error_chain(err), revision, "refused an event from the peer");
@@ -462,6 +466,11 @@ impl Link {
             }
             s.counts = counts;
             s.refused_events += refused.len() as u64;
+            for err in &refused {
+                *s.refused_by_reason
+                    .entry(err.reason().to_string())
+                    .or_default() += 1;
+            }
             if events > 0 || synced {
                 s.last_event_unix_ms = Some(unix_ms());
             }

@@ -9,7 +9,9 @@ pub mod etcd_api;
 pub mod fake_kube;
 pub mod fleet;
 pub mod mesh;
+pub mod openmetrics;
 pub mod oracle;
+pub mod stuck_watcher;
 
 pub use etcd::{EtcdHandle, LocalEtcd, ServerTls, etcd, mk_etcd_store};
 

@@ -15,6 +15,7 @@
 mod cpu;
 mod direct;
 mod keys;
+mod lag;
 mod phase;
 mod plan;
 mod recorder;
@@ -39,10 +40,12 @@ use super::correctness::Correctness;
 use super::setup::{Bench, BenchOptions, StoreChoice};
 use super::stats::Tail;
 use super::workload::Sizes;
+use crate::exposition::MeanHistogram;
 use crate::kvstore::Store;
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
 use crate::remote::{LinkSettings, PeerLink};
 
+pub use self::lag::{AGREEMENT, LagFigures};
 pub use self::table::churn_table;
 
 /// Writes per second when `--rate` is not given: the target rate.
@@ -99,6 +102,8 @@ pub struct ChurnResult {
     pub latency: Tail,
     /// From the store's acknowledgement of each write to each agent's view.
     pub latency_from_ack: Tail,
+    /// The agents' own propagation-lag histogram (fleetmesh only).
+    pub propagation_lag: Option<LagFigures>,
     /// The server's CPU over the run, in cores: the apiserver's threads (fleetmesh;
     /// with the embedded store, the store's work included), or the etcd process the
     /// bench started (etcd-direct; `None` with `--etcd URL`).
@@ -221,6 +226,8 @@ async fn run_fleetmesh(
 ) -> anyhow::Result<ChurnResult> {
     let observed = Arc::new(AtomicUsize::new(0));
     let mut recorders = Vec::with_capacity(options.agents as usize);
+    // One histogram for every agent's link: they all watch the same peer.
+    let lag = MeanHistogram::new("target_cluster");
     let agents = spawn_agents(
         &bench.peer_config,
         &bench.agent_cluster,
@@ -230,6 +237,7 @@ async fn run_fleetmesh(
             recorders.push(recorder.clone());
             LinkSettings {
                 observer: Some(recorder),
+                propagation_lag: lag.clone(),
                 ..LinkSettings::default()
             }
         },
@@ -264,6 +272,7 @@ async fn run_fleetmesh(
     let run: PhaseRun = run?;
     let mut result = summarize("fleetmesh", space, &phase, &run, &recorders, options);
     result.reconnects = reconnects - reconnects_before;
+    result.propagation_lag = Some(LagFigures::of(&lag));
     Ok(result)
 }
 

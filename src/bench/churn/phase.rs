@@ -189,6 +189,7 @@ pub fn summarize(
         deliveries_per_s: deliveries as f64 / duration,
         latency: Tail::of_micros(from_intended),
         latency_from_ack: Tail::of_micros(from_ack),
+        propagation_lag: None,
         server_cpu_cores: run.server_cpu.map(|cpu| cpu.as_secs_f64() / duration),
         server_cpu_us_per_delivery: run
             .server_cpu

@@ -50,6 +50,26 @@ pub fn churn_table(report: &ChurnReport) -> String {
          server CPU: the apiserver's threads, or the etcd process; µs/delivery: server CPU \
          per delivery\n",
     );
+    if let Some(lag) = &report.fleetmesh.propagation_lag {
+        let ack = &report.fleetmesh.latency_from_ack;
+        let _ = writeln!(
+            out,
+            "agents' propagation lag (fleetmesh_agent_remote_cluster_propagation_lag_seconds, \
+             {} observations): mean {}, p50 ≈{}, p99 ≈{} (interpolated in its buckets); the \
+             bench from the store's ack: mean {}, p50 {}, p99 {}; within {:.0} %: means {}, \
+             p50s {}",
+            lag.count,
+            ms(lag.mean_ms),
+            ms(lag.p50_ms),
+            ms(lag.p99_ms),
+            ms(ack.mean_ms),
+            ms(ack.p50_ms),
+            ms(ack.p99_ms),
+            super::AGREEMENT * 100.0,
+            yes_no(lag.agrees_with(ack.mean_ms)),
+            yes_no(super::lag::within(lag.p50_ms, ack.p50_ms)),
+        );
+    }
     if let Some(ratio) = &report.ratio {
         let cpu = ratio.server_cpu_per_delivery.map_or_else(String::new, |r| {
             format!(", server CPU per delivery {r:.1}×")
@@ -118,4 +138,8 @@ fn row(r: &ChurnResult) -> Vec<String> {
     ];
     row.extend(correctness_cells(&r.correctness));
     row
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
 }

@@ -55,6 +55,81 @@ pub struct HandshakeStats {
     accepted: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
     shed: Arc<AtomicU64>,
+    /// Per [`RefusalReason`], in the order of [`RefusalReason::ALL`].
+    by_reason: Arc<[AtomicU64; RefusalReason::ALL.len()]>,
+}
+
+/// Why a connection was refused, before its handshake (over a limit) or in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Closed before its handshake: its address had too many handshakes running.
+    SourceBusy,
+    /// Closed before its handshake: every slot it may take was busy.
+    Full,
+    /// The client left during the handshake (usually a TCP probe).
+    Closed,
+    /// The client did not finish within [`HANDSHAKE_TIMEOUT`].
+    TimedOut,
+    /// The client presented no certificate.
+    NoCertificate,
+    /// The client's certificate had expired (or was not valid yet).
+    ExpiredCertificate,
+    /// The client's certificate was not signed by a trusted CA, or was otherwise bad.
+    BadCertificate,
+    /// Any other TLS failure: a protocol error, an alert from the client.
+    Protocol,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 8] = [
+        Self::SourceBusy,
+        Self::Full,
+        Self::Closed,
+        Self::TimedOut,
+        Self::NoCertificate,
+        Self::ExpiredCertificate,
+        Self::BadCertificate,
+        Self::Protocol,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SourceBusy => "source_busy",
+            Self::Full => "full",
+            Self::Closed => "closed",
+            Self::TimedOut => "timed_out",
+            Self::NoCertificate => "no_certificate",
+            Self::ExpiredCertificate => "expired_certificate",
+            Self::BadCertificate => "bad_certificate",
+            Self::Protocol => "protocol",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
+    /// Why the TLS acceptor failed with `e`.
+    fn of_handshake_error(e: &io::Error) -> Self {
+        let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return Self::Protocol;
+        };
+        match tls {
+            rustls::Error::NoCertificatesPresented => Self::NoCertificate,
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired
+                | rustls::CertificateError::ExpiredContext { .. }
+                | rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. },
+            ) => Self::ExpiredCertificate,
+            rustls::Error::InvalidCertificate(_) => Self::BadCertificate,
+            _ => Self::Protocol,
+        }
+    }
 }
 
 impl HandshakeStats {
@@ -73,6 +148,15 @@ impl HandshakeStats {
     /// [`admission`]: too many from one address, or every slot taken.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused for `reason` (shed and refused ones together).
+    pub fn refused_for(&self, reason: RefusalReason) -> u64 {
+        self.by_reason[reason.index()].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, reason: RefusalReason) {
+        self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -186,6 +270,10 @@ impl Acceptor {
             Err(refusal) => {
                 drop(tcp);
                 self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                self.stats.count(match refusal {
+                    Refusal::SourceBusy => RefusalReason::SourceBusy,
+                    Refusal::Full => RefusalReason::Full,
+                });
                 self.log_refusal(addr.ip(), refusal);
             }
         }
@@ -205,6 +293,11 @@ impl Acceptor {
 
     fn failed(&mut self, addr: SocketAddr, failure: HandshakeFailure) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.count(match &failure {
+            HandshakeFailure::Closed => RefusalReason::Closed,
+            HandshakeFailure::TimedOut => RefusalReason::TimedOut,
+            HandshakeFailure::Refused(e) => RefusalReason::of_handshake_error(e),
+        });
         if let HandshakeFailure::Closed = failure {
             debug!(peer = %addr, "connection closed before the TLS handshake completed");
             return;
@@ -249,4 +342,50 @@ async fn handshake(tcp: TcpStream, addr: SocketAddr, config: Arc<ServerConfig>) 
         Err(_) => Err(HandshakeFailure::TimedOut),
     };
     (addr, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_error(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn handshake_errors_are_counted_by_what_the_client_got_wrong() {
+        let cases = [
+            (
+                tls_error(rustls::Error::NoCertificatesPresented),
+                RefusalReason::NoCertificate,
+            ),
+            (
+                tls_error(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired,
+                )),
+                RefusalReason::ExpiredCertificate,
+            ),
+            (
+                tls_error(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                RefusalReason::BadCertificate,
+            ),
+            (
+                tls_error(rustls::Error::DecryptError),
+                RefusalReason::Protocol,
+            ),
+            (
+                io::Error::new(io::ErrorKind::InvalidData, "not TLS"),
+                RefusalReason::Protocol,
+            ),
+        ];
+        for (err, reason) in cases {
+            assert_eq!(RefusalReason::of_handshake_error(&err), reason, "{err}");
+        }
+        let stats = HandshakeStats::default();
+        stats.count(RefusalReason::Full);
+        assert_eq!(stats.refused_for(RefusalReason::Full), 1);
+        assert_eq!(stats.refused_for(RefusalReason::SourceBusy), 0);
+    }
 }
