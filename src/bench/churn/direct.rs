@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use super::recorder::Recorder;
@@ -27,16 +27,17 @@ pub struct DirectAgent {
 }
 
 impl DirectAgent {
-    /// Starts an agent on `runtime` reading `source`'s state from the etcd of `config`;
-    /// `synced` fires when its list is held.
+    /// Starts an agent on `runtime` reading `source`'s state from the etcd of `config`,
+    /// dialing once `dialing` lets it; `synced` fires when its list is held.
     pub fn spawn(
         runtime: &Handle,
         config: EtcdConfig,
         source: Cluster,
         recorder: Arc<Recorder>,
+        dialing: Arc<Semaphore>,
     ) -> (Self, oneshot::Receiver<()>) {
         let (synced_tx, synced_rx) = oneshot::channel();
-        let task = runtime.spawn(watch(config, source, recorder, synced_tx));
+        let task = runtime.spawn(watch(config, source, recorder, synced_tx, dialing));
         (Self { task }, synced_rx)
     }
 
@@ -55,7 +56,9 @@ async fn watch(
     source: Cluster,
     recorder: Arc<Recorder>,
     synced_tx: oneshot::Sender<()>,
+    dialing: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
+    let dial = dialing.acquire_owned().await;
     let store = EtcdStore::connect(EtcdConfig {
         dial_timeout: DIAL_TIMEOUT,
         ..config
@@ -66,6 +69,7 @@ async fn watch(
         .watch(STATE_PREFIX, WatchStart::List)
         .await
         .context("an etcd agent cannot watch")?;
+    drop(dial);
     let mut held: HashMap<ResourceKey, Resource> = HashMap::new();
     let mut listing: Option<Vec<Change>> = None;
     let mut synced_tx = Some(synced_tx);

@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use self::clients::{CLIENT_THREADS, Clients};
 use self::direct::DirectAgent;
@@ -62,6 +63,11 @@ pub const DEFAULT_ENDPOINTS: u32 = 10_000;
 
 /// The bench apiserver's runtime names its threads so (see `bench::server`).
 const APISERVER_THREADS: &str = "bench-apiserver";
+
+/// etcd agents dialing at once: the apiserver refuses more than 32 handshakes in
+/// flight from one address (a flood guard), and the agents of a bench share 127.0.0.1.
+/// Only the set-up before the churn waits for it.
+const DIALS_AT_ONCE: usize = 16;
 
 /// The process name of the etcd the bench starts (see `bench::etcd`).
 const ETCD_PROCESS: &str = "etcd";
@@ -353,6 +359,7 @@ async fn run_etcd_agents(
 ) -> anyhow::Result<ChurnResult> {
     let name = system.name;
     let clients = Clients::start()?;
+    let dialing = Arc::new(Semaphore::new(DIALS_AT_ONCE));
     let observed = Arc::new(AtomicUsize::new(0));
     let mut recorders = Vec::with_capacity(options.agents as usize);
     let mut agents = Vec::with_capacity(options.agents as usize);
@@ -364,6 +371,7 @@ async fn run_etcd_agents(
             system.config.clone(),
             bench.workload.cluster.clone(),
             recorder.clone(),
+            dialing.clone(),
         );
         agents.push(agent);
         synced.push(synced_rx);
