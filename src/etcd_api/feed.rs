@@ -95,7 +95,8 @@ async fn pump(
                 None => {
                     // Nothing more ready, or the batch is full: hand it over, unless
                     // it is held back — then what arrives meanwhile joins it.
-                    let hold = held_until.filter(|until| !full && !listing && *until > Instant::now());
+                    let hold =
+                        held_until.filter(|until| !full && !listing && *until > Instant::now());
                     let arrived = match hold {
                         Some(until) => tokio::select! {
                             next = watch.next() => Some(next),
