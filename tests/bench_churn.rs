@@ -99,3 +99,15 @@ async fn churn_through_the_etcd_api_is_exact_beside_etcd_direct() {
     let table = churn::churn_table(&report);
     assert!(table.contains("etcd-api vs etcd-direct"), "{table}");
 }
+
+/// More etcd agents than the apiserver admits TLS handshakes from one address at once
+/// (32): they dial in turn instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_etcd_api_agents_than_the_handshake_guard_admits_at_once_all_connect() {
+    let mut options = mk_options(StoreChoice::Memory, None, false);
+    options.bench.etcd_api = true;
+    (options.agents, options.rate, options.seconds) = (64, 20, 1);
+    let report = churn::run(&options).await.unwrap();
+    assert_correct(&report, &options);
+    assert_eq!(report.etcd_api.as_ref().unwrap().deliveries, 20 * 64);
+}
