@@ -51,8 +51,8 @@ fn assert_complete(result: &ChurnResult, options: &ChurnOptions) {
 
 fn assert_correct(report: &ChurnReport, options: &ChurnOptions) {
     assert_complete(&report.fleetmesh, options);
-    if let Some(baseline) = &report.baseline {
-        assert_complete(baseline, options);
+    for other in report.baseline.iter().chain(&report.etcd_api) {
+        assert_complete(other, options);
     }
     assert!(report.is_correct());
 }
@@ -82,4 +82,39 @@ async fn churn_on_etcd_with_the_etcd_direct_baseline_is_exact_on_both_sides() {
     let report = churn::run(&options).await.unwrap();
     assert_correct(&report, &options);
     assert!(report.baseline.is_some() && report.ratio.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_through_the_etcd_api_is_exact_beside_etcd_direct() {
+    let etcd = support::etcd().await;
+    let mut options = mk_options(StoreChoice::Memory, Some(etcd.endpoints[0].clone()), true);
+    options.bench.etcd_api = true;
+    let report = churn::run(&options).await.unwrap();
+    assert_correct(&report, &options);
+    let (api, direct) = (
+        report.etcd_api.as_ref().unwrap(),
+        report.baseline.as_ref().unwrap(),
+    );
+    assert_eq!((api.system, direct.system), ("etcd-api", "etcd-direct"));
+    // The apiserver's threads are measured; the same clients' own threads in both.
+    assert!(api.server_cpu_us_per_delivery.is_some(), "{api:#?}");
+    for r in [api, direct] {
+        assert!(r.clients_cpu_us_per_delivery.is_some(), "{r:#?}");
+    }
+    assert!(report.fleetmesh.clients_cpu_cores.is_none());
+    assert!(report.etcd_api_ratio.is_some());
+    let table = churn::churn_table(&report);
+    assert!(table.contains("etcd-api vs etcd-direct"), "{table}");
+}
+
+/// More etcd agents than the apiserver admits TLS handshakes from one address at once
+/// (32): they dial in turn instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_etcd_api_agents_than_the_handshake_guard_admits_at_once_all_connect() {
+    let mut options = mk_options(StoreChoice::Memory, None, false);
+    options.bench.etcd_api = true;
+    (options.agents, options.rate, options.seconds) = (64, 20, 1);
+    let report = churn::run(&options).await.unwrap();
+    assert_correct(&report, &options);
+    assert_eq!(report.etcd_api.as_ref().unwrap().deliveries, 20 * 64);
 }

@@ -76,11 +76,22 @@ async fn memory_probes_run_as_processes_and_hold_their_state() {
         merged_clusters: 2,
         settle: Duration::from_millis(50),
         exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_fleetmesh"))),
-        bench: mk_options(),
+        bench: BenchOptions {
+            etcd_api: true,
+            ..mk_options()
+        },
     };
     let report = memory::run(&options).await.unwrap();
+    // The etcd watchers' listings of every Cilium prefix are checked too.
     assert!(report.is_correct(), "{:#?}", report.correctness);
-    for fit in [&report.apiserver, &report.idle_agents, &report.agent] {
+    let etcd = report.idle_etcd_watchers.as_ref().unwrap();
+    assert_eq!(etcd.watches_per_client, 7);
+    for fit in [
+        &report.apiserver,
+        &report.idle_agents,
+        &report.agent,
+        &etcd.fit,
+    ] {
         assert_eq!(fit.points.len(), 2);
         assert!(fit.points.iter().all(|p| p.rss_kib > 0), "{fit:?}");
     }

@@ -86,8 +86,9 @@ pub struct CommonArgs {
     /// Also run the same workload the way Cilium agents work, and show the ratio.
     #[arg(long, value_enum)]
     pub baseline: Option<BaselineArg>,
-    /// Also exercise the etcd API: in `sync`, a third system, the baseline's etcd agents
-    /// pointed at the apiserver's etcd API instead of etcd; in `merge`, the agent also
+    /// Also exercise the etcd API: in `sync` and `churn`, a third system, the baseline's
+    /// etcd agents pointed at the apiserver's etcd API instead of etcd; in `memory`, idle
+    /// etcd watchers are measured too; in `merge`, the agent also
     /// keeps every cluster's Cilium cache keys (KVStoreMesh's part), then listed as Cilium
     /// does, in pages of 256.
     #[arg(long)]
@@ -209,6 +210,19 @@ pub enum ProbeArgs {
         source: crate::bench::memory::ProbePeer,
         #[command(flatten)]
         tls: ProbeTls,
+        /// Also serve the etcd API; its address follows the gRPC one on the `ready` line.
+        #[arg(long)]
+        etcd_api: bool,
+    },
+    /// Idle etcd clients, each with Cilium's watches open on an etcd API.
+    EtcdWatchers {
+        /// `name:id:endpoints:slot@address`: the cluster served, at its etcd API.
+        #[arg(long)]
+        source: crate::bench::memory::ProbePeer,
+        #[arg(long)]
+        count: u32,
+        #[command(flatten)]
+        tls: ProbeTls,
     },
     /// Agent views, each linked to every peer.
     Agent {
@@ -308,10 +322,22 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Probe(role) => {
             let probe = match role {
-                ProbeArgs::Apiserver { source, tls } => crate::bench::memory::Probe::Apiserver {
+                ProbeArgs::Apiserver {
+                    source,
+                    tls,
+                    etcd_api,
+                } => crate::bench::memory::Probe::Apiserver {
                     source,
                     tls: tls.into(),
+                    etcd_api,
                 },
+                ProbeArgs::EtcdWatchers { source, count, tls } => {
+                    crate::bench::memory::Probe::EtcdWatchers {
+                        source,
+                        count,
+                        tls: tls.into(),
+                    }
+                }
                 ProbeArgs::Agent {
                     local_name,
                     local_id,

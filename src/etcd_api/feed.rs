@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::KeyCache;
@@ -17,6 +18,18 @@ pub const CILIUM_PREFIX: &str = "cilium/";
 /// Events handed to the cache at once while more keep arriving: bounds a batch, and so
 /// the responses every watcher gets at once.
 const MAX_BATCH: usize = 1024;
+/// Watch responses per second the etcd API sends to all its streams together while
+/// changes keep coming. Each batch the cache broadcasts becomes one response per
+/// stream that watches it, and a response costs a TLS record, an HTTP/2 frame, a socket
+/// write and a wake-up on each side, whatever it carries: so while changes come faster,
+/// the feed holds a batch back until its share of this budget has passed since the last
+/// one, and what arrives meanwhile joins it — fewer, fuller responses, each still
+/// encoded once for every watcher of its range. The first change after a quiet spell
+/// goes out at once.
+const RESPONSES_PER_SECOND: u64 = 32_000;
+/// The longest a batch is held back, however many streams watch.
+const MAX_HOLD: Duration = Duration::from_millis(8);
+
 /// First pause after a failed watch: a store that blips is back within it.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between attempts.
@@ -58,8 +71,9 @@ pub async fn follow_store(store: Arc<dyn Store>, cache: Arc<KeyCache>, prefix: &
     .await
 }
 
-/// Applies `watch` to `cache` in batches of what is ready until it fails; returns the
-/// error and whether anything was applied.
+/// Applies `watch` to `cache` in batches of what is ready, paced (see
+/// [`RESPONSES_PER_SECOND`]), until it fails; returns the error and whether anything was
+/// applied.
 async fn pump(
     mut watch: crate::kvstore::WatchStream,
     cache: &KeyCache,
@@ -69,20 +83,35 @@ async fn pump(
     let mut progressed = false;
     let mut listing = false;
     let mut batch = Vec::new();
+    // The next live batch is held until then.
+    let mut held_until: Option<Instant> = None;
     loop {
         let next = if batch.is_empty() {
             watch.next().await
         } else {
-            match watch.next().now_or_never() {
-                Some(next) if batch.len() < MAX_BATCH || listing => next,
-                ready => {
-                    // Nothing more ready (or the batch is full): hand it over, and
-                    // handle what was read, if anything, next.
-                    apply(cache, epoch, &mut batch, listing, resume);
-                    progressed = true;
-                    match ready {
+            let full = batch.len() >= MAX_BATCH && !listing;
+            match (!full).then(|| watch.next().now_or_never()).flatten() {
+                Some(next) => next,
+                None => {
+                    // Nothing more ready, or the batch is full: hand it over, unless
+                    // it is held back — then what arrives meanwhile joins it.
+                    let hold =
+                        held_until.filter(|until| !full && !listing && *until > Instant::now());
+                    let arrived = match hold {
+                        Some(until) => tokio::select! {
+                            next = watch.next() => Some(next),
+                            () = tokio::time::sleep_until(until) => None,
+                        },
+                        None => None,
+                    };
+                    match arrived {
                         Some(next) => next,
-                        None => continue,
+                        None => {
+                            apply(cache, epoch, &mut batch, listing, resume);
+                            held_until = Some(Instant::now() + hold_for(cache.streams()));
+                            progressed = true;
+                            continue;
+                        }
                     }
                 }
             }
@@ -111,6 +140,13 @@ async fn pump(
     }
 }
 
+/// How long a batch is held back after the last one while `streams` streams watch:
+/// their share of [`RESPONSES_PER_SECOND`], at most [`MAX_HOLD`].
+fn hold_for(streams: usize) -> Duration {
+    let share = (streams as u64).saturating_mul(1_000_000) / RESPONSES_PER_SECOND;
+    Duration::from_micros(share).min(MAX_HOLD)
+}
+
 fn apply(
     cache: &KeyCache,
     epoch: &Epoch,
@@ -129,4 +165,17 @@ fn apply(
         }
     }
     cache.apply(epoch, std::mem::take(batch));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_held_for_its_streams_share_of_the_budget() {
+        assert_eq!(hold_for(0), Duration::ZERO);
+        assert_eq!(hold_for(32), Duration::from_millis(1));
+        assert_eq!(hold_for(128), Duration::from_millis(4));
+        assert_eq!(hold_for(10_000), MAX_HOLD);
+    }
 }

@@ -1,5 +1,6 @@
-//! The etcd-direct agents of a churn run: each watches the source etcd's `cilium/state/`
-//! with its own client (a list, then the changes), decodes Cilium's JSON values into the
+//! The etcd agents of a churn run (etcd-direct and etcd-api): each watches
+//! `cilium/state/` — of the source etcd, or of the apiserver's etcd API — with its own
+//! client (a list, then the changes), decodes Cilium's JSON values into the
 //! model, keeps them in a map as an agent's cache would, and reports each change once
 //! it is held — as Cilium's agents work.
 
@@ -9,7 +10,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use super::recorder::Recorder;
@@ -19,28 +21,30 @@ use crate::kvstore::keys::StateKey;
 use crate::kvstore::{Store, WatchEvent, WatchStart};
 use crate::model::{Change, Cluster, Resource, ResourceKey};
 
-/// A running etcd-direct agent; dropping it stops it.
+/// A running etcd agent; it ends with its runtime.
 pub struct DirectAgent {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl DirectAgent {
-    /// Starts an agent reading `source`'s state from the etcd of `config`; `synced`
-    /// fires when its list is held.
+    /// Starts an agent on `runtime` reading `source`'s state from the etcd of `config`,
+    /// dialing once `dialing` lets it; `synced` fires when its list is held.
     pub fn spawn(
+        runtime: &Handle,
         config: EtcdConfig,
         source: Cluster,
         recorder: Arc<Recorder>,
+        dialing: Arc<Semaphore>,
     ) -> (Self, oneshot::Receiver<()>) {
         let (synced_tx, synced_rx) = oneshot::channel();
-        let task = tokio::spawn(watch(config, source, recorder, synced_tx));
+        let task = runtime.spawn(watch(config, source, recorder, synced_tx, dialing));
         (Self { task }, synced_rx)
     }
 
     /// Stops the agent; its error if it had ended on one.
     pub async fn stop(self) -> anyhow::Result<()> {
         if self.task.is_finished() {
-            return self.task.await.context("an etcd-direct agent panicked")?;
+            return self.task.await.context("an etcd agent panicked")?;
         }
         self.task.abort();
         Ok(())
@@ -52,22 +56,25 @@ async fn watch(
     source: Cluster,
     recorder: Arc<Recorder>,
     synced_tx: oneshot::Sender<()>,
+    dialing: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
+    let dial = dialing.acquire_owned().await;
     let store = EtcdStore::connect(EtcdConfig {
         dial_timeout: DIAL_TIMEOUT,
         ..config
     })
     .await
-    .context("an etcd-direct agent cannot connect")?;
+    .context("an etcd agent cannot connect")?;
     let mut events = store
         .watch(STATE_PREFIX, WatchStart::List)
         .await
-        .context("an etcd-direct agent cannot watch")?;
+        .context("an etcd agent cannot watch")?;
+    drop(dial);
     let mut held: HashMap<ResourceKey, Resource> = HashMap::new();
     let mut listing: Option<Vec<Change>> = None;
     let mut synced_tx = Some(synced_tx);
     while let Some(event) = events.next().await {
-        let change = match event.context("an etcd-direct agent's watch failed")? {
+        let change = match event.context("an etcd agent's watch failed")? {
             WatchEvent::ListStart => {
                 listing = Some(Vec::new());
                 continue;
@@ -102,7 +109,7 @@ async fn watch(
             }
         }
     }
-    bail!("an etcd-direct agent's watch ended")
+    bail!("an etcd agent's watch ended")
 }
 
 fn hold(held: &mut HashMap<ResourceKey, Resource>, change: Change) {

@@ -2,8 +2,11 @@
 //! endpoint deletes (re-created later, so the set stays about constant) and 1 identity,
 //! node or service — into the source's store, fanned out to W agents through the
 //! production path (store → state watch → watch cache → gRPC with mTLS → remote link →
-//! mesh view). With the etcd-direct baseline, the same load is then written to etcd
-//! and W agents watch it directly, in the same run.
+//! mesh view). With `--etcd-api`, the same load is then written again and W etcd
+//! agents — the baseline's — watch it through the apiserver's etcd API; with the
+//! etcd-direct baseline, it is written to etcd and W agents watch it directly, in the
+//! same run. The etcd agents run on their own runtime ([`clients`]), so their CPU is
+//! reported for both etcd systems.
 //!
 //! The load is open loop ([`writer`]): each write has an intended send time and its
 //! latency counts from then, so a stall cannot hide; the latency from the store's
@@ -12,6 +15,7 @@
 //! phantom, duplicate, out-of-order and flapping changes must all be zero, and every
 //! write must reach every agent.
 
+mod clients;
 mod cpu;
 mod direct;
 mod keys;
@@ -29,10 +33,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
+use self::clients::{CLIENT_THREADS, Clients};
 use self::direct::DirectAgent;
 use self::keys::KeySpace;
-use self::phase::{PhaseRun, Server, drive, summarize};
+use self::phase::{Measured, PhaseRun, Server, drive, summarize};
 use self::plan::Plan;
 use self::recorder::Recorder;
 use super::agents::{spawn_agents, wait_ready};
@@ -61,15 +67,20 @@ pub const DEFAULT_ENDPOINTS: u32 = 10_000;
 /// The bench apiserver's runtime names its threads so.
 const APISERVER_THREADS: &str = crate::testkit::APISERVER_THREADS;
 
+/// etcd agents dialing at once: the apiserver refuses more than 32 handshakes in
+/// flight from one address (a flood guard), and the agents of a bench share 127.0.0.1.
+/// Only the set-up before the churn waits for it.
+const DIALS_AT_ONCE: usize = 16;
+
 /// The process name of the etcd the bench starts (see `testkit::LocalEtcd`).
 const ETCD_PROCESS: &str = "etcd";
 
 /// How the deliveries-per-second and p99 ratios are computed, printed with them.
-pub const RATIO_DEFINITION: &str = "deliveries/s ratio = fleetmesh ÷ etcd-direct, each \
+pub const RATIO_DEFINITION: &str = "deliveries/s ratio = the system ÷ etcd-direct, each \
     = deliveries ÷ (last delivery − first intended send) under the same offered load, so \
     it is ≈1× whenever both keep up and grows only when the baseline falls behind; p99 \
-    ratio = etcd-direct p99 ÷ fleetmesh p99 (above 1: fleetmesh is faster); server CPU \
-    ratio = etcd's CPU per delivery ÷ the apiserver's";
+    ratio = etcd-direct p99 ÷ the system's p99 (above 1: the system is faster); server \
+    CPU ratio = etcd's CPU per delivery ÷ the apiserver's";
 
 /// What `bench churn` runs.
 #[derive(Clone, Debug)]
@@ -83,10 +94,10 @@ pub struct ChurnOptions {
     pub bench: BenchOptions,
 }
 
-/// One system's figures: fleetmesh's, or the etcd-direct baseline's.
+/// One system's figures: fleetmesh's, etcd-api's or the etcd-direct baseline's.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChurnResult {
-    /// `fleetmesh` or `etcd-direct`.
+    /// `fleetmesh`, `etcd-api` or `etcd-direct`.
     pub system: &'static str,
     pub writes: u64,
     /// Writes the store refused (the first reason), which fails the run.
@@ -104,15 +115,20 @@ pub struct ChurnResult {
     pub latency_from_ack: Tail,
     /// The agents' own propagation-lag histogram (fleetmesh only).
     pub propagation_lag: Option<LagFigures>,
-    /// The server's CPU over the run, in cores: the apiserver's threads (fleetmesh;
-    /// with the embedded store, the store's work included), or the etcd process the
-    /// bench started (etcd-direct; `None` with `--etcd URL`).
+    /// The server's CPU over the run, in cores: the apiserver's threads (fleetmesh and
+    /// etcd-api; with the embedded store, the store's work included), or the etcd
+    /// process the bench started (etcd-direct; `None` with `--etcd URL`).
     pub server_cpu_cores: Option<f64>,
     /// The server's CPU per delivery, in µs.
     pub server_cpu_us_per_delivery: Option<f64>,
     /// The agents' CPU (with the load generator's), in cores: this process less the
     /// apiserver's threads.
     pub agents_cpu_cores: f64,
+    /// The etcd agents' own threads' CPU (their runtime's, nothing else), in cores
+    /// (`None` for fleetmesh's agents, which share the bench's runtime).
+    pub clients_cpu_cores: Option<f64>,
+    /// The etcd agents' CPU per delivery, in µs.
+    pub clients_cpu_us_per_delivery: Option<f64>,
     /// The most a write went out after its intended time (the load generator's lag;
     /// already inside `latency`).
     pub writer_max_lag_ms: f64,
@@ -132,18 +148,34 @@ impl ChurnResult {
     }
 }
 
-/// fleetmesh against the baseline.
+/// A system (fleetmesh or etcd-api) against the baseline.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChurnRatio {
-    /// fleetmesh ÷ etcd-direct deliveries per second.
+    /// The system's ÷ etcd-direct's deliveries per second.
     pub deliveries_per_s: f64,
-    /// etcd-direct ÷ fleetmesh p99 latency.
+    /// etcd-direct's ÷ the system's p99 latency.
     pub p99: f64,
-    /// etcd-direct ÷ fleetmesh p99.9 latency.
+    /// etcd-direct's ÷ the system's p99.9 latency.
     pub p999: f64,
-    /// etcd-direct ÷ fleetmesh server CPU per delivery, when both were measured.
+    /// etcd-direct's ÷ the system's server CPU per delivery, when both were measured.
     pub server_cpu_per_delivery: Option<f64>,
     pub definition: &'static str,
+}
+
+impl ChurnRatio {
+    fn of(system: &ChurnResult, baseline: &ChurnResult) -> Self {
+        Self {
+            deliveries_per_s: system.deliveries_per_s
+                / baseline.deliveries_per_s.max(f64::MIN_POSITIVE),
+            p99: baseline.latency.p99_ms / system.latency.p99_ms.max(f64::MIN_POSITIVE),
+            p999: baseline.latency.p999_ms / system.latency.p999_ms.max(f64::MIN_POSITIVE),
+            server_cpu_per_delivery: baseline
+                .server_cpu_us_per_delivery
+                .zip(system.server_cpu_us_per_delivery)
+                .map(|(b, s)| b / s.max(f64::MIN_POSITIVE)),
+            definition: RATIO_DEFINITION,
+        }
+    }
 }
 
 /// The report of one `bench churn` run.
@@ -158,13 +190,20 @@ pub struct ChurnReport {
     pub sizes: Sizes,
     pub fleetmesh: ChurnResult,
     pub baseline: Option<ChurnResult>,
+    /// fleetmesh against the baseline.
     pub ratio: Option<ChurnRatio>,
+    /// The baseline's agents against the apiserver's etcd API (`--etcd-api`).
+    pub etcd_api: Option<ChurnResult>,
+    /// etcd-api against the baseline.
+    pub etcd_api_ratio: Option<ChurnRatio>,
 }
 
 impl ChurnReport {
     /// Every system was correct and complete.
     pub fn is_correct(&self) -> bool {
-        self.fleetmesh.is_correct() && self.baseline.as_ref().is_none_or(ChurnResult::is_correct)
+        self.fleetmesh.is_correct()
+            && self.baseline.as_ref().is_none_or(ChurnResult::is_correct)
+            && self.etcd_api.as_ref().is_none_or(ChurnResult::is_correct)
     }
 }
 
@@ -179,28 +218,51 @@ pub async fn run(options: &ChurnOptions) -> anyhow::Result<ChurnReport> {
     let mut plan = Plan::new(space.clone());
     let phase = plan.phase(writes)?;
     let fleetmesh = run_fleetmesh(&bench, &space, &plan, phase, options).await?;
+    // The apiserver's store holds what the fleetmesh phase left: the etcd-api phase
+    // continues from it.
+    let etcd_api = match bench.etcd_api_config() {
+        Some(config) => {
+            let phase = plan.phase(writes)?;
+            let system = EtcdSystem {
+                name: "etcd-api",
+                label: "churn etcd-api",
+                store: bench.store(),
+                config,
+                server: Server::Threads(APISERVER_THREADS),
+            };
+            Some(run_etcd_agents(&bench, system, &space, &plan, phase, options).await?)
+        }
+        None => None,
+    };
     let baseline = match bench.direct_config() {
         Some(config) => {
-            // The baseline's etcd holds what the fleetmesh phase left when it was the
+            // The baseline's etcd holds what the phases before left when it was the
             // apiserver's store too, else the initial state.
             if options.bench.store != StoreChoice::Etcd {
                 plan = Plan::new(space.clone());
             }
             let phase = plan.phase(writes)?;
-            Some(run_direct(&bench, config, &space, &plan, phase, options).await?)
+            let store: Arc<dyn Store> = Arc::new(
+                EtcdStore::connect(config.clone())
+                    .await
+                    .context("cannot connect to the baseline's etcd")?,
+            );
+            let system = EtcdSystem {
+                name: "etcd-direct",
+                label: "churn etcd-direct",
+                store,
+                config,
+                server: Server::Child(ETCD_PROCESS),
+            };
+            Some(run_etcd_agents(&bench, system, &space, &plan, phase, options).await?)
         }
         None => None,
     };
-    let ratio = baseline.as_ref().map(|b| ChurnRatio {
-        deliveries_per_s: fleetmesh.deliveries_per_s / b.deliveries_per_s.max(f64::MIN_POSITIVE),
-        p99: b.latency.p99_ms / fleetmesh.latency.p99_ms.max(f64::MIN_POSITIVE),
-        p999: b.latency.p999_ms / fleetmesh.latency.p999_ms.max(f64::MIN_POSITIVE),
-        server_cpu_per_delivery: b
-            .server_cpu_us_per_delivery
-            .zip(fleetmesh.server_cpu_us_per_delivery)
-            .map(|(b, f)| b / f.max(f64::MIN_POSITIVE)),
-        definition: RATIO_DEFINITION,
-    });
+    let ratio = baseline.as_ref().map(|b| ChurnRatio::of(&fleetmesh, b));
+    let etcd_api_ratio = baseline
+        .as_ref()
+        .zip(etcd_api.as_ref())
+        .map(|(b, api)| ChurnRatio::of(api, b));
     let report = ChurnReport {
         scenario: "churn",
         store: options.bench.store.as_str(),
@@ -211,6 +273,8 @@ pub async fn run(options: &ChurnOptions) -> anyhow::Result<ChurnReport> {
         fleetmesh,
         baseline,
         ratio,
+        etcd_api,
+        etcd_api_ratio,
     };
     bench.finish().await?;
     Ok(report)
@@ -258,8 +322,11 @@ async fn run_fleetmesh(
         &phase,
         &observed,
         options,
-        "churn fleetmesh",
-        Server::Threads(APISERVER_THREADS),
+        Measured {
+            what: "churn fleetmesh",
+            server: Server::Threads(APISERVER_THREADS),
+            clients: None,
+        },
     )
     .await;
     let reconnects: u64 = links
@@ -276,20 +343,32 @@ async fn run_fleetmesh(
     Ok(result)
 }
 
-/// W etcd-direct agents watching the source etcd.
-async fn run_direct(
-    bench: &Bench,
+/// An etcd system: where its agents read, where its writes go, where its server runs.
+struct EtcdSystem {
+    /// `etcd-direct` or `etcd-api`.
+    name: &'static str,
+    /// Its progress line's label.
+    label: &'static str,
+    /// The store written: the source etcd, or the apiserver's.
+    store: Arc<dyn Store>,
+    /// Where the agents read: the source etcd, or the apiserver's etcd API.
     config: EtcdConfig,
+    server: Server,
+}
+
+/// W etcd agents — the same for both etcd systems — on their own runtime, watching
+/// `system`'s etcd.
+async fn run_etcd_agents(
+    bench: &Bench,
+    system: EtcdSystem,
     space: &Arc<KeySpace>,
     plan: &Plan,
     phase: plan::Phase,
     options: &ChurnOptions,
 ) -> anyhow::Result<ChurnResult> {
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(config.clone())
-            .await
-            .context("cannot connect to the baseline's etcd")?,
-    );
+    let name = system.name;
+    let clients = Clients::start()?;
+    let dialing = Arc::new(Semaphore::new(DIALS_AT_ONCE));
     let observed = Arc::new(AtomicUsize::new(0));
     let mut recorders = Vec::with_capacity(options.agents as usize);
     let mut agents = Vec::with_capacity(options.agents as usize);
@@ -297,9 +376,11 @@ async fn run_direct(
     for _ in 0..options.agents {
         let recorder = Arc::new(Recorder::new(space.clone(), observed.clone()));
         let (agent, synced_rx) = DirectAgent::spawn(
-            config.clone(),
+            clients.handle(),
+            system.config.clone(),
             bench.workload.cluster.clone(),
             recorder.clone(),
+            dialing.clone(),
         );
         agents.push(agent);
         synced.push(synced_rx);
@@ -307,22 +388,25 @@ async fn run_direct(
     }
     let listed = tokio::time::timeout(options.bench.timeout, futures::future::join_all(synced))
         .await
-        .context("the etcd-direct agents did not list before the churn")?;
+        .with_context(|| format!("the {name} agents did not list before the churn"))?;
     if listed.iter().any(Result::is_err) {
         // An agent that ended reports why when stopped.
         for agent in agents {
             agent.stop().await?;
         }
-        bail!("an etcd-direct agent ended before it listed");
+        bail!("an {name} agent ended before it listed");
     }
     let run = drive(
-        store,
+        system.store,
         plan,
         &phase,
         &observed,
         options,
-        "churn etcd-direct",
-        Server::Child(ETCD_PROCESS),
+        Measured {
+            what: system.label,
+            server: system.server,
+            clients: Some(CLIENT_THREADS),
+        },
     )
     .await;
     let mut failure = None;
@@ -331,16 +415,10 @@ async fn run_direct(
             failure.get_or_insert(err);
         }
     }
+    drop(clients);
     let run = run?;
     if let Some(err) = failure {
-        return Err(err.context("an etcd-direct agent failed during the churn"));
+        return Err(err.context(format!("an {name} agent failed during the churn")));
     }
-    Ok(summarize(
-        "etcd-direct",
-        space,
-        &phase,
-        &run,
-        &recorders,
-        options,
-    ))
+    Ok(summarize(name, space, &phase, &run, &recorders, options))
 }

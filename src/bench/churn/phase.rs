@@ -44,6 +44,16 @@ impl Server {
     }
 }
 
+/// What a phase measures the CPU of, and how its progress line is labelled.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    /// The system's name on the progress line.
+    pub what: &'static str,
+    pub server: Server,
+    /// The agents' threads of this name, when they run on their own runtime.
+    pub clients: Option<&'static str>,
+}
+
 /// What driving a phase measured.
 pub struct PhaseRun {
     pub written: Written,
@@ -55,6 +65,8 @@ pub struct PhaseRun {
     pub server_cpu: Option<Duration>,
     /// This process's CPU over the same time.
     pub process_cpu: Duration,
+    /// The agents' threads' CPU over the same time, when they have their own.
+    pub clients_cpu: Option<Duration>,
 }
 
 /// Writes `phase` into `store` at the options' rate while agents (whose recorders count
@@ -65,9 +77,14 @@ pub async fn drive(
     phase: &Phase,
     observed: &Arc<AtomicUsize>,
     options: &ChurnOptions,
-    what: &str,
-    server: Server,
+    measured: Measured,
 ) -> anyhow::Result<PhaseRun> {
+    let Measured {
+        what,
+        server,
+        clients,
+    } = measured;
+    let clients_cpu = || clients.map(threads_cpu).transpose();
     let prepared = phase
         .ops
         .iter()
@@ -87,7 +104,8 @@ pub async fn drive(
         expected as usize,
         observed.clone(),
     );
-    let (server_before, process_before) = (server.cpu()?, process_cpu()?);
+    let (server_before, process_before, clients_before) =
+        (server.cpu()?, process_cpu()?, clients_cpu()?);
     let writer = spawn_writer(
         store,
         prepared,
@@ -108,6 +126,9 @@ pub async fn drive(
         _ => None,
     };
     let process_cpu = process_cpu()?.saturating_sub(process_before);
+    let clients_cpu = clients_cpu()?
+        .zip(clients_before)
+        .map(|(after, before)| after.saturating_sub(before));
     progress.stop().await;
     Ok(PhaseRun {
         written,
@@ -115,6 +136,7 @@ pub async fn drive(
         server,
         server_cpu,
         process_cpu,
+        clients_cpu,
     })
 }
 
@@ -195,6 +217,10 @@ pub fn summarize(
             .server_cpu
             .map(|cpu| cpu.as_secs_f64() * 1e6 / (deliveries.max(1) as f64)),
         agents_cpu_cores: agents_cpu.as_secs_f64() / duration,
+        clients_cpu_cores: run.clients_cpu.map(|cpu| cpu.as_secs_f64() / duration),
+        clients_cpu_us_per_delivery: run
+            .clients_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / (deliveries.max(1) as f64)),
         writer_max_lag_ms: run.written.max_send_lag.as_secs_f64() * 1000.0,
         reconnects: 0,
         correctness,

@@ -6,6 +6,9 @@
 //!   cache, gRPC server) at several sizes;
 //! - **per idle agent**: an apiserver process with K agents (in another process)
 //!   connected, synced and idle, at several K;
+//! - **per idle etcd watcher** (`--etcd-api`): an apiserver process serving the etcd
+//!   API with K etcd clients (in another process) connected, each with a Cilium
+//!   agent's watches open ([`watchers`]) and idle, at the same K;
 //! - **agent per 100k merged endpoints**: an agent process merging several clusters'
 //!   state (their apiservers in the bench's process), at several sizes.
 //!
@@ -17,6 +20,7 @@ mod probe;
 mod rss;
 mod slope;
 mod table;
+mod watchers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +34,7 @@ pub use self::probe::{Probe, ProbePeer, run_probe};
 pub use self::rss::rss_kib;
 pub use self::slope::{Fit, Point};
 pub use self::table::memory_table;
+pub use self::watchers::cilium_prefixes;
 
 use self::child::ProbeProcess;
 use super::agents::{spawn_agent, wait_ready};
@@ -106,8 +111,23 @@ pub struct MemoryReport {
     pub agent_clusters: u32,
     pub agent_mib_per_100k: f64,
     pub agent_target_met: bool,
+    /// Apiserver RSS against idle etcd clients with Cilium's watches open
+    /// (`--etcd-api`).
+    pub idle_etcd_watchers: Option<IdleEtcdWatchers>,
     /// Every probe's state compared with what it should hold.
     pub correctness: Correctness,
+}
+
+/// The apiserver's memory per idle etcd client.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleEtcdWatchers {
+    pub fit: Fit,
+    /// Watches each client holds open on its one stream.
+    pub watches_per_client: u32,
+    pub kib_per_client: f64,
+    pub kib_per_watch: f64,
+    /// Per client, the stricter reading of the target.
+    pub target_met: bool,
 }
 
 impl MemoryReport {
@@ -138,8 +158,15 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<MemoryReport> {
         options,
         done: Arc::new(AtomicUsize::new(0)),
     };
-    let total =
-        options.apiserver_sizes.len() + options.agent_counts.len() + options.merged_sizes.len();
+    let etcd_points = if options.bench.etcd_api {
+        options.agent_counts.len()
+    } else {
+        0
+    };
+    let total = options.apiserver_sizes.len()
+        + options.agent_counts.len()
+        + options.merged_sizes.len()
+        + etcd_points;
     let progress = Progress::start(
         options.bench.progress,
         "memory: points measured",
@@ -148,7 +175,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<MemoryReport> {
     );
     let measured = run.measure().await;
     progress.stop().await;
-    let (apiserver, idle_agents, agent, correctness) = measured?;
+    let (apiserver, idle_agents, agent, idle_etcd_watchers, correctness) = measured?;
     let apiserver_mib_per_100k = apiserver.mib_per_100k();
     let kib_per_idle_agent = idle_agents.kib_per_unit;
     let agent_mib_per_100k = agent.mib_per_100k();
@@ -166,6 +193,16 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<MemoryReport> {
         agent_clusters: options.merged_clusters,
         agent_mib_per_100k,
         agent_target_met: agent_mib_per_100k <= AGENT_TARGET_MIB,
+        idle_etcd_watchers: idle_etcd_watchers.map(|fit| {
+            let watches_per_client = cilium_prefixes(SOURCE.0).len() as u32;
+            IdleEtcdWatchers {
+                kib_per_client: fit.kib_per_unit,
+                kib_per_watch: fit.kib_per_unit / f64::from(watches_per_client),
+                target_met: fit.kib_per_unit <= IDLE_AGENT_TARGET_KIB,
+                watches_per_client,
+                fit,
+            }
+        }),
         correctness,
     })
 }
@@ -182,7 +219,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn measure(&self) -> anyhow::Result<(Fit, Fit, Fit, Correctness)> {
+    async fn measure(&self) -> anyhow::Result<(Fit, Fit, Fit, Option<Fit>, Correctness)> {
         let mut correctness = Correctness::default();
         let mut points = Vec::new();
         for &endpoints in &self.options.apiserver_sizes {
@@ -202,7 +239,27 @@ impl Run<'_> {
             self.done.fetch_add(1, Ordering::Relaxed);
         }
         let agent = Fit::of(points).context("merged sizes")?;
-        Ok((apiserver, idle_agents, agent, correctness))
+        let idle_etcd_watchers = match self.options.bench.etcd_api {
+            true => {
+                let mut points = Vec::new();
+                for &clients in &self.options.agent_counts {
+                    points.push(
+                        self.idle_etcd_watchers_point(clients, &mut correctness)
+                            .await?,
+                    );
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Fit::of(points).context("idle etcd watcher counts")?)
+            }
+            false => None,
+        };
+        Ok((
+            apiserver,
+            idle_agents,
+            agent,
+            idle_etcd_watchers,
+            correctness,
+        ))
     }
 
     /// An apiserver probe holding `endpoints`, measured, then checked by a link from
@@ -247,6 +304,45 @@ impl Run<'_> {
         })
     }
 
+    /// An apiserver probe serving the etcd API with `clients` idle etcd clients of a
+    /// probe connected, each with Cilium's watches open, measured.
+    async fn idle_etcd_watchers_point(
+        &self,
+        clients: u32,
+        correctness: &mut Correctness,
+    ) -> anyhow::Result<Point> {
+        let (apiserver, source) = self
+            .start_apiserver_with(self.options.idle_endpoints, true)
+            .await?;
+        let mut probe = match clients {
+            0 => None,
+            count => {
+                let mut args = vec![
+                    "etcd-watchers".to_string(),
+                    "--source".into(),
+                    source.to_string(),
+                    "--count".into(),
+                    count.to_string(),
+                ];
+                args.extend(tls_args(&self.client_tls));
+                let mut probe = ProbeProcess::spawn(&self.exe, &args)?;
+                probe.expect("ready", self.options.bench.timeout).await?;
+                Some(probe)
+            }
+        };
+        tokio::time::sleep(self.options.settle).await;
+        let rss_kib = apiserver.rss_kib()?;
+        if let Some(mut probe) = probe.take() {
+            correctness.add(&probe.check(self.options.bench.timeout).await?);
+            probe.finish().await?;
+        }
+        apiserver.finish().await?;
+        Ok(Point {
+            size: u64::from(clients),
+            rss_kib,
+        })
+    }
+
     /// An agent probe merging `endpoints` from several clusters served from here,
     /// measured.
     async fn agent_point(
@@ -283,6 +379,16 @@ impl Run<'_> {
 
     /// An apiserver probe serving `endpoints`, once it serves all of them.
     async fn start_apiserver(&self, endpoints: u32) -> anyhow::Result<(ProbeProcess, ProbePeer)> {
+        self.start_apiserver_with(endpoints, false).await
+    }
+
+    /// An apiserver probe serving `endpoints`, also over the etcd API if `etcd_api` (the
+    /// peer's address is then the etcd API's), once it serves all of them.
+    async fn start_apiserver_with(
+        &self,
+        endpoints: u32,
+        etcd_api: bool,
+    ) -> anyhow::Result<(ProbeProcess, ProbePeer)> {
         let mut source = ProbePeer {
             name: SOURCE.0.to_string(),
             id: SOURCE.1,
@@ -295,11 +401,21 @@ impl Run<'_> {
             "--source".into(),
             source.to_string(),
         ];
+        if etcd_api {
+            args.push("--etcd-api".into());
+        }
         args.extend(tls_args(&self.server_tls));
         let mut apiserver = ProbeProcess::spawn(&self.exe, &args)?;
-        source.address = apiserver
+        let ready = apiserver
             .expect("ready", self.options.bench.timeout)
             .await?;
+        let mut addresses = ready.split_whitespace();
+        let (grpc, etcd) = (addresses.next(), addresses.next());
+        source.address = match (etcd_api, grpc, etcd) {
+            (false, Some(grpc), _) => grpc.to_string(),
+            (true, _, Some(etcd)) => etcd.to_string(),
+            _ => bail!("the apiserver probe said {ready:?}, not where it listens"),
+        };
         Ok((apiserver, source))
     }
 

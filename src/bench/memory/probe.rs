@@ -2,8 +2,8 @@
 //! binary run again in another role, so that each process's resident memory is its
 //! role's alone.
 //!
-//! A probe talks to the bench by lines: on stdout it says `ready [address]` once it
-//! holds its whole state, and `correctness <json>` when asked `check` on stdin; it
+//! A probe talks to the bench by lines: on stdout it says `ready [address [etcd API
+//! address]]` once it holds its whole state, and `correctness <json>` when asked `check` on stdin; it
 //! exits when its stdin closes.
 
 use std::str::FromStr;
@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use super::watchers::{check_watchers, open_watchers};
 use crate::bench::agents::{spawn_merging, wait_ready};
 use crate::bench::correctness::{Correctness, check_view};
 use crate::bench::workload::{Sizes, Workload};
@@ -31,6 +32,16 @@ pub enum Probe {
     Apiserver {
         source: ProbePeer,
         /// Its server certificate.
+        tls: TlsFiles,
+        /// Also serve the etcd API.
+        etcd_api: bool,
+    },
+    /// `count` idle etcd clients with Cilium's watches open on the etcd API at
+    /// `source.address`.
+    EtcdWatchers {
+        source: ProbePeer,
+        count: u32,
+        /// The clients' certificate.
         tls: TlsFiles,
     },
     /// `views` agent views of cluster `local`, each linked to every peer.
@@ -111,7 +122,11 @@ impl FromStr for ProbePeer {
 /// Runs a probe until its stdin closes.
 pub async fn run_probe(probe: Probe) -> anyhow::Result<()> {
     match probe {
-        Probe::Apiserver { source, tls } => {
+        Probe::Apiserver {
+            source,
+            tls,
+            etcd_api,
+        } => {
             let cluster = source.cluster()?;
             let store: Arc<dyn Store> = MemoryStore::new();
             let sizes = Sizes::for_endpoints(source.endpoints, &cluster);
@@ -119,14 +134,23 @@ pub async fn run_probe(probe: Probe) -> anyhow::Result<()> {
             let (synced_tx, synced_rx) = oneshot::channel();
             let options = ServeOptions {
                 synced_tx: Some(synced_tx),
+                etcd_api,
                 ..ServeOptions::default()
             };
             let server = LocalApiserver::start(cluster, store, tls, options).await?;
             synced_rx
                 .await
                 .context("the apiserver stopped before it synced")?;
-            say(&format!("ready {}", server.addr)).await?;
+            match server.etcd_api_addr {
+                Some(etcd_api) => say(&format!("ready {} {etcd_api}", server.addr)).await?,
+                None => say(&format!("ready {}", server.addr)).await?,
+            }
             serve_commands(|| async { Ok(Correctness::default()) }).await
+        }
+        Probe::EtcdWatchers { source, count, tls } => {
+            let watchers = open_watchers(&source, count, &tls).await?;
+            say("ready").await?;
+            serve_commands(|| async { check_watchers(&watchers, &source) }).await
         }
         Probe::Agent {
             local,

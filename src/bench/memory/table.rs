@@ -47,7 +47,19 @@ pub fn memory_table(report: &MemoryReport) -> String {
             report.agent_target_met,
         ),
     ];
-    for (what, fit, slope, target, met) in slopes {
+    let etcd = report.idle_etcd_watchers.as_ref().map(|w| {
+        (
+            format!(
+                "apiserver per idle etcd client ({} endpoints; {} Cilium watches each: {:.1} KiB a watch)",
+                report.idle_agents_endpoints, w.watches_per_client, w.kib_per_watch
+            ),
+            &w.fit,
+            format!("{:.1} KiB", w.kib_per_client),
+            "≤ 64 KiB",
+            w.target_met,
+        )
+    });
+    for (what, fit, slope, target, met) in slopes.into_iter().chain(etcd) {
         let verdict = if met { "met" } else { "MISSED" };
         rows.push(vec![
             what,

@@ -441,6 +441,12 @@ impl KeyCache {
         })
     }
 
+    /// Watch streams following the broadcast now: how many responses each batch
+    /// costs, at least.
+    pub fn streams(&self) -> usize {
+        self.notices.receiver_count()
+    }
+
     /// A receiver of every batch applied from now on, and the position it starts
     /// after.
     pub fn subscribe(&self) -> Result<(broadcast::Receiver<Notice>, Position), CacheError> {
