@@ -231,7 +231,7 @@ pub async fn stop_and_converge(
     names: &[&str],
     min_generations: u64,
 ) -> (u64, Duration) {
-    let generation = churn.stop();
+    let generation = churn.stop().await;
     assert!(
         generation >= min_generations,
         "the churn wrote only {generation} generations"
@@ -490,9 +490,12 @@ impl Churn {
         Self::start(members, period)
     }
 
-    /// Stops churning; the last generation written.
-    pub fn stop(self) -> u64 {
+    /// Stops churning; the last generation written. The task may be writing on another
+    /// worker when it is aborted (it stops only at its next sleep), so it is awaited
+    /// before the generation is read: that write counts.
+    pub async fn stop(self) -> u64 {
         self.task.abort();
+        let _ = self.task.await;
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
