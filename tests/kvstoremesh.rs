@@ -8,12 +8,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use fleetmesh::agent::{Agent, AgentConfig};
 use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
 use fleetmesh::kvstore::Store;
@@ -21,17 +18,14 @@ use fleetmesh::remote::LinkSettings;
 use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
 use support::etcd_api::{ETCDCTL, etcdctl_env};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use support::etcdctl::{Etcdctl, Kvs, cache_key};
+use tokio::process::Command;
 use tokio::sync::oneshot;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a removed peer's keys stay here (KVStoreMesh: 3 minutes).
 const DRAIN_GRACE_SECONDS: u64 = 2;
 const MEMBERS: [&str; 3] = ["c1", "c2", "c3"];
-
-/// Every key under a prefix: key → (value, mod revision).
-type Kvs = BTreeMap<String, (Vec<u8>, i64)>;
 
 /// Member `i`'s cluster: a node, two pods of a global service and its slice, with
 /// addresses of its own. `ready_backends` of the two are ready.
@@ -132,33 +126,15 @@ impl Mesh {
         etcdctl_env(&format!("https://127.0.0.1:{}", addr.port()), &files)
     }
 
-    async fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(ETCDCTL)
-            .envs(self.etcdctl_env("c2"))
-            .args(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run {ETCDCTL} (Debian's etcd-client): {e}"))
-    }
-
     /// `get --prefix` through etcdctl: the keys, and the header revision.
     async fn get_prefix(&self, prefix: &str) -> (Kvs, i64) {
-        let out = self
-            .etcdctl(&["get", "--prefix", prefix, "-w", "json"])
-            .await;
-        assert!(
-            out.status.success(),
-            "etcdctl get failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut kvs = Kvs::new();
-        for kv in json["kvs"].as_array().into_iter().flatten() {
-            let bytes = |field: &str| B64.decode(kv[field].as_str().unwrap()).unwrap();
-            let key = String::from_utf8(bytes("key")).unwrap();
-            kvs.insert(key, (bytes("value"), kv["mod_revision"].as_i64().unwrap()));
+        self.etcdctl().get_prefix(prefix).await
+    }
+
+    fn etcdctl(&self) -> Etcdctl {
+        Etcdctl {
+            env: self.etcdctl_env("c2"),
         }
-        (kvs, json["header"]["revision"].as_i64().unwrap())
     }
 
     /// What c1's agent must serve: c2's and c3's `cilium/state/` re-keyed as KVStoreMesh
@@ -252,54 +228,6 @@ fn text(kvs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<&str, String> {
         .collect()
 }
 
-/// KVStoreMesh's re-keying of `peer`'s state key.
-fn cache_key(peer: &str, state_key: &str) -> String {
-    let rest = state_key.strip_prefix("cilium/state/").unwrap();
-    if let Some(id) = rest.strip_prefix("identities/v1/id/") {
-        format!("cilium/cache/identities/v1/{peer}/id/{id}")
-    } else if let Some(ip) = rest.strip_prefix("ip/v1/default/") {
-        format!("cilium/cache/ip/v1/{peer}/{ip}")
-    } else {
-        format!("cilium/cache/{rest}")
-    }
-}
-
-/// An `etcdctl watch` running in the background, read event by event.
-struct Watching {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Watching {
-    fn start(env: Vec<(&'static str, String)>, args: &[&str]) -> Self {
-        let mut child = Command::new(ETCDCTL)
-            .envs(env)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {ETCDCTL} (Debian's etcd-client): {e}"));
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self {
-            _child: child,
-            lines,
-        }
-    }
-
-    /// The next event (type, key, value), or `None` if none comes within `wait`.
-    async fn event(&mut self, wait: Duration) -> Option<(String, String, String)> {
-        let mut next = async || {
-            tokio::time::timeout(wait, self.lines.next_line())
-                .await
-                .ok()
-                .map(|line| line.unwrap().expect("etcdctl watch ended"))
-        };
-        let kind = next().await?;
-        Some((kind, next().await?, next().await?))
-    }
-}
-
 fn plan(dir: &Path) -> PathBuf {
     let out = dir.join("out");
     let members: String = MEMBERS
@@ -388,7 +316,10 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
 
     // The local role reads the cache and nothing else; another cluster's certificate
     // reads nothing.
-    let state = mesh.etcdctl(&["get", "--prefix", "cilium/state/"]).await;
+    let state = mesh
+        .etcdctl()
+        .run(&["get", "--prefix", "cilium/state/"])
+        .await;
     assert!(!state.status.success(), "the local role read cilium/state/");
     let c2_client = TlsFiles {
         ca: out.join("c2/certs/ca.crt"),
@@ -427,11 +358,7 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
 
     // A watch from a revision sees a change in c2's manifests.
     let (_, revision) = mesh.get_prefix("cilium/cache/").await;
-    let from = (revision + 1).to_string();
-    let mut watch = Watching::start(
-        mesh.etcdctl_env("c2"),
-        &["watch", "--prefix", "cilium/cache/", "--rev", &from],
-    );
+    let mut watch = mesh.etcdctl().watch("cilium/cache/", revision + 1);
     let service_key = "cilium/cache/services/v1/c2/shop/cart";
     let before = served[service_key].0.clone();
     std::fs::write(out.join("c2/manifests/cart.yaml"), manifests(2, 1)).unwrap();
@@ -449,11 +376,14 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let event = watch.event(TIMEOUT).await.expect("the change is watched");
-    let seen = Instant::now();
+    watch
+        .until("the change", TIMEOUT, |events| !events.is_empty())
+        .await;
+    let event = &watch.events[0];
+    let seen = event.at;
     let exported = exported.await.unwrap();
-    assert_eq!(event.0, "PUT");
-    assert_eq!(event.1, service_key);
+    assert!(!event.delete, "{event:?}");
+    assert_eq!(event.key, service_key);
     let lag = seen.saturating_duration_since(exported);
     assert!(
         lag < Duration::from_secs(1),
@@ -463,11 +393,7 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
 
     // c2's apiserver restarts on a new store (a new epoch), with one backend back.
     let (_, revision) = mesh.get_prefix("cilium/cache/").await;
-    let from = (revision + 1).to_string();
-    let mut watch = Watching::start(
-        mesh.etcdctl_env("c2"),
-        &["watch", "--prefix", "cilium/cache/", "--rev", &from],
-    );
+    let mut watch = mesh.etcdctl().watch("cilium/cache/", revision + 1);
     let old_epoch = mesh.apiservers["c2"].store.epoch();
     let resyncs = |mesh: &Mesh| {
         mesh.agents["c1"]
@@ -489,17 +415,17 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
     })
     .await;
     let after = mesh.wait_for_cache(&["c2", "c3"]).await;
-    let mut events = Vec::new();
-    while let Some(event) = watch.event(Duration::from_millis(500)).await {
-        events.push(event);
-    }
-    for (kind, key, value) in &events {
+    watch.drain(Duration::from_millis(500)).await;
+    let events = &watch.events;
+    for event in events {
+        let key = &event.key;
         let old = served.get(key).map(|(v, _)| v.as_slice());
         let new = after.get(key).map(|(v, _)| v.as_slice());
-        assert_ne!(old, new, "{kind} of {key} whose value did not change");
-        match kind.as_str() {
-            "DELETE" => assert_eq!(new, None, "{key} was deleted but c2 still has it"),
-            _ => assert_eq!(Some(value.as_bytes()), new),
+        assert_ne!(old, new, "{event:?}: its value did not change");
+        if event.delete {
+            assert_eq!(new, None, "{key} was deleted but c2 still has it");
+        } else {
+            assert_eq!(Some(event.value.as_slice()), new);
         }
     }
     for (key, (value, mod_revision)) in &after {
@@ -508,15 +434,13 @@ async fn c1_s_agent_serves_its_peers_as_kvstoremesh_would() {
                 assert_eq!(mod_revision, old_revision, "{key} was rewritten")
             }
             _ => assert!(
-                events.iter().any(|(k, key2, _)| k == "PUT" && key2 == key),
+                events.iter().any(|e| !e.delete && e.key == *key),
                 "{key} changed but no PUT was watched"
             ),
         }
     }
     assert!(
-        events
-            .iter()
-            .any(|(kind, key, _)| kind == "PUT" && key == service_key),
+        events.iter().any(|e| !e.delete && e.key == service_key),
         "the service's backend change was watched: {events:?}"
     );
 

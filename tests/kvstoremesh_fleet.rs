@@ -10,17 +10,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
-use support::etcd_api::{ETCDCTL, etcdctl_env};
+use support::etcd_api::etcdctl_env;
+use support::etcdctl::{Etcdctl, Kvs, cache_key};
 use support::fleet::{Fleet, FleetStore, Member};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
 const PEERS: [&str; 2] = ["c2", "c3"];
@@ -29,9 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 const DRAIN_GRACE: Duration = Duration::from_secs(4);
 /// How long the watches are read after the cache matched, for late events.
 const QUIET: Duration = Duration::from_millis(1500);
-
-/// Every key under a prefix: key → (value, mod revision).
-type Kvs = BTreeMap<String, (Vec<u8>, i64)>;
 
 /// What member `i` runs at `step` (0: first, 1: a backend of `cart` fails, 2: written
 /// while its apiserver is down): dual-stack nodes, a global service with two address
@@ -113,92 +106,25 @@ fn manifests(i: usize, step: u8) -> String {
     text
 }
 
-/// `etcdctl` pointed at one etcd API with one client certificate.
-struct Etcdctl {
-    env: Vec<(&'static str, String)>,
+/// As `member`'s Cilium agents read its agent (KVStoreMesh): the local-role files of
+/// `<member>/cilium-kvstoremesh/`, named by its config for `peer` (mapped from Cilium's
+/// mount path). The config dials the agent's Service; here it listens on loopback.
+fn cache_of(member: &Member, peer: &str) -> Etcdctl {
+    let (endpoints, files) = cilium_config(&member.dir.join("cilium-kvstoremesh"), peer);
+    assert_eq!(endpoints, ["https://fleetmesh-agent.fleetmesh.svc:2380"]);
+    let endpoint = format!("https://127.0.0.1:{}", member.agent_etcd_port.unwrap());
+    Etcdctl {
+        env: etcdctl_env(&endpoint, &files),
+    }
 }
 
-impl Etcdctl {
-    /// As `member`'s Cilium agents read its agent (KVStoreMesh): the local-role files of
-    /// `<member>/cilium-kvstoremesh/`, named by its config for `peer` (mapped from Cilium's
-    /// mount path). The config dials the agent's Service; here it listens on loopback.
-    fn cache_of(member: &Member, peer: &str) -> Self {
-        let (endpoints, files) = cilium_config(&member.dir.join("cilium-kvstoremesh"), peer);
-        assert_eq!(endpoints, ["https://fleetmesh-agent.fleetmesh.svc:2380"]);
-        let endpoint = format!("https://127.0.0.1:{}", member.agent_etcd_port.unwrap());
-        Self {
-            env: etcdctl_env(&endpoint, &files),
-        }
-    }
-
-    /// As `member`'s Cilium agents read `peer`'s apiserver directly: its config file and
-    /// the remote-role files of `<member>/clustermesh/`.
-    fn state_of(member: &Member, peer: &str) -> Self {
-        let (endpoints, files) = cilium_config(&member.dir.join("clustermesh"), peer);
-        assert_eq!(endpoints.len(), 1);
-        Self {
-            env: etcdctl_env(&endpoints[0], &files),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        Command::new(ETCDCTL)
-            .envs(self.env.clone())
-            .args(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run {ETCDCTL} (Debian's etcd-client): {e}"))
-    }
-
-    /// `get --prefix -w json`: the keys, and the header revision.
-    async fn get_prefix(&self, prefix: &str) -> (Kvs, i64) {
-        self.get(&["--prefix", prefix]).await
-    }
-
-    /// `get ARGS -w json`: the keys, and the header revision.
-    async fn get(&self, args: &[&str]) -> (Kvs, i64) {
-        let out = self.run(&[&["get"], args, &["-w", "json"]].concat()).await;
-        assert!(
-            out.status.success(),
-            "etcdctl get {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut kvs = Kvs::new();
-        for kv in json["kvs"].as_array().into_iter().flatten() {
-            let key = String::from_utf8(b64(&kv["key"])).unwrap();
-            kvs.insert(
-                key,
-                (b64(&kv["value"]), kv["mod_revision"].as_i64().unwrap()),
-            );
-        }
-        (kvs, json["header"]["revision"].as_i64().unwrap())
-    }
-
-    /// `watch --prefix prefix --rev from -w json` in the background.
-    fn watch(&self, prefix: &str, from: i64) -> Watching {
-        let mut child = Command::new(ETCDCTL)
-            .envs(self.env.clone())
-            .args([
-                "watch",
-                "--prefix",
-                prefix,
-                "--rev",
-                &from.to_string(),
-                "-w",
-                "json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {ETCDCTL} (Debian's etcd-client): {e}"));
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Watching {
-            _child: child,
-            lines,
-            events: Vec::new(),
-        }
+/// As `member`'s Cilium agents read `peer`'s apiserver directly: its config file and
+/// the remote-role files of `<member>/clustermesh/`.
+fn state_of(member: &Member, peer: &str) -> Etcdctl {
+    let (endpoints, files) = cilium_config(&member.dir.join("clustermesh"), peer);
+    assert_eq!(endpoints.len(), 1);
+    Etcdctl {
+        env: etcdctl_env(&endpoints[0], &files),
     }
 }
 
@@ -223,96 +149,6 @@ fn cilium_config(dir: &std::path::Path, peer: &str) -> (Vec<String>, TlsFiles) {
         key: file("key-file"),
     };
     (endpoints, files)
-}
-
-fn b64(field: &Value) -> Vec<u8> {
-    field
-        .as_str()
-        .map_or(Vec::new(), |s| B64.decode(s).unwrap())
-}
-
-/// One watched event, with when it was read.
-#[derive(Clone)]
-struct Event {
-    delete: bool,
-    key: String,
-    value: Vec<u8>,
-    at: Instant,
-}
-
-impl std::fmt::Debug for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.delete { "DELETE" } else { "PUT" };
-        let value = String::from_utf8_lossy(&self.value);
-        write!(f, "{kind} {} {value}", self.key)
-    }
-}
-
-/// An `etcdctl watch -w json` running in the background: one response a line.
-struct Watching {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    events: Vec<Event>,
-}
-
-impl Watching {
-    /// Reads responses until `done` holds for the events so far, or fails after `wait`.
-    async fn until(&mut self, what: &str, wait: Duration, done: impl Fn(&[Event]) -> bool) {
-        let deadline = Instant::now() + wait;
-        while !done(&self.events) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the watch never saw {what}: {:?}",
-                self.events
-            );
-            self.read(left).await;
-        }
-    }
-
-    /// Reads what arrives within `wait`.
-    async fn drain(&mut self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            self.read(left).await;
-        }
-    }
-
-    async fn read(&mut self, wait: Duration) {
-        let Ok(line) = tokio::time::timeout(wait, self.lines.next_line()).await else {
-            return;
-        };
-        let line = line.unwrap().expect("etcdctl watch ended");
-        let at = Instant::now();
-        let response: Value = serde_json::from_str(&line).unwrap();
-        assert_ne!(response["Canceled"], true, "the watch was canceled: {line}");
-        for event in response["Events"].as_array().into_iter().flatten() {
-            self.events.push(Event {
-                delete: event["type"] == 1,
-                key: String::from_utf8(b64(&event["kv"]["key"])).unwrap(),
-                value: b64(&event["kv"]["value"]),
-                at,
-            });
-        }
-    }
-}
-
-/// KVStoreMesh's re-keying of `peer`'s state key (reference: cilium-etcd-surface.md).
-fn cache_key(peer: &str, state_key: &str) -> String {
-    let rest = state_key.strip_prefix("cilium/state/").unwrap();
-    if let Some(id) = rest.strip_prefix("identities/v1/id/") {
-        format!("cilium/cache/identities/v1/{peer}/id/{id}")
-    } else if let Some(ip) = rest.strip_prefix("ip/v1/default/") {
-        format!("cilium/cache/ip/v1/{peer}/{ip}")
-    } else {
-        let (resource, own) = rest.split_once("/v1/").unwrap();
-        assert!(own.starts_with(&format!("{peer}/")), "{state_key}");
-        format!("cilium/cache/{resource}/v1/{own}")
-    }
 }
 
 /// The mesh under test and the etcdctl views of it.
@@ -426,10 +262,10 @@ async fn c1_s_agent_process_serves_its_peers_to_etcdctl_as_kvstoremesh_would() {
     fleet.start_agent("c1").await;
     let c1 = fleet.member("c1");
     let mesh = Mesh {
-        cache: Etcdctl::cache_of(c1, "c2"),
+        cache: cache_of(c1, "c2"),
         states: PEERS
             .iter()
-            .map(|peer| (*peer, Etcdctl::state_of(c1, peer)))
+            .map(|peer| (*peer, state_of(c1, peer)))
             .collect(),
         fleet,
     };

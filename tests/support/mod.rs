@@ -6,6 +6,7 @@
 
 pub mod etcd;
 pub mod etcd_api;
+pub mod etcdctl;
 pub mod fake_kube;
 pub mod fleet;
 pub mod mesh;
