@@ -18,7 +18,7 @@ use fleetmesh::remote::LinkSettings;
 use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
 use support::etcd_api::{ETCDCTL, etcdctl_env};
-use support::etcdctl::{Etcdctl, Kvs, cache_key};
+use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -106,22 +106,12 @@ impl Mesh {
     /// `etcdctl` pointed at c1's agent with the files its Cilium config for `peer`
     /// names (mapped from Cilium's mount path to the plan's directory).
     fn etcdctl_env(&self, peer: &str) -> Vec<(&'static str, String)> {
-        let cilium = self.out.join("c1/cilium-kvstoremesh");
-        let config: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(cilium.join(peer)).unwrap()).unwrap();
+        let (endpoints, files) = cilium_config(&self.out.join("c1/cilium-kvstoremesh"), peer);
         assert_eq!(
-            config["endpoints"][0], "https://fleetmesh-agent.fleetmesh.svc:2379",
+            endpoints,
+            ["https://fleetmesh-agent.fleetmesh.svc:2379"],
             "Cilium dials the agent's Service"
         );
-        let file = |field: &str| {
-            let path = PathBuf::from(config[field].as_str().unwrap());
-            cilium.join(path.file_name().unwrap())
-        };
-        let files = TlsFiles {
-            ca: file("trusted-ca-file"),
-            cert: file("cert-file"),
-            key: file("key-file"),
-        };
         let addr = self.agents["c1"].etcd_api_addr.unwrap();
         etcdctl_env(&format!("https://127.0.0.1:{}", addr.port()), &files)
     }

@@ -9,13 +9,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
 use support::etcd_api::etcdctl_env;
-use support::etcdctl::{Etcdctl, Kvs, cache_key};
+use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config};
 use support::fleet::{Fleet, FleetStore, Member};
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
@@ -126,29 +124,6 @@ fn state_of(member: &Member, peer: &str) -> Etcdctl {
     Etcdctl {
         env: etcdctl_env(&endpoints[0], &files),
     }
-}
-
-/// A Cilium clustermesh config file `dir/peer`: its endpoints and its files, found in
-/// `dir` (where the plan wrote what Cilium mounts).
-fn cilium_config(dir: &std::path::Path, peer: &str) -> (Vec<String>, TlsFiles) {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join(peer)).unwrap()).unwrap();
-    let endpoints = config["endpoints"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap().to_string())
-        .collect();
-    let file = |field: &str| {
-        let path = PathBuf::from(config[field].as_str().unwrap());
-        dir.join(path.file_name().unwrap())
-    };
-    let files = TlsFiles {
-        ca: file("trusted-ca-file"),
-        cert: file("cert-file"),
-        key: file("key-file"),
-    };
-    (endpoints, files)
 }
 
 /// The mesh under test and the etcdctl views of it.

@@ -2,11 +2,13 @@
 //! and `watch` with `-w json`, parsed, and KVStoreMesh's re-keying of a state key.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -174,4 +176,27 @@ pub fn cache_key(peer: &str, state_key: &str) -> String {
         assert!(own.starts_with(&format!("{peer}/")), "{state_key}");
         format!("cilium/cache/{resource}/v1/{own}")
     }
+}
+
+/// A Cilium clustermesh config file `dir/peer`: its endpoints and its files, found in
+/// `dir` (where the plan wrote what Cilium mounts).
+pub fn cilium_config(dir: &Path, peer: &str) -> (Vec<String>, TlsFiles) {
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join(peer)).unwrap()).unwrap();
+    let endpoints = config["endpoints"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let file = |field: &str| {
+        let path = PathBuf::from(config[field].as_str().unwrap());
+        dir.join(path.file_name().unwrap())
+    };
+    let files = TlsFiles {
+        ca: file("trusted-ca-file"),
+        cert: file("cert-file"),
+        key: file("key-file"),
+    };
+    (endpoints, files)
 }

@@ -287,21 +287,12 @@ impl Run<'_> {
         correctness: &mut Correctness,
     ) -> anyhow::Result<Point> {
         let (apiserver, source) = self.start_apiserver(self.options.idle_endpoints).await?;
-        let mut probe = match agents {
+        let probe = match agents {
             0 => None,
             views => Some(self.start_agent(views, &[source]).await?),
         };
-        tokio::time::sleep(self.options.settle).await;
-        let rss_kib = apiserver.rss_kib()?;
-        if let Some(mut probe) = probe.take() {
-            correctness.add(&probe.check(self.options.bench.timeout).await?);
-            probe.finish().await?;
-        }
-        apiserver.finish().await?;
-        Ok(Point {
-            size: u64::from(agents),
-            rss_kib,
-        })
+        self.measure_apiserver(apiserver, probe, agents, correctness)
+            .await
     }
 
     /// An apiserver probe serving the etcd API with `clients` idle etcd clients of a
@@ -314,7 +305,7 @@ impl Run<'_> {
         let (apiserver, source) = self
             .start_apiserver_with(self.options.idle_endpoints, true)
             .await?;
-        let mut probe = match clients {
+        let probe = match clients {
             0 => None,
             count => {
                 let mut args = vec![
@@ -330,15 +321,28 @@ impl Run<'_> {
                 Some(probe)
             }
         };
+        self.measure_apiserver(apiserver, probe, clients, correctness)
+            .await
+    }
+
+    /// The apiserver probe's RSS once `clients` (a probe holding that many, or none)
+    /// have settled; then the clients' own check, and both stopped.
+    async fn measure_apiserver(
+        &self,
+        apiserver: ProbeProcess,
+        clients: Option<ProbeProcess>,
+        size: u32,
+        correctness: &mut Correctness,
+    ) -> anyhow::Result<Point> {
         tokio::time::sleep(self.options.settle).await;
         let rss_kib = apiserver.rss_kib()?;
-        if let Some(mut probe) = probe.take() {
+        if let Some(mut probe) = clients {
             correctness.add(&probe.check(self.options.bench.timeout).await?);
             probe.finish().await?;
         }
         apiserver.finish().await?;
         Ok(Point {
-            size: u64::from(clients),
+            size: u64::from(size),
             rss_kib,
         })
     }
