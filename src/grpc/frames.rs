@@ -592,9 +592,11 @@ mod tests {
             if frame.synced {
                 break;
             }
-            // Full: one more event would not have fitted.
+            // Full: one more event would not have fitted in the room the frame's other
+            // fields leave at their largest.
+            let events: usize = frame.events.iter().map(event_len).sum();
             assert!(
-                written + event_len(&event) > MAX_FRAME_BYTES,
+                events + event_len(&event) > frames.budget,
                 "{written} bytes"
             );
         }
@@ -865,5 +867,51 @@ mod tests {
             frames.next().await,
             Some(Err(GrpcError::Restarted))
         ));
+    }
+
+    #[tokio::test]
+    async fn each_heartbeat_rewrite_is_told_once_and_alone_on_an_idle_stream() {
+        let at = |ms| Some(UNIX_EPOCH + Duration::from_millis(ms));
+        let (tx, live) = broadcast::channel(4);
+        let sub = Subscription {
+            epoch: "e1".into(),
+            kinds: KindSet::ALL,
+            revision: 5,
+            initial: Initial::Full(vec![]),
+            live,
+        };
+        let (beat_tx, beat_rx) = watch::channel(at(1_000));
+        let stats = GrpcStats::default();
+        let mut frames = Frames::new(sub, stats.watch_started("test", "all"), beat_rx);
+
+        let synced = next_ok(&mut frames).await;
+        assert!(synced.synced);
+        assert_eq!(synced.heartbeat_unix_millis, 1_000);
+        tx.send(mk_batch(&[(6, Kind::Node)])).unwrap();
+        let live = next_ok(&mut frames).await;
+        assert_eq!(
+            (live.revision, live.heartbeat_unix_millis),
+            (6, 0),
+            "told once"
+        );
+
+        // Idle: the rewrite comes alone, repeating the last revision.
+        beat_tx.send_replace(at(2_000));
+        let beat = tokio::time::timeout(Duration::from_secs(5), next_ok(&mut frames))
+            .await
+            .unwrap();
+        assert!(beat.events.is_empty() && !beat.synced && !beat.resumed);
+        assert_eq!((beat.revision, beat.heartbeat_unix_millis), (6, 2_000));
+
+        // With changes ready, the rewrite rides on their frame, and is not sent again.
+        tx.send(mk_batch(&[(7, Kind::Node)])).unwrap();
+        beat_tx.send_replace(at(3_000));
+        let both = next_ok(&mut frames).await;
+        assert_eq!(
+            (texts(&both), both.revision, both.heartbeat_unix_millis),
+            (vec!["nodes@7".to_string()], 7, 3_000)
+        );
+        let quiet = tokio::time::timeout(Duration::from_millis(100), frames.next()).await;
+        assert!(quiet.is_err(), "nothing new to tell: {quiet:?}");
     }
 }
