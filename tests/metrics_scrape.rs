@@ -82,6 +82,10 @@ const AGENT_METRICS: &[(&str, OpenMetricsType)] = &[
         OpenMetricsType::Gauge,
     ),
     (
+        "remote_cluster_heartbeat_age_seconds",
+        OpenMetricsType::Gauge,
+    ),
+    (
         "remote_cluster_certificate_expiry_timestamp_seconds",
         OpenMetricsType::Gauge,
     ),

@@ -138,6 +138,7 @@ impl Apiserver {
             Some(ledger) => exporter.with_identity_ledger(ledger),
             None => exporter,
         };
+        let heartbeat = exporter.heartbeat_rx();
         tasks.spawn(async move {
             exporter
                 .run(desired_rx, status_tx)
@@ -153,6 +154,7 @@ impl Apiserver {
                     &config.cluster,
                     store.clone(),
                     status.clone(),
+                    heartbeat,
                     stop_rx,
                     &mut tasks,
                 )

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::config::GrpcConfig;
 use crate::cache::{CacheSettings, WatchCache};
 use crate::export::ExportStatus;
-use crate::grpc::{GrpcServer, GrpcStats};
+use crate::grpc::{GrpcServer, GrpcStats, HeartbeatRx};
 use crate::kvstore::state_watch::{StateSink, StateWatchStats, follow};
 use crate::kvstore::{Epoch, Store};
 use crate::model::{Cluster, Event, Revision};
@@ -106,6 +106,7 @@ pub async fn start(
     cluster: &Cluster,
     store: Arc<dyn Store>,
     export: watch::Receiver<ExportStatus>,
+    heartbeat: HeartbeatRx,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Serving> {
@@ -131,7 +132,8 @@ pub async fn start(
         anyhow::bail!("the state watch feeding the cache stopped")
     });
 
-    let server = GrpcServer::new(cache.clone(), cluster.clone(), config.allowed_peers.clone());
+    let server = GrpcServer::new(cache.clone(), cluster.clone(), config.allowed_peers.clone())
+        .with_heartbeat(heartbeat);
     let stats = server.stats();
     let incoming = crate::tls::server::incoming(listener, tls.config_rx());
     let handshakes = incoming.stats();

@@ -24,7 +24,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 use tokio::sync::watch;
@@ -219,6 +219,8 @@ pub struct Exporter {
     cluster: Cluster,
     settings: ExportSettings,
     identities: Arc<dyn IdentityLedger>,
+    /// When the heartbeat was last written, for the gRPC server to tell its watchers.
+    heartbeat: Arc<watch::Sender<Option<SystemTime>>>,
 }
 
 impl Exporter {
@@ -229,7 +231,13 @@ impl Exporter {
             store,
             cluster,
             settings,
+            heartbeat: Arc::new(watch::channel(None).0),
         }
+    }
+
+    /// When the heartbeat was last written (`None` before the first write).
+    pub fn heartbeat_rx(&self) -> watch::Receiver<Option<SystemTime>> {
+        self.heartbeat.subscribe()
     }
 
     /// Keeps identity allocations in `ledger` instead (where the store is not durable).
@@ -270,7 +278,9 @@ impl Exporter {
             never = retry_forever("cluster config", || {
                 cluster_config::enforce(store.clone(), cluster.clone(), mcs_api, ttl)
             }) => match never {},
-            never = retry_forever("heartbeat", || heartbeat::beat(store.clone(), beat, ttl)) => {
+            never = retry_forever("heartbeat", || {
+                heartbeat::beat(store.clone(), beat, ttl, &self.heartbeat)
+            }) => {
                 match never {}
             }
         }

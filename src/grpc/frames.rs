@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::GrpcError;
@@ -16,6 +17,10 @@ use super::stats::ActiveWatch;
 use crate::cache::{Batch, Initial, KindSet, Subscription};
 use crate::model::Revision;
 use crate::proto::WatchFrame;
+
+/// When the serving store's heartbeat was last written, as the exporter publishes it;
+/// `None` until the first write (and forever from a server that tells no heartbeat).
+pub type HeartbeatRx = watch::Receiver<Option<SystemTime>>;
 
 /// Most events in one frame; the byte bound ([`MAX_FRAME_BYTES`]) comes first unless
 /// events are tiny.
@@ -71,6 +76,12 @@ pub(super) struct Frames {
     /// [`Frames::next_live`]).
     steady: bool,
     active: ActiveWatch,
+    heartbeat: HeartbeatRx,
+    /// The heartbeat this watcher was last told of (ms since the Unix epoch).
+    told_heartbeat: u64,
+    /// The revision of the last frame handed over: an idle stream's heartbeat frame
+    /// repeats it.
+    sent_revision: Revision,
 }
 
 enum Phase {
@@ -85,7 +96,7 @@ enum Phase {
 }
 
 impl Frames {
-    pub(super) fn new(sub: Subscription, active: ActiveWatch) -> Self {
+    pub(super) fn new(sub: Subscription, active: ActiveWatch, heartbeat: HeartbeatRx) -> Self {
         let (phase, after, batches) = match sub.initial {
             Initial::Full(parts) => (
                 Phase::Full {
@@ -117,6 +128,9 @@ impl Frames {
             paced_until: None,
             steady: false,
             active,
+            heartbeat,
+            told_heartbeat: 0,
+            sent_revision: 0,
         }
     }
 
@@ -224,7 +238,18 @@ impl Frames {
                     Ok(batch) => Ok(batch),
                     Err(TryRecvError::Empty) => {
                         held_back = false;
-                        noting_wait(&mut self.waited, self.live.recv()).await
+                        let (live, heartbeat) = (&mut self.live, &mut self.heartbeat);
+                        let idle = async {
+                            tokio::select! {
+                                received = live.recv() => Some(received),
+                                () = heartbeat_rewritten(heartbeat) => None,
+                            }
+                        };
+                        match noting_wait(&mut self.waited, idle).await {
+                            Some(received) => received,
+                            // Nothing to send but the news that the store is alive.
+                            None => break drained_at.max(self.sent_revision),
+                        }
                     }
                     Err(TryRecvError::Closed) => Err(RecvError::Closed),
                     Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
@@ -267,7 +292,7 @@ impl Frames {
     }
 
     fn frame(
-        &self,
+        &mut self,
         events: Vec<Bytes>,
         revision: Revision,
         synced: bool,
@@ -276,6 +301,7 @@ impl Frames {
     ) -> WatchFrame {
         let bytes = events.iter().map(Bytes::len).sum();
         self.active.sent(events.len(), bytes, revision);
+        self.sent_revision = revision;
         WatchFrame {
             events,
             synced,
@@ -283,8 +309,33 @@ impl Frames {
             revision,
             epoch: self.epoch.clone(),
             changed_unix_micros,
+            heartbeat_unix_millis: self.untold_heartbeat(),
         }
     }
+
+    /// The heartbeat's time if this watcher was not told it yet (0 otherwise): each
+    /// rewrite goes out once, on the next frame.
+    fn untold_heartbeat(&mut self) -> u64 {
+        let written = self.heartbeat.borrow_and_update().map_or(0, unix_millis);
+        if written == self.told_heartbeat {
+            return 0;
+        }
+        self.told_heartbeat = written;
+        written
+    }
+}
+
+/// Waits until the heartbeat is rewritten; forever when nobody writes it any more.
+async fn heartbeat_rewritten(heartbeat: &mut HeartbeatRx) {
+    if heartbeat.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `at` in milliseconds since the Unix epoch (at least 1: 0 means "none" on the wire).
+fn unix_millis(at: SystemTime) -> u64 {
+    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    u64::try_from(millis).unwrap_or(u64::MAX).max(1)
 }
 
 /// Awaits `future`, setting `waited` if it was not ready at once.
@@ -368,6 +419,7 @@ fn event_budget(epoch: &str) -> usize {
         revision: Revision::MAX,
         epoch: epoch.to_string(),
         changed_unix_micros: u64::MAX,
+        heartbeat_unix_millis: u64::MAX,
     };
     MAX_FRAME_BYTES.saturating_sub(GRPC_PREFIX_BYTES + fields.encoded_len())
 }
@@ -480,7 +532,11 @@ mod tests {
             initial,
             live,
         };
-        (Frames::new(sub, stats.watch_started("test", "all")), tx)
+        let heartbeat = watch::channel(None).1;
+        (
+            Frames::new(sub, stats.watch_started("test", "all"), heartbeat),
+            tx,
+        )
     }
 
     fn texts(frame: &WatchFrame) -> Vec<String> {
@@ -536,9 +592,11 @@ mod tests {
             if frame.synced {
                 break;
             }
-            // Full: one more event would not have fitted.
+            // Full: one more event would not have fitted in the room the frame's other
+            // fields leave at their largest.
+            let events: usize = frame.events.iter().map(event_len).sum();
             assert!(
-                written + event_len(&event) > MAX_FRAME_BYTES,
+                events + event_len(&event) > frames.budget,
                 "{written} bytes"
             );
         }
@@ -809,5 +867,51 @@ mod tests {
             frames.next().await,
             Some(Err(GrpcError::Restarted))
         ));
+    }
+
+    #[tokio::test]
+    async fn each_heartbeat_rewrite_is_told_once_and_alone_on_an_idle_stream() {
+        let at = |ms| Some(UNIX_EPOCH + Duration::from_millis(ms));
+        let (tx, live) = broadcast::channel(4);
+        let sub = Subscription {
+            epoch: "e1".into(),
+            kinds: KindSet::ALL,
+            revision: 5,
+            initial: Initial::Full(vec![]),
+            live,
+        };
+        let (beat_tx, beat_rx) = watch::channel(at(1_000));
+        let stats = GrpcStats::default();
+        let mut frames = Frames::new(sub, stats.watch_started("test", "all"), beat_rx);
+
+        let synced = next_ok(&mut frames).await;
+        assert!(synced.synced);
+        assert_eq!(synced.heartbeat_unix_millis, 1_000);
+        tx.send(mk_batch(&[(6, Kind::Node)])).unwrap();
+        let live = next_ok(&mut frames).await;
+        assert_eq!(
+            (live.revision, live.heartbeat_unix_millis),
+            (6, 0),
+            "told once"
+        );
+
+        // Idle: the rewrite comes alone, repeating the last revision.
+        beat_tx.send_replace(at(2_000));
+        let beat = tokio::time::timeout(Duration::from_secs(5), next_ok(&mut frames))
+            .await
+            .unwrap();
+        assert!(beat.events.is_empty() && !beat.synced && !beat.resumed);
+        assert_eq!((beat.revision, beat.heartbeat_unix_millis), (6, 2_000));
+
+        // With changes ready, the rewrite rides on their frame, and is not sent again.
+        tx.send(mk_batch(&[(7, Kind::Node)])).unwrap();
+        beat_tx.send_replace(at(3_000));
+        let both = next_ok(&mut frames).await;
+        assert_eq!(
+            (texts(&both), both.revision, both.heartbeat_unix_millis),
+            (vec!["nodes@7".to_string()], 7, 3_000)
+        );
+        let quiet = tokio::time::timeout(Duration::from_millis(100), frames.next()).await;
+        assert!(quiet.is_err(), "nothing new to tell: {quiet:?}");
     }
 }

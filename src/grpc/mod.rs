@@ -16,7 +16,9 @@
 //! far behind is ended with `ABORTED` ("watcher fell behind; resync"), and all of them
 //! with `UNAVAILABLE` when the store's history restarts or the server stops (a graceful
 //! shutdown: no new connections, every open watch told to reconnect); they reconnect and
-//! resume. A watcher whose peer takes no frames for [`STALL_LIMIT`] has its connection
+//! resume. Each rewrite of the store's heartbeat (when the server is given one, see
+//! [`GrpcServer::with_heartbeat`]) goes to every watcher on its next frame, or alone on
+//! an idle stream. A watcher whose peer takes no frames for [`STALL_LIMIT`] has its connection
 //! closed (module `stall`).
 //! Every internal error becomes a `Status` in one place ([`GrpcError`]).
 //!
@@ -47,7 +49,7 @@ use tonic::transport::server::Connected;
 
 pub use self::authz::AllowedPeers;
 pub use self::error::GrpcError;
-pub use self::frames::{MAX_FRAME_BYTES, MAX_FRAME_EVENTS};
+pub use self::frames::{HeartbeatRx, MAX_FRAME_BYTES, MAX_FRAME_EVENTS};
 pub use self::service::WatchStream;
 pub use self::source::WatchSource;
 pub use self::stall::STALL_LIMIT;
@@ -78,6 +80,10 @@ pub struct GrpcServer<S> {
     /// which its peer takes as "reconnect" (a watch never ends by itself, so a graceful
     /// shutdown would otherwise wait for them forever).
     stopping: Arc<watch::Sender<bool>>,
+    /// When the served store's heartbeat was last written: each watcher is told of every
+    /// rewrite. Never set unless [`GrpcServer::with_heartbeat`] gives one, as servers that
+    /// predate it (their watchers then show no heartbeat age).
+    heartbeat: HeartbeatRx,
 }
 
 impl<S: WatchSource> GrpcServer<S> {
@@ -89,7 +95,15 @@ impl<S: WatchSource> GrpcServer<S> {
             allowed,
             stats: GrpcStats::default(),
             stopping: Arc::new(watch::channel(false).0),
+            heartbeat: watch::channel(None).1,
         }
+    }
+
+    /// Tells every watcher when the served store's heartbeat was written, on each rewrite
+    /// (an idle stream gets a frame for it).
+    pub fn with_heartbeat(mut self, heartbeat: HeartbeatRx) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// The server's counters (shared: they keep counting after the server is mounted).

@@ -108,9 +108,10 @@ impl<S: WatchSource> Mesh for GrpcServer<S> {
         let source = Arc::clone(&self.source);
         let stats = self.stats.clone();
         let active = stats.watch_started(&peer.to_string(), &kinds.to_string());
+        let heartbeat = self.heartbeat.clone();
         let subscribed = async move {
             let sub = source.subscribe(kinds, resume).await;
-            Frames::new(sub, active)
+            Frames::new(sub, active, heartbeat)
         };
         let stats = self.stats.clone();
         let frames = futures::stream::once(subscribed).flat_map(|frames| {

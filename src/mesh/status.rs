@@ -45,6 +45,12 @@ pub struct PeerStatus {
     pub refused_by_reason: std::collections::BTreeMap<String, u64>,
     pub last_failure: Option<Failure>,
     pub last_event_unix_ms: Option<u64>,
+    /// When the peer's apiserver last wrote its store's heartbeat (ms since the Unix
+    /// epoch, the peer's clock), as it last told this link; absent from peers that
+    /// predate it. Kept across reconnects: its age is how long the peer's store has
+    /// not been seen alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_unix_ms: Option<u64>,
     /// When the peer's certificate expires (RFC 3339), if known.
     pub peer_cert_not_after: Option<String>,
     /// When this agent's client certificate for the link expires (RFC 3339), as its file

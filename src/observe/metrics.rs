@@ -165,6 +165,17 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         }),
     );
     e.gauge_family(
+        "remote_cluster_heartbeat_age_seconds",
+        "Seconds since the peer's apiserver last wrote its store's heartbeat, as it last told \
+         the link (the peer's clock; it grows while the link is down or the store is not \
+         written); no sample for peers that do not tell it",
+        peers.iter().filter_map(|p| {
+            let at = p.heartbeat_unix_ms?;
+            let age = scrape.now_unix_ms.saturating_sub(at) as f64 / 1000.0;
+            Some((target(p), age))
+        }),
+    );
+    e.gauge_family(
         "remote_cluster_certificate_expiry_timestamp_seconds",
         "When a link's certificates expire (Unix time): the peer's server certificate \
          (end=\"peer\") and this agent's client certificate (end=\"own\"), as of the link's \
@@ -236,6 +247,7 @@ mod tests {
         c2.refused_events = 2;
         c2.refused_by_reason = [("wrong_cluster".to_string(), 2)].into();
         c2.last_event_unix_ms = Some(8_000);
+        c2.heartbeat_unix_ms = Some(6_500);
         c2.peer_cert_not_after = Some("1970-01-02T00:00:00Z".into());
         c2.counts = Counts {
             nodes: 1,
@@ -282,6 +294,7 @@ mod tests {
             "fleetmesh_agent_remote_cluster_refused_events_total{target_cluster=\"c2\",reason=\"undecodable\"} 0",
             "fleetmesh_agent_remote_cluster_last_failure_ts{target_cluster=\"c2\"} 1.5",
             "fleetmesh_agent_remote_cluster_last_event_age_seconds{target_cluster=\"c2\"} 2.0",
+            "fleetmesh_agent_remote_cluster_heartbeat_age_seconds{target_cluster=\"c2\"} 3.5",
             "fleetmesh_agent_remote_cluster_certificate_expiry_timestamp_seconds{target_cluster=\"c2\",end=\"peer\"} 86400.0",
             "fleetmesh_agent_remote_cluster_nodes{target_cluster=\"c2\"} 1.0",
             "fleetmesh_agent_remote_cluster_endpoints{target_cluster=\"c2\"} 20.0",
@@ -295,5 +308,7 @@ mod tests {
         }
         // No age before a link's first frame.
         assert!(!text.contains("last_event_age_seconds{target_cluster=\"c3\"}"));
+        // No heartbeat age for a peer that never told one.
+        assert!(!text.contains("heartbeat_age_seconds{target_cluster=\"c3\"}"));
     }
 }

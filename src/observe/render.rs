@@ -46,6 +46,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
         "SERVICES",
         "EXPORTS",
         "LAST EVENT",
+        "HEARTBEAT",
         "RECONNECTS",
         "CERTS PEER/OWN",
         "LAST FAILURE",
@@ -64,6 +65,7 @@ pub fn status_table(report: &StatusReport, now_unix_ms: u64) -> String {
                 p.counts.services.to_string(),
                 p.counts.service_exports.to_string(),
                 last_event(p, now_unix_ms),
+                heartbeat(p, now_unix_ms),
                 p.reconnects.to_string(),
                 cert_expiries(p, now_unix_ms),
                 last_failure(p, now_unix_ms),
@@ -278,6 +280,15 @@ pub(super) fn last_event(p: &PeerStatus, now_unix_ms: u64) -> String {
     )
 }
 
+/// How long ago the peer's apiserver last wrote its store's heartbeat; `-` for a peer
+/// that does not tell it.
+fn heartbeat(p: &PeerStatus, now_unix_ms: u64) -> String {
+    p.heartbeat_unix_ms.map_or_else(
+        || "-".to_string(),
+        |at| format!("{} ago", age(now_unix_ms.saturating_sub(at))),
+    )
+}
+
 pub(super) fn last_failure(p: &PeerStatus, now_unix_ms: u64) -> String {
     match &p.last_failure {
         None => "never".to_string(),
@@ -396,6 +407,7 @@ mod tests {
                 service_exports: 2,
             },
             last_event_unix_ms: Some(73_000),
+            heartbeat_unix_ms: Some(66_000),
             ..PeerStatus::default()
         };
         let c2 = PeerStatus {
@@ -431,9 +443,9 @@ mod tests {
 cluster c1 (id 1): NOT READY, 1/2 links ready
   waiting for c2: connecting
 
-CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  EXPORTS  LAST EVENT  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
-c1 (local)  yes    yes        all             3      120        8           10        2        3s ago      0           -/-             never
-c2          no     no         nodes,services  0      0          0           0         0        never       4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
+CLUSTER     READY  CONNECTED  SYNCED          NODES  ENDPOINTS  IDENTITIES  SERVICES  EXPORTS  LAST EVENT  HEARTBEAT  RECONNECTS  CERTS PEER/OWN  LAST FAILURE
+c1 (local)  yes    yes        all             3      120        8           10        2        3s ago      10s ago    0           -/-             never
+c2          no     no         nodes,services  0      0          0           0         0        never       -          4           9d/364d         1m15s ago: cannot connect to 10.0.0.2:9891: connection refused
 
 WARNING: c2's server certificate expires in 9 days (1970-01-11T00:00:01Z): renew it with `fleetmesh certs rotate`
 ";

@@ -31,6 +31,10 @@ pub struct WatchFrame {
     /// 2026-12 sent the oldest change's time.)
     #[prost(uint64, tag = "6")]
     pub changed_unix_micros: u64,
+    /// When the server last wrote its store's heartbeat (ms since the Unix epoch), on
+    /// the first frame after each rewrite; 0 otherwise and from servers that predate it.
+    #[prost(uint64, tag = "7")]
+    pub heartbeat_unix_millis: u64,
 }
 
 impl WatchFrame {
@@ -42,6 +46,13 @@ impl WatchFrame {
             return None;
         }
         Some(std::time::UNIX_EPOCH + std::time::Duration::from_micros(self.changed_unix_micros))
+    }
+
+    /// When the server last wrote its store's heartbeat, if this frame says.
+    pub fn heartbeat_at(&self) -> Option<std::time::SystemTime> {
+        (self.heartbeat_unix_millis > 0).then(|| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.heartbeat_unix_millis)
+        })
     }
 }
 
@@ -70,6 +81,8 @@ mod tests {
         epoch: String,
         #[prost(uint64, tag = "6")]
         changed_unix_micros: u64,
+        #[prost(uint64, tag = "7")]
+        heartbeat_unix_millis: u64,
     }
 
     fn mk_model_events() -> Vec<Event> {
@@ -100,6 +113,7 @@ mod tests {
             revision: 9,
             epoch: "e1".into(),
             changed_unix_micros: 1_700_000_000_000_000,
+            heartbeat_unix_millis: 1_700_000_000_000,
         };
         let shape = WatchResponseShape {
             events: events.iter().map(v1::Event::from).collect(),
@@ -108,6 +122,7 @@ mod tests {
             revision: 9,
             epoch: "e1".into(),
             changed_unix_micros: 1_700_000_000_000_000,
+            heartbeat_unix_millis: 1_700_000_000_000,
         };
         let frame_bytes = frame.encode_to_vec();
         assert_eq!(frame_bytes, shape.encode_to_vec());
@@ -157,6 +172,40 @@ mod tests {
         assert_eq!(back.revision, 3);
     }
 
+    /// A heartbeat frame reads, to a peer that predates `heartbeat_unix_millis`, as an
+    /// empty batch at the revision it had; a frame from such a server tells no heartbeat.
+    #[test]
+    fn peers_without_the_heartbeat_read_its_frame_as_an_empty_batch() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldFrame {
+            #[prost(bytes = "bytes", repeated, tag = "1")]
+            events: Vec<Bytes>,
+            #[prost(bool, tag = "2")]
+            synced: bool,
+            #[prost(uint64, tag = "4")]
+            revision: u64,
+            #[prost(string, tag = "5")]
+            epoch: String,
+            #[prost(uint64, tag = "6")]
+            changed_unix_micros: u64,
+        }
+        let beat = WatchFrame {
+            revision: 8,
+            epoch: "e".into(),
+            heartbeat_unix_millis: 1_700_000_000_123,
+            ..WatchFrame::default()
+        };
+        assert_eq!(
+            beat.heartbeat_at(),
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123))
+        );
+        let old = OldFrame::decode(beat.encode_to_vec().as_slice()).unwrap();
+        assert!(old.events.is_empty() && !old.synced);
+        assert_eq!((old.revision, old.epoch.as_str()), (8, "e"));
+        let back = WatchFrame::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.heartbeat_at(), None);
+    }
+
     /// The hand-written frame must follow the `.proto`: the fields of `WatchResponse`
     /// there are exactly the ones mirrored above.
     #[test]
@@ -182,6 +231,7 @@ mod tests {
                 "uint64 revision = 4;",
                 "string epoch = 5;",
                 "uint64 changed_unix_micros = 6;",
+                "uint64 heartbeat_unix_millis = 7;",
             ]
         );
     }

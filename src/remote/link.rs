@@ -21,7 +21,7 @@ use super::backoff::Retry;
 use super::credentials::credentials;
 use super::observer::ApplyObserver;
 use super::sink::{Both, PeerSink};
-use super::status::{Reporter, unix_ms};
+use super::status::{Reporter, unix_ms, unix_ms_of};
 use super::sync::{FrameReport, WatchState};
 use super::validate::check_info;
 use super::{
@@ -409,6 +409,7 @@ impl Link {
             (sink, observer) => sink.or(observer),
         };
         let changed_at = frame.changed_at();
+        let heartbeat = frame.heartbeat_at().map(unix_ms_of);
         let report = state.on_frame(frame, peer, &self.view, observer);
         // A clock behind the server's gives no reading rather than a false one. One
         // reading per change, so the histogram's mean is the changes' mean lag, not the
@@ -473,6 +474,9 @@ impl Link {
             }
             if events > 0 || synced {
                 s.last_event_unix_ms = Some(unix_ms());
+            }
+            if heartbeat.is_some() {
+                s.heartbeat_unix_ms = heartbeat;
             }
             if resumed {
                 s.resumes += 1;

@@ -78,8 +78,12 @@ impl Reporter {
 
 /// Milliseconds since the Unix epoch, for status timestamps (0 if the clock is before it).
 pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms_of(SystemTime::now())
+}
+
+/// `at` in milliseconds since the Unix epoch (0 if before it).
+pub(super) fn unix_ms_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -195,7 +195,7 @@ mod tests {
             resumed,
             revision,
             epoch: "e1".into(),
-            changed_unix_micros: 0,
+            ..WatchFrame::default()
         }
     }
 
