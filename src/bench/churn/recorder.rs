@@ -184,7 +184,10 @@ mod tests {
         let (log, unknown) = recorder.take(&mut Confirmer::new(&space));
         let seen: Vec<Seen> = log.iter().map(|o| o.seen).collect();
         assert_eq!(seen, [Seen::Version(42), Seen::Deleted, Seen::Phantom]);
-        assert!(log.iter().all(|o| o.key == key && o.at == at && !o.relisted));
+        assert!(
+            log.iter()
+                .all(|o| o.key == key && o.at == at && !o.relisted)
+        );
         assert_eq!(unknown, 1);
         assert_eq!(observed.load(Ordering::Relaxed), 4);
         assert!(recorder.take(&mut Confirmer::new(&space)).0.is_empty());
