@@ -1,6 +1,7 @@
 //! A watch stream whose client stops reading: it catches up from the revision log while
 //! the log holds what it missed, and is canceled with a compact revision (its client
-//! re-lists) once it does not — and the other streams get every change meanwhile.
+//! re-lists) once it does not — and the other streams get every change meanwhile. A
+//! client that reads slower than the changes come gets them in fuller responses.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -45,11 +46,15 @@ async fn serve(cache: Arc<KeyCache>, pki: &MeshPki) -> (String, EtcdApiStats) {
 }
 
 fn mk_cache(log_capacity: usize) -> Arc<KeyCache> {
+    mk_cache_buffering(log_capacity, NOTICES)
+}
+
+fn mk_cache_buffering(log_capacity: usize, notice_capacity: usize) -> Arc<KeyCache> {
     let cache = Arc::new(KeyCache::new(
         1,
         KeyCacheSettings {
             log_capacity,
-            notice_capacity: NOTICES,
+            notice_capacity,
         },
     ));
     cache.apply(
@@ -192,4 +197,50 @@ async fn a_slow_stream_past_the_log_is_canceled_with_a_compact_revision() {
         .unwrap();
     assert_eq!(listed.count(), CHANGES);
     assert_eq!(listed.header().unwrap().revision(), CHANGES + 1);
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_batches_waiting_for_it_in_fuller_responses() {
+    let pki = MeshPki::new();
+    // The broadcast holds every batch: the stream never falls behind it.
+    let cache = mk_cache_buffering(10_000, 4096);
+    let (endpoint, stats) = serve(cache.clone(), &pki).await;
+    let mut slow = watch(&mut connect(&pki, &endpoint).await).await;
+    // One change a batch, written before the client reads any.
+    let value = Bytes::from(vec![b'x'; 16 * 1024]);
+    for revision in 2..=CHANGES + 1 {
+        let kv = KeyValue {
+            key: format!("{PREFIX}{revision}"),
+            value: value.clone(),
+            create_revision: revision as u64,
+            mod_revision: revision as u64,
+            lease: None,
+        };
+        cache.apply(&Epoch("e1".into()), [WatchEvent::Put(kv)]);
+        if revision % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    let (mut next, mut responses) = (2, 0);
+    while next <= CHANGES + 1 {
+        let resp = tokio::time::timeout(Duration::from_secs(10), slow.message())
+            .await
+            .unwrap_or_else(|_| panic!("stuck after {next}: {stats:?}"))
+            .unwrap()
+            .unwrap();
+        assert!(!resp.canceled(), "{resp:?}");
+        for event in resp.events() {
+            assert_eq!(event.kv().unwrap().mod_revision(), next);
+            next += 1;
+        }
+        assert_eq!(resp.header().unwrap().revision(), next - 1);
+        responses += 1;
+    }
+    assert!(
+        responses <= CHANGES / 4,
+        "{responses} responses for {CHANGES} changes"
+    );
+    assert_eq!(stats.streams_caught_up(), 0);
+    assert_eq!(stats.watches_dropped(), 0);
 }

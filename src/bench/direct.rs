@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 
 use crate::kvstore::codec;
-use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
+use crate::kvstore::etcd::{EtcdConfig, EtcdStore, Keepalive};
 use crate::kvstore::keys::StateKey;
 use crate::kvstore::{KeyValue, Store, WatchEvent, WatchStart};
 use crate::model::{Cluster, Resource, ResourceKey, Revision};
@@ -19,6 +19,13 @@ use crate::model::{Cluster, Resource, ResourceKey, Revision};
 pub(super) const STATE_PREFIX: &str = "cilium/state/";
 /// An agent's etcd client gives up connecting after this.
 pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A Cilium agent's HTTP/2 pings towards its remote clusters' etcd (a ping after 15 s
+/// with nothing read, 25 s for its answer), not `kvstore::etcd`'s shorter ones: an agent
+/// that reads behind megabytes of watch responses gets its answer that late.
+pub(super) const CILIUM_KEEPALIVE: Keepalive = Keepalive {
+    interval: Duration::from_secs(15),
+    timeout: Duration::from_secs(25),
+};
 
 /// What one etcd-direct agent saw until its list was complete.
 pub struct DirectSync {
@@ -43,6 +50,7 @@ pub async fn sync_direct(
 ) -> anyhow::Result<DirectSync> {
     let store = EtcdStore::connect(EtcdConfig {
         dial_timeout: DIAL_TIMEOUT,
+        keepalive: CILIUM_KEEPALIVE,
         ..config
     })
     .await

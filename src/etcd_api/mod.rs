@@ -65,6 +65,15 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Longest a request waits for the cache's first listing before it is answered
 /// "unavailable" (which etcd's clients retry).
 const READY_WAIT: Duration = Duration::from_secs(5);
+/// How often the server pings a connection it has read nothing from, and how long it
+/// waits for the answer: etcd's own defaults (`--grpc-keepalive-interval`,
+/// `--grpc-keepalive-timeout`). A PING's answer waits behind every response already
+/// sent and not yet read, so a client that is busy but reading can take longer than
+/// the gRPC API's 25 s to answer; etcd does not cut such a client, and neither does
+/// this API. A client that reads nothing at all still holds only its stream's bounded
+/// outbox, and is canceled with a compact revision once it reads again.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The etcd API of one cluster: cheap to clone, every clone serves the same cache.
 #[derive(Clone)]
@@ -100,7 +109,7 @@ impl EtcdApi {
     /// Serves the connections of `incoming` (normally
     /// [`tls::server::incoming`](crate::tls::server::incoming)) until `shutdown`
     /// completes. HTTP/2 pings are answered whatever their rate (etcd's clients send
-    /// one every 10 to 15 s), and sent every [`crate::grpc::KEEPALIVE_INTERVAL`].
+    /// one every 10 to 15 s), and sent as etcd sends them ([`KEEPALIVE_INTERVAL`]).
     pub async fn serve<I, IO, IE>(
         self,
         incoming: I,
@@ -112,8 +121,8 @@ impl EtcdApi {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(crate::grpc::KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(crate::grpc::KEEPALIVE_TIMEOUT))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(KvServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(
                 WatchServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),

@@ -5,7 +5,9 @@
 //! revision first gets the log's changes since then, or — if the log no longer holds
 //! them — is canceled with the compact revision, as etcd does. Then each broadcast
 //! batch goes to every watch whose range it touches, its header at the batch's last
-//! revision (every change up to it delivered). A stream that falls behind the
+//! revision (every change up to it delivered); a stream whose client reads slower than
+//! batches come finds several waiting when it is let on, and sends them as one fuller
+//! response per watch — at saturation, a response's worth. A stream that falls behind the
 //! broadcast catches up from the log, or has its watches canceled if the log has moved
 //! past it; it never holds up the feed or the other streams.
 
@@ -16,6 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::stream::BoxStream;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -33,8 +36,9 @@ use super::{EtcdApi, EtcdApiError};
 use crate::model::ClusterName;
 
 /// Responses queued towards one stream's client before the stream waits for it (and,
-/// if it waits too long, falls behind the broadcast).
-const OUTBOX: usize = 16;
+/// if it waits too long, falls behind the broadcast). Few: what waits in the broadcast
+/// instead is sent merged into fuller responses.
+const OUTBOX: usize = 4;
 /// Most events in one response: etcd's clients take many, and fewer, fuller responses
 /// cost them less; this bounds a response of a catch-up.
 const MAX_RESPONSE_EVENTS: usize = 1000;
@@ -112,6 +116,36 @@ impl Watcher {
     }
 }
 
+/// `first` and the batches already waiting behind it, up to a response's worth of
+/// changes; and what stopped the draining other than an empty queue (a restart, a lag,
+/// the end), to be handled next.
+fn drain_ready(
+    first: Arc<Batch>,
+    rx: &mut broadcast::Receiver<Notice>,
+) -> (Vec<Arc<Batch>>, Option<Result<Notice, RecvError>>) {
+    let size = |batch: &Batch| {
+        let bytes = batch.changes.iter().map(|c| c.field().len()).sum::<usize>();
+        (batch.changes.len(), bytes)
+    };
+    let (mut changes, mut bytes) = size(&first);
+    let mut batches = vec![first];
+    while changes < MAX_RESPONSE_EVENTS && bytes < MAX_RESPONSE_BYTES {
+        match rx.try_recv() {
+            Ok(Notice::Changes(batch)) => {
+                let (more, more_bytes) = size(&batch);
+                changes += more;
+                bytes += more_bytes;
+                batches.push(batch);
+            }
+            Ok(other) => return (batches, Some(Ok(other))),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Lagged(n)) => return (batches, Some(Err(RecvError::Lagged(n)))),
+            Err(TryRecvError::Closed) => return (batches, Some(Err(RecvError::Closed))),
+        }
+    }
+    (batches, None)
+}
+
 /// The client went away: the stream ends.
 struct Gone;
 
@@ -141,17 +175,7 @@ impl Session {
                         // The client closed its side, or broke the stream.
                         Ok(None) | Err(_) => return Err(Gone),
                     },
-                    notice = rx.recv() => match notice {
-                        Ok(Notice::Changes(batch)) => self.deliver(&batch).await?,
-                        Ok(Notice::Restarted { position, compact_revision }) => {
-                            self.position = position;
-                            self.cancel_all(compact_revision).await?;
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            rx = self.catch_up().await?;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Err(Gone),
-                    },
+                    notice = rx.recv() => self.follow(notice, &mut rx).await?,
                     _ = progress.tick() => self.notify_progress().await?,
                 }
             }
@@ -322,10 +346,74 @@ impl Session {
         Ok(())
     }
 
-    async fn deliver(&mut self, batch: &Batch) -> Result<(), Gone> {
-        if batch.revision <= self.position.revision {
-            return Ok(());
+    /// Handles `notice`, and with a batch, every batch already waiting behind it.
+    async fn follow(
+        &mut self,
+        notice: Result<Notice, RecvError>,
+        rx: &mut broadcast::Receiver<Notice>,
+    ) -> Result<(), Gone> {
+        let mut notice = notice;
+        loop {
+            notice = match notice {
+                Ok(Notice::Changes(batch)) => {
+                    let (batches, next) = drain_ready(batch, rx);
+                    self.deliver(&batches).await?;
+                    match next {
+                        Some(next) => next,
+                        None => return Ok(()),
+                    }
+                }
+                Ok(Notice::Restarted {
+                    position,
+                    compact_revision,
+                }) => {
+                    self.position = position;
+                    return self.cancel_all(compact_revision).await;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    *rx = self.catch_up().await?;
+                    return Ok(());
+                }
+                Err(RecvError::Closed) => return Err(Gone),
+            }
         }
+    }
+
+    /// Sends each watch the changes of `batches` it wants, in one response: one
+    /// batch's body is shared by the plain watches of a range; several batches (the
+    /// stream was behind) make one fuller response per watch.
+    async fn deliver(&mut self, batches: &[Arc<Batch>]) -> Result<(), Gone> {
+        let fresh: Vec<&Arc<Batch>> = batches
+            .iter()
+            .filter(|b| b.revision > self.position.revision)
+            .collect();
+        match fresh[..] {
+            [] => Ok(()),
+            [batch] => self.deliver_one(batch).await,
+            [.., last] => {
+                self.position.revision = last.revision;
+                for watcher in self.watches.values() {
+                    let mut body: Option<BytesMut> = None;
+                    let changes = fresh.iter().flat_map(|b| b.changes.iter());
+                    for change in changes.filter(|c| watcher.wants(c)) {
+                        body.get_or_insert_with(|| BytesMut::from(&last.header_field[..]))
+                            .extend_from_slice(&watcher.event_field(change));
+                    }
+                    if let Some(body) = body {
+                        self.send(WatchFrame {
+                            watch_id: watcher.id,
+                            body: body.freeze(),
+                            ..Default::default()
+                        })
+                        .await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn deliver_one(&mut self, batch: &Batch) -> Result<(), Gone> {
         self.position.revision = batch.revision;
         let first = batch.changes.first().map_or(batch.revision, |c| c.revision);
         for watcher in self.watches.values() {

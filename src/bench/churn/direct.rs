@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use super::recorder::Recorder;
-use crate::bench::direct::{DIAL_TIMEOUT, STATE_PREFIX, decode};
+use crate::bench::direct::{CILIUM_KEEPALIVE, DIAL_TIMEOUT, STATE_PREFIX, decode};
 use crate::kvstore::etcd::{EtcdConfig, EtcdStore};
 use crate::kvstore::keys::StateKey;
 use crate::kvstore::{Store, WatchEvent, WatchStart};
@@ -61,6 +61,7 @@ async fn watch(
     let dial = dialing.acquire_owned().await;
     let store = EtcdStore::connect(EtcdConfig {
         dial_timeout: DIAL_TIMEOUT,
+        keepalive: CILIUM_KEEPALIVE,
         ..config
     })
     .await
@@ -81,13 +82,20 @@ async fn watch(
             }
             WatchEvent::ListDone { .. } => {
                 let listed = listing.take().unwrap_or_default();
-                for change in &listed {
-                    hold(&mut held, change.clone());
-                }
-                recorder.record(&listed, Instant::now());
-                if let Some(synced) = synced_tx.take() {
-                    // The bench stopped waiting: nothing to tell.
-                    let _ = synced.send(());
+                match synced_tx.take() {
+                    Some(synced) => {
+                        for change in &listed {
+                            hold(&mut held, change.clone());
+                        }
+                        recorder.record(&listed, Instant::now());
+                        // The bench stopped waiting: nothing to tell.
+                        let _ = synced.send(());
+                    }
+                    // Listed again: its watch was canceled with a compact revision.
+                    None => {
+                        let changed = relist(&mut held, listed);
+                        recorder.record_relist(&changed, Instant::now());
+                    }
                 }
                 continue;
             }
@@ -112,6 +120,31 @@ async fn watch(
     bail!("an etcd agent's watch ended")
 }
 
+/// Replaces what `held` holds with `listed` (a listing made again, all upserts), as a
+/// Cilium agent's store does after a re-list; returns how they differed: the listed
+/// values it did not hold, and the deletes of what the listing no longer has.
+fn relist(held: &mut HashMap<ResourceKey, Resource>, listed: Vec<Change>) -> Vec<Change> {
+    let mut fresh = HashMap::with_capacity(listed.len());
+    let mut changed = Vec::new();
+    for change in listed {
+        let Change::Upsert(resource) = change else {
+            continue;
+        };
+        let key = resource.key();
+        if held.get(&key) != Some(&resource) {
+            changed.push(Change::Upsert(resource.clone()));
+        }
+        fresh.insert(key, resource);
+    }
+    changed.extend(
+        held.keys()
+            .filter(|key| !fresh.contains_key(*key))
+            .map(|key| Change::Delete(key.clone())),
+    );
+    *held = fresh;
+    changed
+}
+
 fn hold(held: &mut HashMap<ResourceKey, Resource>, change: Change) {
     match change {
         Change::Upsert(resource) => {
@@ -132,4 +165,49 @@ fn resource_key(key: &str) -> Option<ResourceKey> {
         StateKey::Endpoint(prefix) => ResourceKey::Endpoint(prefix),
         StateKey::FleetmeshService { .. } | StateKey::ServiceExport { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, IdentityId, IpPrefix};
+
+    fn mk_endpoint(ip: &str, identity: u32) -> Resource {
+        Resource::Endpoint(Endpoint::new(
+            IpPrefix::host(ip.parse().unwrap()),
+            IdentityId::new(identity).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_listing_made_again_yields_only_what_changed() {
+        let (kept, moved, gone) = (
+            mk_endpoint("10.0.0.1", 70_001),
+            mk_endpoint("10.0.0.2", 70_002),
+            mk_endpoint("10.0.0.3", 70_003),
+        );
+        let mut held: HashMap<_, _> = [&kept, &moved, &gone]
+            .into_iter()
+            .map(|r| (r.key(), r.clone()))
+            .collect();
+        let (moved_now, new) = (
+            mk_endpoint("10.0.0.2", 70_020),
+            mk_endpoint("10.0.0.4", 70_004),
+        );
+        let listed = [&kept, &moved_now, &new]
+            .into_iter()
+            .map(|r| Change::Upsert(r.clone()))
+            .collect();
+        let changed = relist(&mut held, listed);
+        assert_eq!(
+            changed,
+            [
+                Change::Upsert(moved_now.clone()),
+                Change::Upsert(new.clone()),
+                Change::Delete(gone.key()),
+            ]
+        );
+        assert_eq!(held.len(), 3);
+        assert_eq!(held.get(&moved_now.key()), Some(&moved_now));
+    }
 }

@@ -179,7 +179,7 @@ pub fn summarize(
         out_of_order: Some(0),
         ..Correctness::default()
     };
-    let (mut deliveries, mut last) = (0, None);
+    let (mut deliveries, mut superseded, mut last) = (0, 0, None);
     let (mut from_intended, mut from_ack) = (Vec::new(), Vec::new());
     let mut confirmer = Confirmer::new(space);
     for recorder in recorders {
@@ -187,6 +187,7 @@ pub fn summarize(
         let outcome = check(phase, &by_key, observations, unknown, &timing);
         correctness.add(&outcome.correctness);
         deliveries += outcome.delivered;
+        superseded += outcome.superseded;
         last = last.max(outcome.last_delivery);
         from_intended.extend(outcome.from_intended_us);
         from_ack.extend(outcome.from_ack_us);
@@ -223,6 +224,8 @@ pub fn summarize(
             .map(|cpu| cpu.as_secs_f64() * 1e6 / (deliveries.max(1) as f64)),
         writer_max_lag_ms: run.written.max_send_lag.as_secs_f64() * 1000.0,
         reconnects: 0,
+        relists: recorders.iter().map(|r| r.relists()).sum(),
+        superseded,
         correctness,
     }
 }

@@ -31,6 +31,9 @@ pub struct Observation {
     pub key: u32,
     pub seen: Seen,
     pub at: Instant,
+    /// It came with a listing the agent made again after its watch was canceled
+    /// (what the listing passed over was never going to reach the agent).
+    pub relisted: bool,
 }
 
 /// What the measured path files of a change, unchecked.
@@ -45,12 +48,14 @@ enum Filed {
 /// One agent's observations, in the order it applied them.
 pub struct Recorder {
     space: Arc<KeySpace>,
-    log: Mutex<Vec<(u32, Filed, Instant)>>,
+    log: Mutex<Vec<(u32, Filed, Instant, bool)>>,
     /// Changes of keys outside the workload: phantoms with no key to file them under.
     unknown: AtomicUsize,
     /// Shared by every agent of a run: changes observed so far, for the progress line
     /// and to know when every write has arrived.
     observed: Arc<AtomicUsize>,
+    /// Times the agent listed again during the run.
+    relists: AtomicUsize,
 }
 
 impl Recorder {
@@ -60,11 +65,29 @@ impl Recorder {
             log: Mutex::new(Vec::new()),
             unknown: AtomicUsize::new(0),
             observed,
+            relists: AtomicUsize::new(0),
         }
     }
 
     /// `changes` are in the agent's view since `at`.
     pub fn record(&self, changes: &[Change], at: Instant) {
+        self.file(changes, at, false);
+    }
+
+    /// The agent listed again (its watch was canceled with a compact revision, as etcd
+    /// does to a watcher that fell behind its history): `changes` are how the listing
+    /// differed from what it held, in its view since `at`.
+    pub fn record_relist(&self, changes: &[Change], at: Instant) {
+        self.relists.fetch_add(1, Ordering::Relaxed);
+        self.file(changes, at, true);
+    }
+
+    /// Times the agent listed again.
+    pub fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Relaxed) as u64
+    }
+
+    fn file(&self, changes: &[Change], at: Instant, relisted: bool) {
         let mut unknown = 0;
         let mut log = self.log.lock();
         for change in changes {
@@ -78,7 +101,7 @@ impl Recorder {
                 }
                 Change::Delete(_) => Filed::Delete,
             };
-            log.push((key, filed, at));
+            log.push((key, filed, at, relisted));
         }
         drop(log);
         if unknown > 0 {
@@ -93,7 +116,7 @@ impl Recorder {
         let log = std::mem::take(&mut *self.log.lock());
         let observations = log
             .into_iter()
-            .map(|(key, filed, at)| {
+            .map(|(key, filed, at, relisted)| {
                 let seen = match filed {
                     Filed::Upsert(sighting) if confirmer.confirm(key, sighting) => {
                         Seen::Version(sighting.version)
@@ -101,7 +124,12 @@ impl Recorder {
                     Filed::Upsert(_) | Filed::NoWrite => Seen::Phantom,
                     Filed::Delete => Seen::Deleted,
                 };
-                Observation { key, seen, at }
+                Observation {
+                    key,
+                    seen,
+                    at,
+                    relisted,
+                }
             })
             .collect();
         (observations, self.unknown.swap(0, Ordering::Relaxed) as u64)
@@ -156,9 +184,17 @@ mod tests {
         let (log, unknown) = recorder.take(&mut Confirmer::new(&space));
         let seen: Vec<Seen> = log.iter().map(|o| o.seen).collect();
         assert_eq!(seen, [Seen::Version(42), Seen::Deleted, Seen::Phantom]);
-        assert!(log.iter().all(|o| o.key == key && o.at == at));
+        assert!(
+            log.iter()
+                .all(|o| o.key == key && o.at == at && !o.relisted)
+        );
         assert_eq!(unknown, 1);
         assert_eq!(observed.load(Ordering::Relaxed), 4);
         assert!(recorder.take(&mut Confirmer::new(&space)).0.is_empty());
+
+        recorder.record_relist(&[Change::Delete(value.key())], at);
+        let (log, _) = recorder.take(&mut Confirmer::new(&space));
+        assert!(log.len() == 1 && log[0].relisted && log[0].seen == Seen::Deleted);
+        assert_eq!(recorder.relists(), 1);
     }
 }

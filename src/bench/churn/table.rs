@@ -126,7 +126,7 @@ pub fn churn_table(report: &ChurnReport) -> String {
         if let Some(failure) = &r.write_failure {
             problems.push(format!("{}: a write failed: {failure}", r.system));
         }
-        if r.deliveries != r.expected_deliveries {
+        if r.deliveries + r.superseded != r.expected_deliveries {
             problems.push(format!(
                 "{}: {} of {} deliveries",
                 r.system, r.deliveries, r.expected_deliveries
@@ -138,6 +138,20 @@ pub fn churn_table(report: &ChurnReport) -> String {
                 r.system, r.reconnects
             ));
         }
+    }
+    let relisted: Vec<String> = std::iter::once(f)
+        .chain(report.etcd_api.as_ref())
+        .chain(report.baseline.as_ref())
+        .filter(|r| r.relists > 0)
+        .map(|r| {
+            format!(
+                "{}: {} re-lists after a compacted watch, {} writes superseded by them",
+                r.system, r.relists, r.superseded
+            )
+        })
+        .collect();
+    if !relisted.is_empty() {
+        let _ = writeln!(out, "{}", relisted.join("; "));
     }
     let mut line = verdict(
         report.is_correct(),

@@ -15,7 +15,10 @@
 //!   a **duplicate** when the key was already seen deleted, **out of order** when an
 //!   earlier delete was never seen, else a **phantom**;
 //! - a value no write has (or a key outside the workload) is a **phantom**;
-//! - a write never seen is **lost**.
+//! - a write never seen is **lost**, unless a listing the agent made again (after its
+//!   watch was canceled with a compact revision, as etcd cancels a watcher that fell
+//!   behind its history) brought a newer value or the deletion of the key: then it is
+//!   **superseded**, as for a Cilium agent that re-lists.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,8 @@ pub struct AgentOutcome {
     pub from_ack_us: Vec<u32>,
     /// The last delivery.
     pub last_delivery: Option<Instant>,
+    /// Writes a listing made again passed over (see the module's notes).
+    pub superseded: u64,
 }
 
 /// The writes of each key, as indices into `phase.ops`.
@@ -139,8 +144,8 @@ impl<'a> KeyWalk<'a> {
             match o.seen {
                 Seen::Phantom => self.out.correctness.phantom += 1,
                 Seen::Version(v) if Some(v) == self.initial => self.initial_value(),
-                Seen::Version(v) => self.value(v, o.at),
-                Seen::Deleted => self.delete(o.at),
+                Seen::Version(v) => self.value(v, o.at, o.relisted),
+                Seen::Deleted => self.delete(o.at, o.relisted),
             }
         }
         let unseen = self.seen.iter().filter(|s| !**s).count() as u64;
@@ -161,7 +166,7 @@ impl<'a> KeyWalk<'a> {
         self.deleted = false;
     }
 
-    fn value(&mut self, version: u32, at: Instant) {
+    fn value(&mut self, version: u32, at: Instant, relisted: bool) {
         let found = self
             .writes
             .iter()
@@ -171,7 +176,7 @@ impl<'a> KeyWalk<'a> {
             return;
         };
         if w >= self.cursor {
-            self.deliver(w, at);
+            self.deliver(w, at, relisted);
         } else {
             let c = &mut self.out.correctness;
             if self.deleted {
@@ -186,10 +191,10 @@ impl<'a> KeyWalk<'a> {
         self.deleted = false;
     }
 
-    fn delete(&mut self, at: Instant) {
+    fn delete(&mut self, at: Instant, relisted: bool) {
         let is_delete = |i: &usize| self.phase.ops[*i].version.is_none();
         if let Some(w) = (self.cursor..self.writes.len()).find(|w| is_delete(&self.writes[*w])) {
-            self.deliver(w, at);
+            self.deliver(w, at, relisted);
         } else if self.deleted {
             bump(&mut self.out.correctness.duplicate);
         } else if let Some(w) =
@@ -204,7 +209,17 @@ impl<'a> KeyWalk<'a> {
     }
 
     /// Write `w` arrived in order.
-    fn deliver(&mut self, w: usize, at: Instant) {
+    /// Write `w` is seen; if a listing made again brought it, the unseen writes before
+    /// it are superseded.
+    fn deliver(&mut self, w: usize, at: Instant, relisted: bool) {
+        if relisted {
+            for skipped in self.cursor..w {
+                if !self.seen[skipped] {
+                    self.seen[skipped] = true;
+                    self.out.superseded += 1;
+                }
+            }
+        }
         let op = self.writes[w];
         self.cursor = w + 1;
         self.seen[w] = true;
@@ -262,15 +277,22 @@ mod tests {
     }
 
     fn run(seen: &[(u32, Seen)]) -> AgentOutcome {
+        run_relisting_from(seen, seen.len())
+    }
+
+    /// The observations from the `relisted`th on came with a listing made again.
+    fn run_relisting_from(seen: &[(u32, Seen)], relisted: usize) -> AgentOutcome {
         let start = Instant::now();
         let phase = mk_phase();
         let at = start + Duration::from_millis(10);
         let observations = seen
             .iter()
-            .map(|(key, seen)| Observation {
+            .enumerate()
+            .map(|(i, (key, seen))| Observation {
                 key: *key,
                 seen: *seen,
                 at,
+                relisted: i >= relisted,
             })
             .collect();
         check(
@@ -344,5 +366,20 @@ mod tests {
             (0, Version(7)),
         ]);
         assert_eq!(out.correctness.phantom, 1);
+    }
+
+    #[test]
+    fn writes_a_listing_made_again_passed_over_are_superseded_not_lost() {
+        // Key 0's 5 and its delete were never watched: the listing brought 7.
+        let out = run_relisting_from(&[(0, Version(0)), (1, Version(6)), (0, Version(7))], 2);
+        assert!(out.correctness.is_clean(), "{:?}", out.correctness);
+        assert_eq!((out.delivered, out.superseded), (2, 2));
+        // The same observations from the watch: lost.
+        let out = run(&[(0, Version(0)), (1, Version(6)), (0, Version(7))]);
+        assert_eq!((out.correctness.lost, out.superseded), (2, 0));
+        // A deletion the listing showed: the value written before it is superseded.
+        let out = run_relisting_from(&[(0, Version(0)), (0, Deleted)], 1);
+        assert_eq!((out.delivered, out.superseded), (1, 1));
+        assert_eq!(out.correctness.lost, 2, "7 and 6 were written after: lost");
     }
 }

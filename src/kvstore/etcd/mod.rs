@@ -30,8 +30,10 @@ use crate::model::Revision;
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP/2 pings on idle connections, so a dead etcd ends watches instead of hanging them.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_KEEPALIVE: Keepalive = Keepalive {
+    interval: Duration::from_secs(10),
+    timeout: Duration::from_secs(5),
+};
 
 /// Keys per page of a list: keeps each answer well under the message limit with
 /// Cilium-sized values (hundreds of bytes).
@@ -52,6 +54,16 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
     /// How long `connect` waits for the first answer.
     pub dial_timeout: Duration,
+    /// HTTP/2 pings towards etcd.
+    pub keepalive: Keepalive,
+}
+
+/// A client's HTTP/2 pings: one after `interval` with nothing read, and the connection
+/// is closed if its answer takes longer than `timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 impl Default for EtcdConfig {
@@ -61,6 +73,7 @@ impl Default for EtcdConfig {
             namespace: String::new(),
             tls: None,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
         }
     }
 }
@@ -91,7 +104,7 @@ impl EtcdStore {
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
-            .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+            .with_keep_alive(config.keepalive.interval, config.keepalive.timeout)
             .with_keep_alive_while_idle(true);
         if let Some(tls) = &config.tls {
             options = options.with_tls(tls_options(tls).await?);
