@@ -424,19 +424,9 @@ impl PeerSink for CacheKeys {
 impl Writer {
     /// Writes `value` under `key` unless it is held already.
     fn put(&mut self, batch: &mut KeyWrite<'_>, key: String, value: Bytes) {
-        let create_revision = match batch.get(key.as_bytes()) {
-            Some(held) if held.value_eq(&value) => return,
-            Some(held) => held.meta().create_revision.unsigned_abs(),
-            None => self.revision + 1,
-        };
-        self.revision += 1;
-        batch.apply(WatchEvent::Put(KeyValue {
-            key,
-            value,
-            create_revision,
-            mod_revision: self.revision,
-            lease: None,
-        }));
+        if batch.put_changed(key, value, self.revision + 1) {
+            self.revision += 1;
+        }
     }
 
     fn delete(&mut self, batch: &mut KeyWrite<'_>, key: &str) {
