@@ -5,9 +5,14 @@
 //!
 //! ```text
 //!  link ─► MeshView (apply, sweep at synced) ─► query API, EndpointSlices, …
-//!    └──► CacheKeys (PeerSink: the same changes, at the same points)
-//!            └► KeyCache (own revisions) ─► etcd API ─► Cilium agents (local role)
+//!    └──► CacheKeys (PeerSink: the same changes, at the same points, queued)
+//!            └► writer thread ─► KeyCache (own revisions) ─► etcd API ─► Cilium agents
 //! ```
+//!
+//! Every write is queued, in order, for the cache keys' own [`writer`] thread: a link
+//! never waits for the key cache's lock on a runtime thread. What a call wrote is so
+//! in the cache a little later; [`CacheKeys::flush`] and [`CacheKeys::written`] wait
+//! for it.
 //!
 //! It is a sink of the merged view's inputs (DESIGN.md §10), so the view's rules hold
 //! here without a second copy of any of them:
@@ -32,6 +37,7 @@
 
 pub mod layout;
 mod stale;
+mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -43,6 +49,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 pub use self::stale::follow_stale_policy;
+use self::writer::{Op, WriteQueue};
 
 use crate::etcd_api::key_cache::KeyWrite;
 use crate::etcd_api::{KeyCache, KeyCacheSettings, KeyRange};
@@ -77,10 +84,16 @@ pub struct CacheKeys {
     local: ClusterName,
     mode: IdMode,
     cache: Arc<KeyCache>,
-    /// The cache's one epoch: revisions are the writer's own.
-    epoch: Epoch,
     drain_grace: Duration,
-    writer: Mutex<Writer>,
+    /// The writer's state, written by its thread alone; read for the status.
+    writer: Arc<Mutex<Writer>>,
+    queue: Arc<WriteQueue>,
+}
+
+impl Drop for CacheKeys {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl std::fmt::Debug for CacheKeys {
@@ -114,7 +127,12 @@ struct PeerKeys {
 
 impl CacheKeys {
     /// Empty cache keys of the agent of `local` (whose own data is never cached), with
-    /// the heartbeat written: the etcd API is ready from here on.
+    /// the heartbeat written: the etcd API is ready from here on. Starts the writer
+    /// thread, which stops when these are dropped.
+    ///
+    /// # Panics
+    ///
+    /// If the writer thread cannot be started (the process is out of threads).
     pub fn new(local: &Cluster, drain_grace: Duration, settings: KeyCacheSettings) -> Self {
         let cache = Arc::new(KeyCache::new(member_id(&local.name), settings));
         let epoch = Epoch(format!("{}-{:016x}", local.name, rand::random::<u64>()));
@@ -132,25 +150,55 @@ impl CacheKeys {
                 WatchEvent::ListDone { revision: 1 },
             ],
         );
+        let writer = Arc::new(Mutex::new(Writer {
+            revision: 1,
+            peers: BTreeMap::new(),
+        }));
+        let queue = WriteQueue::start(cache.clone(), epoch.clone(), writer.clone())
+            .expect("the cache keys' writer thread starts");
         Self {
             local: local.name.clone(),
             mode: local.mode,
             cache,
-            epoch,
             drain_grace,
-            writer: Mutex::new(Writer {
-                revision: 1,
-                peers: BTreeMap::new(),
-            }),
+            writer,
+            queue,
         }
     }
 
-    /// Runs `write` with the writer, as one batch of the key cache (one lock, one
-    /// broadcast): the writer's lock first, then the cache's.
-    fn write<R>(&self, write: impl FnOnce(&mut Writer, &mut KeyWrite<'_>) -> R) -> R {
-        let mut writer = self.writer.lock();
-        self.cache
-            .write(&self.epoch, |batch| write(&mut writer, batch))
+    /// Queues `write` for the writer thread, which runs it with the writer's state in a
+    /// batch of the key cache.
+    fn write(&self, write: impl FnOnce(&mut Writer, &mut KeyWrite<'_>) + Send + 'static) {
+        self.write_weighing(1, write);
+    }
+
+    /// [`Self::write`] of `weight` changes (what the queue's bound counts).
+    fn write_weighing(
+        &self,
+        weight: usize,
+        write: impl FnOnce(&mut Writer, &mut KeyWrite<'_>) + Send + 'static,
+    ) {
+        let op: Op = Box::new(write);
+        self.queue.submit(weight, op);
+    }
+
+    /// Blocks until everything queued before is in the key cache. Not for a runtime
+    /// thread: see [`Self::written`].
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.write(move |_, _| {
+            let _ = done.send(());
+        });
+        let _ = wait.recv();
+    }
+
+    /// Resolves once everything queued before is in the key cache.
+    pub async fn written(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.write(move |_, _| {
+            let _ = done.send(());
+        });
+        let _ = wait.await;
     }
 
     /// The key cache the etcd API serves.
@@ -198,79 +246,81 @@ impl CacheKeys {
         loop {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
             let now = codec::encode_timestamp(OffsetDateTime::now_utc());
-            self.write(|writer, batch| writer.put(batch, keys::HEARTBEAT.to_string(), now));
+            self.write(move |writer, batch| writer.put(batch, keys::HEARTBEAT.to_string(), now));
         }
     }
 
     /// `peer`'s file left the remotes directory (its link is stopped): its cluster
     /// config goes now, the rest after the drain grace unless it comes back first.
     pub fn remove_peer(self: &Arc<Self>, peer: &ClusterName) {
-        let generation = self.write(|writer, batch| {
-            writer.delete(batch, &keys::cluster_config(peer));
-            let state = writer.peers.entry(peer.clone()).or_default();
+        let (scheduled, generation) = tokio::sync::oneshot::channel();
+        let removed = peer.clone();
+        self.write(move |writer, batch| {
+            writer.delete(batch, &keys::cluster_config(&removed));
+            let state = writer.peers.entry(removed).or_default();
             state.generation += 1;
             state.draining = true;
-            state.generation
+            let _ = scheduled.send(state.generation);
         });
         info!(%peer, grace = ?self.drain_grace, "peer removed: its cluster config is deleted, its cache keys follow after the grace period");
         let this = self.clone();
         let peer = peer.clone();
         tokio::spawn(async move {
+            let Ok(generation) = generation.await else {
+                return;
+            };
             tokio::time::sleep(this.drain_grace).await;
-            this.finish_drain(&peer, generation);
+            this.finish_drain(peer, generation);
         });
     }
 
-    fn finish_drain(&self, peer: &ClusterName, generation: u64) {
-        let deleted = self.write(|writer, batch| {
-            match writer.peers.get(peer) {
+    fn finish_drain(&self, peer: ClusterName, generation: u64) {
+        self.write(move |writer, batch| {
+            match writer.peers.get(&peer) {
                 Some(state) if state.draining && state.generation == generation => {}
-                _ => return None,
+                _ => return,
             }
-            let deleted = writer.delete_peer(batch, peer);
-            writer.peers.remove(peer);
-            Some(deleted)
+            let deleted = writer.delete_peer(batch, &peer);
+            writer.peers.remove(&peer);
+            info!(%peer, deleted, "removed peer drained from the cache keys");
         });
-        let Some(deleted) = deleted else { return };
-        info!(%peer, deleted, "removed peer drained from the cache keys");
     }
 
     /// Applies the stale policy's verdict: the services of each peer whose backends are
     /// withdrawn now. Every other withdrawn key gets the peer's value back.
     pub fn set_withdrawn(&self, withdrawn: &BTreeMap<ClusterName, BTreeSet<ServiceName>>) {
-        self.write(|writer, batch| self.withdraw_all(writer, batch, withdrawn));
-    }
-
-    fn withdraw_all(
-        &self,
-        writer: &mut Writer,
-        batch: &mut KeyWrite<'_>,
-        withdrawn: &BTreeMap<ClusterName, BTreeSet<ServiceName>>,
-    ) {
-        let peers: Vec<ClusterName> = writer
-            .peers
-            .keys()
-            .chain(withdrawn.keys())
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let none = BTreeSet::new();
-        for peer in peers {
-            let wanted: BTreeSet<String> = withdrawn
-                .get(&peer)
-                .unwrap_or(&none)
-                .iter()
-                .map(|name| {
-                    layout::cache_key(&peer, &crate::model::ResourceKey::Service(name.clone()))
-                })
-                .collect();
-            writer.withdraw(batch, &peer, &wanted, self.mode);
-        }
+        let (withdrawn, mode) = (withdrawn.clone(), self.mode);
+        self.write(move |writer, batch| withdraw_all(writer, batch, &withdrawn, mode));
     }
 
     fn is_peer(&self, peer: &ClusterName) -> bool {
         *peer != self.local
+    }
+}
+
+fn withdraw_all(
+    writer: &mut Writer,
+    batch: &mut KeyWrite<'_>,
+    withdrawn: &BTreeMap<ClusterName, BTreeSet<ServiceName>>,
+    mode: IdMode,
+) {
+    let peers: Vec<ClusterName> = writer
+        .peers
+        .keys()
+        .chain(withdrawn.keys())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let none = BTreeSet::new();
+    for peer in peers {
+        let wanted: BTreeSet<String> = withdrawn
+            .get(&peer)
+            .unwrap_or(&none)
+            .iter()
+            .map(|name| layout::cache_key(&peer, &crate::model::ResourceKey::Service(name.clone())))
+            .collect();
+        writer.withdraw(batch, &peer, &wanted, mode);
     }
 }
 
@@ -290,11 +340,12 @@ impl ApplyObserver for CacheKeys {
                 (layout::cache_key(peer, &change.key()), value)
             })
             .collect();
-        self.write(|writer, batch| {
+        let (peer, mode) = (peer.clone(), self.mode);
+        self.write_weighing(writes.len(), move |writer, batch| {
             for (key, value) in writes {
                 match value {
-                    Some(value) => writer.put_resource(batch, peer, key, value, self.mode),
-                    None => writer.delete_resource(batch, peer, &key),
+                    Some(value) => writer.put_resource(batch, &peer, key, value, mode),
+                    None => writer.delete_resource(batch, &peer, &key),
                 }
             }
         });
@@ -306,18 +357,15 @@ impl PeerSink for CacheKeys {
         if !self.is_peer(&peer.name) {
             return;
         }
-        self.write(|writer, batch| {
-            let state = writer.peers.entry(peer.name.clone()).or_default();
+        let (name, config) = (peer.name.clone(), layout::cluster_config(peer));
+        self.write(move |writer, batch| {
+            let state = writer.peers.entry(name.clone()).or_default();
             state.generation += 1;
             if std::mem::take(&mut state.draining) {
-                info!(peer = %peer.name, "removed peer is back before its keys were drained: they stay until its synced marker");
+                info!(peer = %name, "removed peer is back before its keys were drained: they stay until its synced marker");
                 state.relisted = Some(HashSet::new());
             }
-            writer.put(
-                batch,
-                keys::cluster_config(&peer.name),
-                layout::cluster_config(peer),
-            );
+            writer.put(batch, keys::cluster_config(&name), config);
         });
     }
 
@@ -325,7 +373,9 @@ impl PeerSink for CacheKeys {
         if !self.is_peer(peer) {
             return;
         }
-        self.write(|writer, batch| {
+        let peer = peer.clone();
+        self.write(move |writer, batch| {
+            let peer = &peer;
             let relisted = writer
                 .peers
                 .get_mut(peer)
@@ -359,34 +409,24 @@ impl PeerSink for CacheKeys {
         if !self.is_peer(peer) {
             return;
         }
-        let deleted = self.write(|writer, batch| {
-            let deleted = writer.delete_peer(batch, peer);
-            if let Some(state) = writer.peers.get_mut(peer) {
+        let peer = peer.clone();
+        self.write(move |writer, batch| {
+            let deleted = writer.delete_peer(batch, &peer);
+            if let Some(state) = writer.peers.get_mut(&peer) {
                 state.withdrawn.clear();
                 state.relisted = None;
             }
-            deleted
+            warn!(%peer, deleted, "the peer changed its cluster id: its cache keys are deleted");
         });
-        warn!(%peer, deleted, "the peer changed its cluster id: its cache keys are deleted");
     }
 }
 
 impl Writer {
     /// Writes `value` under `key` unless it is held already.
     fn put(&mut self, batch: &mut KeyWrite<'_>, key: String, value: Bytes) {
-        let create_revision = match batch.get(key.as_bytes()) {
-            Some(held) if held.value_eq(&value) => return,
-            Some(held) => held.meta().create_revision.unsigned_abs(),
-            None => self.revision + 1,
-        };
-        self.revision += 1;
-        batch.apply(WatchEvent::Put(KeyValue {
-            key,
-            value,
-            create_revision,
-            mod_revision: self.revision,
-            lease: None,
-        }));
+        if batch.put_changed(key, value, self.revision + 1) {
+            self.revision += 1;
+        }
     }
 
     fn delete(&mut self, batch: &mut KeyWrite<'_>, key: &str) {

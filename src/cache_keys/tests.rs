@@ -10,9 +10,17 @@ fn mk_keys(grace: Duration) -> Arc<CacheKeys> {
     ))
 }
 
-/// Every key the cache holds under `prefix`, with its value and mod revision.
+/// `keys` once their writer wrote everything queued so far.
+fn flushed(keys: &CacheKeys) -> &CacheKeys {
+    keys.flush();
+    keys
+}
+
+/// Every key the cache holds under `prefix`, with its value and mod revision (once
+/// written).
 fn held(keys: &CacheKeys, prefix: &str) -> Vec<(String, Bytes, i64)> {
-    keys.cache
+    flushed(keys)
+        .cache
         .range(&KeyRange::prefix(prefix), 0, 0)
         .unwrap()
         .kvs
@@ -58,8 +66,8 @@ fn a_peer_s_changes_become_its_cache_keys_and_unchanged_values_are_not_rewritten
         .find(|(k, _, _)| k == "cilium/cache/ip/v1/c2/10.2.0.1")
         .unwrap();
     assert_eq!(ip.1, codec::encode_endpoint(&ep));
-    assert_eq!(keys.held(&c2.name).keys, 4);
-    assert!(keys.held(&c2.name).config);
+    assert_eq!(flushed(&keys).held(&c2.name).keys, 4);
+    assert!(flushed(&keys).held(&c2.name).config);
 
     // A relisting peer sends the same values again: nothing is rewritten.
     keys.applied(&c2.name, &upserts(&resources), Instant::now());
@@ -119,10 +127,10 @@ async fn a_removed_peer_loses_its_config_at_once_and_its_keys_after_the_grace() 
     keys.remove_peer(&c2.name);
     assert!(held(&keys, "cilium/cluster-config/").is_empty());
     tokio::time::sleep(grace - Duration::from_secs(1)).await;
-    assert_eq!(keys.held(&c2.name).keys, 1);
-    assert_eq!(keys.held(&c2.name).canaries, 4);
+    assert_eq!(flushed(&keys).held(&c2.name).keys, 1);
+    assert_eq!(flushed(&keys).held(&c2.name).canaries, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(keys.held(&c2.name), HeldKeys::default());
+    assert_eq!(flushed(&keys).held(&c2.name), HeldKeys::default());
     assert_eq!(held(&keys, "cilium/.heartbeat").len(), 1);
 }
 
@@ -144,7 +152,7 @@ async fn a_peer_back_within_the_grace_keeps_its_keys_and_sweeps_the_rest_at_sync
     keys.accepted(&c2);
     keys.applied(&c2.name, &upserts(&[kept]), Instant::now());
     assert_eq!(
-        keys.held(&c2.name).keys,
+        flushed(&keys).held(&c2.name).keys,
         2,
         "nothing is swept before the marker"
     );
@@ -156,8 +164,8 @@ async fn a_peer_back_within_the_grace_keeps_its_keys_and_sweeps_the_rest_at_sync
     );
     // The old drain does not fire.
     tokio::time::sleep(grace * 2).await;
-    assert_eq!(keys.held(&c2.name).keys, 1);
-    assert!(keys.held(&c2.name).config);
+    assert_eq!(flushed(&keys).held(&c2.name).keys, 1);
+    assert!(flushed(&keys).held(&c2.name).config);
 }
 
 #[test]
@@ -177,11 +185,11 @@ fn withdrawn_backends_come_back_with_the_peer_s_value() {
     keys.set_withdrawn(&withdrawn);
     let emptied = codec::decode_service(&held(&keys, key)[0].1, c2.mode).unwrap();
     assert!(emptied.backends.is_empty());
-    assert_eq!(keys.held(&c2.name).withdrawn, 1);
+    assert_eq!(flushed(&keys).held(&c2.name).withdrawn, 1);
     keys.set_withdrawn(&withdrawn);
     keys.set_withdrawn(&BTreeMap::new());
     assert_eq!(held(&keys, key)[0].1, original);
-    assert_eq!(keys.held(&c2.name).withdrawn, 0);
+    assert_eq!(flushed(&keys).held(&c2.name).withdrawn, 0);
 }
 
 #[test]
@@ -196,6 +204,31 @@ fn an_id_change_deletes_what_the_peer_sent_before() {
     );
     keys.synced(&c2.name);
     keys.drained(&c2.name);
-    let held = keys.held(&c2.name);
+    let held = flushed(&keys).held(&c2.name);
     assert_eq!((held.keys, held.canaries), (0, 0));
+}
+
+#[test]
+fn a_link_s_changes_are_queued_while_the_key_cache_is_locked() {
+    let keys = mk_keys(DEFAULT_DRAIN_GRACE);
+    let c2 = mk_cluster("c2", 2);
+    keys.accepted(&c2);
+    keys.flush();
+    let cache = keys.key_cache();
+    let other = Epoch("a reader holding the lock".to_string());
+    cache.write(&other, |_| {
+        // A link's thread, while something else holds the key cache's lock.
+        let (returned, wait) = std::sync::mpsc::channel();
+        let link = keys.clone();
+        let changes = upserts(&[Resource::Node(mk_node(&c2, "n1"))]);
+        std::thread::spawn(move || {
+            link.applied(&mk_cluster("c2", 2).name, &changes, Instant::now());
+            let _ = returned.send(());
+        });
+        assert!(
+            wait.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the link waited for the key cache's lock"
+        );
+    });
+    assert_eq!(held(&keys, "cilium/cache/nodes/v1/c2/").len(), 1);
 }

@@ -148,10 +148,18 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
     )
     .await
     .context("the agent did not sync with every cluster")?;
+    // The links are synced; the cache keys are once their writer wrote what they queued.
+    let written = match &keys {
+        Some(keys) => {
+            keys.written().await;
+            Some(merging.elapsed())
+        }
+        None => None,
+    };
     let rss_after = rss_kib(None)?;
     let cache_keys = match &keys {
         Some(keys) => {
-            let report = cache_keys::measure(keys)?;
+            let report = cache_keys::measure(keys, written.unwrap_or_default())?;
             // Every merged endpoint is one ipcache key.
             let expected = u64::from(sizes.endpoints) * members.len() as u64;
             correctness.lost += expected.saturating_sub(report.ip_keys);
@@ -183,7 +191,12 @@ pub async fn run(options: &MergeOptions) -> anyhow::Result<MergeReport> {
     }
 
     let merged_endpoints = u64::from(sizes.endpoints) * members.len() as u64;
-    let all_synced = times.iter().max().copied().unwrap_or_default();
+    let all_synced = times
+        .iter()
+        .copied()
+        .chain(written)
+        .max()
+        .unwrap_or_default();
     let growth_mib = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
     let per_100k = growth_mib * 100_000.0 / (merged_endpoints.max(1) as f64);
     Ok(MergeReport {

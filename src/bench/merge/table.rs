@@ -49,10 +49,11 @@ pub fn merge_table(report: &MergeReport) -> String {
     if let Some(cache) = &report.cache_keys {
         let _ = writeln!(
             out,
-            "Cilium cache keys (--etcd-api): {} keys served, included in ALL SYNCED and RSS; \
-             a paged list of cilium/cache/ip/v1/ read {} keys in {} pages in {} (in process, \
-             without the gRPC transport)",
+            "Cilium cache keys (--etcd-api): {} keys served, all written {} after the merge \
+             started, included in ALL SYNCED and RSS; a paged list of cilium/cache/ip/v1/ read \
+             {} keys in {} pages in {} (in process, without the gRPC transport)",
             cache.keys,
+            ms(cache.written_ms),
             cache.ip_keys,
             cache.pages,
             ms(cache.list_ms)

@@ -331,6 +331,43 @@ impl KeyCache {
         Some(self.log(history, change))
     }
 
+    /// `value` under `key` at `revision` unless it is held already (one lookup): created
+    /// then if it was not held, else a new version of what was.
+    fn put_changed(
+        &self,
+        inner: &mut Inner,
+        epoch: &Epoch,
+        key: String,
+        value: Bytes,
+        revision: i64,
+    ) -> Option<Arc<Change>> {
+        let history = Self::history_of(inner, epoch)?;
+        let key = Bytes::from(key.into_bytes());
+        let mut made = Meta {
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease: 0,
+        };
+        let prev = history.keys.insert_changed(&key, &value, |held| {
+            if let Some(held) = held {
+                made.create_revision = held.create_revision;
+                made.version = held.version + 1;
+            }
+            made
+        })?;
+        let record = Arc::new(Record {
+            key: key.clone(),
+            value,
+            create_revision: made.create_revision,
+            mod_revision: revision,
+            version: made.version,
+            lease: 0,
+        });
+        let change = Change::new(revision, key, Some(record), prev.map(Arc::new));
+        Some(self.log(history, change))
+    }
+
     fn delete(
         &self,
         inner: &mut Inner,
@@ -553,6 +590,19 @@ impl KeyWrite<'_> {
                     .map(|e| e.key())
                     .collect()
             })
+    }
+
+    /// Puts `value` under `key` at `revision` unless it is held already, with one lookup
+    /// (for a writer of its own revisions, after the first listing); whether it did.
+    pub fn put_changed(&mut self, key: String, value: Bytes, revision: u64) -> bool {
+        let (cache, epoch) = (self.cache, self.epoch);
+        match cache.put_changed(self.inner, epoch, key, value, to_i64(revision)) {
+            Some(change) => {
+                self.changes.push(change);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Applies one event (see the module docs for their order).

@@ -256,6 +256,33 @@ impl KeyTable {
         value: &[u8],
         meta: impl FnOnce(Option<Meta>) -> Meta,
     ) -> Option<Record> {
+        self.insert_unless_held(key, value, false, meta).flatten()
+    }
+
+    /// [`Self::insert`] unless `value` is held under `key` already (found with the same
+    /// lookup): `None` then, nothing written.
+    pub fn insert_changed(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        meta: impl FnOnce(Option<Meta>) -> Meta,
+    ) -> Option<Option<Record>> {
+        self.insert_unless_held(key, value, true, meta)
+    }
+
+    fn insert_unless_held(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        unless_held: bool,
+        meta: impl FnOnce(Option<Meta>) -> Meta,
+    ) -> Option<Option<Record>> {
+        let located = self.locate(key);
+        if let (true, Some((chunk, Ok(at)))) = (unless_held, located)
+            && self.entry_ref(&self.chunks[chunk][at]).value_eq(value)
+        {
+            return None;
+        }
         let split = prefix_len(key);
         let suffix = &key[split..];
         self.scratch.clear();
@@ -281,11 +308,11 @@ impl KeyTable {
             },
         };
         self.bytes += key.len() + value.len();
-        let Some((chunk, found)) = self.locate(key) else {
+        let Some((chunk, found)) = located else {
             entry.meta = meta(None);
             self.chunks.push(vec![entry]);
             self.len += 1;
-            return None;
+            return Some(None);
         };
         match found {
             Ok(at) => {
@@ -294,7 +321,7 @@ impl KeyTable {
                 entry.meta = meta(Some(held.meta));
                 self.chunks[chunk][at] = entry;
                 self.bytes -= prev.key.len() + prev.value.len();
-                Some(prev)
+                Some(Some(prev))
             }
             Err(at) => {
                 entry.meta = meta(None);
@@ -305,7 +332,7 @@ impl KeyTable {
                 }
                 entries.insert(at, entry);
                 self.len += 1;
-                None
+                Some(None)
             }
         }
     }
@@ -601,6 +628,29 @@ mod tests {
         let overwritten = table.get(ip_key(2, 3).as_bytes()).unwrap();
         assert_eq!(overwritten.meta().mod_revision, 9);
         assert_eq!(overwritten.value(), "raw \u{fe} value".as_bytes());
+    }
+
+    #[test]
+    fn an_unchanged_value_is_not_written_again() {
+        let (mut table, _) = mk_filled(2, 100);
+        let (key, bytes) = (ip_key(1, 7), table.bytes());
+        let held = table.get(key.as_bytes()).unwrap().value();
+        let unchanged = table.insert_changed(key.as_bytes(), &held, |_| mk_meta(5));
+        assert!(unchanged.is_none());
+        assert_eq!(table.get(key.as_bytes()).unwrap().meta(), mk_meta(1));
+        let changed = table.insert_changed(key.as_bytes(), b"another", |held| {
+            assert_eq!(held, Some(mk_meta(1)));
+            mk_meta(5)
+        });
+        assert_eq!(changed.unwrap().unwrap().value, held);
+        assert_eq!(table.get(key.as_bytes()).unwrap().meta(), mk_meta(5));
+        let new = ip_key(1, 1000);
+        assert_eq!(
+            table.insert_changed(new.as_bytes(), b"v", |_| mk_meta(6)),
+            Some(None)
+        );
+        assert_eq!(table.len(), 201);
+        assert_eq!(table.bytes(), bytes - held.len() + 7 + new.len() + 1);
     }
 
     #[test]
