@@ -6,7 +6,10 @@
 //! under one lock as one batch of the key cache (one broadcast to its watchers).
 //! The queue is bounded by the changes it holds: a link that finds it full waits for
 //! room off the runtime's worker threads ([`tokio::task::block_in_place`]), so the
-//! memory a burst can pile up stays small and the other links keep running.
+//! memory a burst can pile up stays small and the other links keep running. Waiting
+//! links are let in first come, first served: a link that waits reads nothing from its
+//! peer, and a peer's apiserver cuts a watcher that takes no frames for a few seconds,
+//! so no link may be passed over again and again while others refill the queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,6 +46,16 @@ struct Queued {
     ops: VecDeque<(Op, usize)>,
     pending: usize,
     closed: bool,
+    /// Tickets of the links waiting for room: the next one given, and the one let in
+    /// next (equal when nobody waits).
+    next_ticket: u64,
+    serving: u64,
+}
+
+impl Queued {
+    fn full(&self) -> bool {
+        self.pending >= MAX_PENDING && !self.closed
+    }
 }
 
 impl WriteQueue {
@@ -73,12 +86,15 @@ impl WriteQueue {
         Ok(queue)
     }
 
-    /// Queues `op`, which writes `weight` changes; waits for room if the queue is full.
+    /// Queues `op`, which writes `weight` changes; waits for room, after the links
+    /// already waiting, if the queue is full.
     pub(super) fn submit(&self, weight: usize, op: Op) {
         let mut state = self.state.lock();
-        if state.pending >= MAX_PENDING && !state.closed {
+        if state.full() || state.serving != state.next_ticket {
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
             drop(state);
-            self.wait_for_room();
+            self.wait_for_turn(ticket);
             state = self.state.lock();
         }
         state.pending += weight;
@@ -87,14 +103,17 @@ impl WriteQueue {
         self.work.notify_one();
     }
 
-    /// Waits until the writer took enough to make room, off the runtime's worker
-    /// threads when on one.
-    fn wait_for_room(&self) {
+    /// Waits until every earlier ticket was let in and the writer made room, off the
+    /// runtime's worker threads when on one; then lets the next ticket try.
+    fn wait_for_turn(&self, ticket: u64) {
         let wait = || {
             let mut state = self.state.lock();
-            while state.pending >= MAX_PENDING && !state.closed {
+            while state.serving != ticket || state.full() {
                 self.room.wait(&mut state);
             }
+            state.serving += 1;
+            drop(state);
+            self.room.notify_all();
         };
         let on_worker = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
