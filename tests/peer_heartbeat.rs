@@ -11,10 +11,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
+use fleetmesh::apiserver::Apiserver;
 use fleetmesh::grpc::AllowedPeers;
 use fleetmesh::observe::AgentClient;
-use support::mesh::{MeshPki, PeerServer, mk_cluster, mk_state, mk_store, start_agent};
+use support::mesh::{
+    MeshPki, PeerServer, mk_cluster, mk_state, mk_store, start_agent, start_manifest_member_with,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -25,24 +27,10 @@ const HEARTBEAT_SECONDS: u64 = 3;
 /// `c2`'s real apiserver over an empty manifest directory, rewriting its heartbeat every
 /// [`HEARTBEAT_SECONDS`].
 async fn start_apiserver(pki: &MeshPki) -> Apiserver {
-    let dir = pki.dir().join("c2");
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    let tls = pki.server_files("c2");
-    let text = format!(
-        "cluster: {{name: c2, id: 2}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests:?}}}\n\
-         export: {{heartbeatSeconds: {HEARTBEAT_SECONDS}}}\n\
-         grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
-         health: {{listen: \"127.0.0.1:0\"}}\n",
-        tls.ca, tls.cert, tls.key
-    );
-    let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
-    let mut apiserver = Apiserver::start(config).await.unwrap();
-    tokio::time::timeout(TIMEOUT, apiserver.synced())
+    let extra = format!("export: {{heartbeatSeconds: {HEARTBEAT_SECONDS}}}\n");
+    start_manifest_member_with(pki, "c2", 2, None, &extra)
         .await
-        .unwrap()
-        .unwrap();
-    apiserver
+        .0
 }
 
 /// The agent's `/metrics` text.

@@ -272,6 +272,17 @@ pub async fn start_manifest_member(
     id: u32,
     manifests: Option<&str>,
 ) -> (fleetmesh::apiserver::Apiserver, PathBuf) {
+    start_manifest_member_with(pki, name, id, manifests, "").await
+}
+
+/// [`start_manifest_member`] with `extra` (YAML lines) added to its config.
+pub async fn start_manifest_member_with(
+    pki: &MeshPki,
+    name: &str,
+    id: u32,
+    manifests: Option<&str>,
+    extra: &str,
+) -> (fleetmesh::apiserver::Apiserver, PathBuf) {
     use fleetmesh::apiserver::{Apiserver, ApiserverConfig};
     let dir = pki.dir().join(name);
     let manifests_dir = dir.join("manifests");
@@ -283,7 +294,7 @@ pub async fn start_manifest_member(
     let text = format!(
         "cluster: {{name: {name}, id: {id}}}\nstore: {{kind: memory}}\nsource: {{manifests: {manifests_dir:?}}}\n\
          grpc:\n  listen: \"127.0.0.1:0\"\n  tls: {{ca: {:?}, cert: {:?}, key: {:?}}}\n\
-         health: {{listen: \"127.0.0.1:0\"}}\n",
+         health: {{listen: \"127.0.0.1:0\"}}\n{extra}",
         tls.ca, tls.cert, tls.key
     );
     let config = ApiserverConfig::parse(&text, &dir.join("apiserver.yaml")).unwrap();
