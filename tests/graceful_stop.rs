@@ -33,14 +33,7 @@ fn mk_plan(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let out = dir.join("out");
-    let plan = Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
-        .args(["fleet", "plan"])
-        .arg(&profile)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(plan.status.success(), "{plan:?}");
+    support::fleet::run_plan(&profile, &out);
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo/cluster2.yaml"),
         out.join("c2/manifests/cluster2.yaml"),

@@ -231,16 +231,7 @@ fn plan(dir: &Path) -> PathBuf {
         format!("mesh: km\nmembers:\n{members}topology: {{kind: full-mesh}}\nkvstoremesh: {{}}\n"),
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
-        .args(["fleet", "plan", profile.to_str().unwrap(), "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "fleet plan failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::fleet::run_plan(&profile, &out);
     out
 }
 

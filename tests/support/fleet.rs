@@ -17,6 +17,22 @@ pub fn free_port() -> u16 {
     fleetmesh::testkit::free_port().expect("a free port")
 }
 
+/// Runs `fleetmesh fleet plan PROFILE --out OUT`; fails the test with its stderr.
+pub fn run_plan(profile: &std::path::Path, out: &std::path::Path) {
+    let plan = Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
+        .args(["fleet", "plan"])
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "fleet plan failed: {}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+}
+
 /// Where the members' apiservers keep their state.
 #[derive(Clone, Debug)]
 pub enum FleetStore {
@@ -139,18 +155,7 @@ impl Fleet {
         )
         .unwrap();
         let out = dir.path().join("out");
-        let plan = Command::new(env!("CARGO_BIN_EXE_fleetmesh"))
-            .args(["fleet", "plan"])
-            .arg(&profile)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            plan.status.success(),
-            "fleet plan failed: {}",
-            String::from_utf8_lossy(&plan.stderr)
-        );
+        run_plan(&profile, &out);
         let members = names
             .iter()
             .map(|name| {
