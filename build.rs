@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .bytes(".")
+        // A small request buffer: a watch call lives as long as its client.
+        .codec_path("crate::etcd_api::codec::EtcdCodec")
         .extern_path(
             ".etcdserverpb.WatchResponse",
             "crate::etcd_api::wire::WatchFrame",

@@ -23,6 +23,7 @@
 //!   fell further behind than the log reaches has its watches canceled with a compact
 //!   revision — its client re-lists, as after an etcd compaction — and slows no one.
 
+pub mod codec;
 mod error;
 pub mod feed;
 pub mod key_cache;
