@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+
+use super::coalesce::Coalesce;
 use tonic::transport::server::Connected;
 
 use crate::model::ClusterName;
@@ -61,12 +63,12 @@ impl ConnectionCloser {
 
 /// A server-side connection whose TLS handshake has completed.
 pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<Coalesce<TcpStream>>,
     peer: PeerInfo,
 }
 
 impl TlsConn {
-    pub(super) fn new(stream: TlsStream<TcpStream>, addr: SocketAddr) -> Self {
+    pub(super) fn new(stream: TlsStream<Coalesce<TcpStream>>, addr: SocketAddr) -> Self {
         // Read once per connection, not per request.
         let (cluster, cert_not_after) = match stream.get_ref().1.peer_certificates() {
             Some([leaf, ..]) => peer_identity(leaf),

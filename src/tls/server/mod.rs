@@ -10,6 +10,7 @@
 //! logged with the peer's address at a bounded rate.
 
 mod admission;
+mod coalesce;
 mod conn;
 
 use std::io;
@@ -35,6 +36,7 @@ pub use conn::{ConnectionCloser, PeerInfo, TlsConn};
 
 use crate::report::LogBudget;
 use admission::{Admission, Refusal};
+use coalesce::Coalesce;
 
 /// Longest a handshake may take: TLS 1.3 needs one or two round trips, well under a
 /// second even across regions, so this frees a slot held by a client that says nothing
@@ -333,8 +335,11 @@ async fn handshake(tcp: TcpStream, addr: SocketAddr, config: Arc<ServerConfig>) 
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(peer = %addr, error = %e, "cannot set TCP_NODELAY");
     }
-    let outcome =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await;
+    let outcome = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsAcceptor::from(config).accept(Coalesce::new(tcp)),
+    )
+    .await;
     let result = match outcome {
         Ok(Ok(stream)) => Ok(TlsConn::new(stream, addr)),
         Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HandshakeFailure::Closed),
