@@ -86,9 +86,6 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             self.pending.drain(..self.written);
             self.written = 0;
         }
-        if self.pending.is_empty() {
-            self.pending.reserve(FLUSH_AT);
-        }
         Poll::Ready(Ok(()))
     }
 }
