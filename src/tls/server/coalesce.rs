@@ -18,22 +18,38 @@
 //!   them.
 //!
 //! The buffer is allocated when data comes and freed once it is written: an idle
-//! connection holds none.
+//! connection holds none. A connection dropped with data waiting — the TLS alert that
+//! tells a client why its handshake failed, say — still sends what the socket takes
+//! at once.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Waiting bytes that a flush writes at once rather than putting off.
 const FLUSH_AT: usize = 64 * 1024;
 /// Waiting bytes beyond which writes wait for the socket.
 const MAX_PENDING: usize = 256 * 1024;
 
+/// A socket that takes bytes without a task to wake: what [`Coalesce`] writes when
+/// it is dropped.
+pub trait WriteNow {
+    /// Writes what the socket takes now, as `write(2)` on a non-blocking socket.
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl WriteNow for TcpStream {
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
+}
+
 /// `io` with its writes coalesced (see the module).
 #[derive(Debug)]
-pub struct Coalesce<T> {
+pub struct Coalesce<T: WriteNow> {
     io: T,
     pending: Vec<u8>,
     /// How much of `pending` the socket has taken.
@@ -42,7 +58,7 @@ pub struct Coalesce<T> {
     deferred: bool,
 }
 
-impl<T> Coalesce<T> {
+impl<T: WriteNow> Coalesce<T> {
     pub fn new(io: T) -> Self {
         Self {
             io,
@@ -57,7 +73,7 @@ impl<T> Coalesce<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> Coalesce<T> {
+impl<T: AsyncWrite + WriteNow + Unpin> Coalesce<T> {
     /// Writes what waits, until all of it is written (then frees the buffer) or the
     /// socket is full (`Pending`, woken when it has room).
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -92,7 +108,7 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<T> {
+impl<T: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Coalesce<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -108,7 +124,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
+impl<T: AsyncWrite + WriteNow + Unpin> AsyncWrite for Coalesce<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -157,6 +173,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     }
 }
 
+impl<T: WriteNow> Drop for Coalesce<T> {
+    fn drop(&mut self) {
+        while self.written < self.pending.len() {
+            match self.io.write_now(&self.pending[self.written..]) {
+                Ok(n) if n > 0 => self.written += n,
+                _ => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -172,6 +199,15 @@ mod tests {
         data: Vec<u8>,
         writes: usize,
         room: usize,
+        /// What it took when its connection was dropped.
+        at_drop: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl WriteNow for Socket {
+        fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+            self.at_drop.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
     }
 
     impl AsyncRead for Socket {
@@ -299,5 +335,16 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert_eq!(conn.io.data.len(), 6 * chunk.len());
+    }
+
+    #[test]
+    fn a_connection_dropped_with_data_waiting_sends_it() {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut conn = socket(usize::MAX);
+        let at_drop = conn.io.at_drop.clone();
+        write_frame(&mut conn, &mut cx, b"alert");
+        assert_eq!(conn.io.writes, 0);
+        drop(conn);
+        assert_eq!(*at_drop.lock().unwrap(), b"alert");
     }
 }
