@@ -115,7 +115,7 @@ impl<T: AsyncRead + AsyncWrite + WriteNow + Unpin> AsyncRead for Coalesce<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.waiting() > 0 {
-            // The turn a small flush was put off by; a full socket wakes the task later.
+            // A put-off flush goes out here; a full socket wakes the task when it has room.
             if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
                 return Poll::Ready(Err(e));
             }
