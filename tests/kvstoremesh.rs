@@ -18,7 +18,7 @@ use fleetmesh::remote::LinkSettings;
 use fleetmesh::tls::TlsFiles;
 use serde_json::Value;
 use support::etcd_api::{ETCDCTL, etcdctl_env};
-use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config};
+use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config, values};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -147,10 +147,7 @@ impl Mesh {
         loop {
             let expected = self.expected_cache(peers).await;
             let (served, _) = self.get_prefix("cilium/cache/").await;
-            let values: BTreeMap<String, Vec<u8>> = served
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect();
+            let values = values(&served);
             if values == expected {
                 return served;
             }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::etcd_api::etcdctl_env;
-use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config};
+use support::etcdctl::{Etcdctl, Kvs, cache_key, cilium_config, values};
 use support::fleet::{Fleet, FleetStore, Member};
 
 const NAMES: [&str; 3] = ["c1", "c2", "c3"];
@@ -153,10 +153,7 @@ impl Mesh {
         loop {
             let expected = self.expected(peers).await;
             let (served, _) = self.cache.get_prefix("cilium/cache/").await;
-            let values: BTreeMap<String, Vec<u8>> = served
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect();
+            let values = values(&served);
             if values == expected {
                 return served;
             }

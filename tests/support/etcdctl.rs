@@ -18,6 +18,13 @@ use super::etcd_api::ETCDCTL;
 /// Every key under a prefix: key → (value, mod revision).
 pub type Kvs = BTreeMap<String, (Vec<u8>, i64)>;
 
+/// The values of `kvs` by key, their revisions left out.
+pub fn values(kvs: &Kvs) -> BTreeMap<String, Vec<u8>> {
+    kvs.iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// `etcdctl` with the environment that names its endpoint and files
 /// ([`etcdctl_env`](super::etcd_api::etcdctl_env)).
 pub struct Etcdctl {
